@@ -1,0 +1,222 @@
+"""The ``graphrec`` command line.
+
+Every command has ``--help``. Errors caused by input (bad schema, missing file or
+column, unknown ids) print one clear message and exit with status 2; unexpected errors
+exit with status 1. Tracebacks are shown only with ``graphrec --debug ...``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from graphrec.errors import GraphrecError
+
+log = logging.getLogger("graphrec")
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=False, console=_stderr_console())],
+    )
+    logging.getLogger("graphrec").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors (no progress log).")
+@click.version_option(package_name="graphrec")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
+    """graphrec: heterogeneous graphs in, embeddings and retrieval indexes out."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    ctx.obj["progress"] = not quiet and sys.stderr.isatty()
+    _setup_logging(verbose=not quiet)
+
+
+# ---- build / info ------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--schema", "schema_path", type=click.Path(dir_okay=False), help="Graph schema YAML.")
+@click.option("--triples", "triples_path", type=click.Path(dir_okay=False),
+              help="Build from a plain triple file (head, relation, tail TSV) instead of a schema.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="Directory that relative table paths in the schema are resolved against.")
+@click.option("--out", required=True, type=click.Path(), help="Graph store directory to create.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (only once the new graph is complete).")
+@click.pass_context
+def build(ctx, schema_path, triples_path, data_dir, out, overwrite):
+    """Build a graph store from tables and a schema."""
+    from graphrec.graph import build_graph, load_schema, triples_schema
+
+    if (schema_path is None) == (triples_path is None):
+        raise click.UsageError("give exactly one of --schema or --triples")
+    schema = load_schema(schema_path) if schema_path else triples_schema(triples_path)
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise GraphrecError(f"--data {data_dir}: directory not found")
+    store = build_graph(schema, out, data_dir=data_dir, overwrite=overwrite, progress=ctx.obj["progress"])
+    click.echo(f"built {store.path}: {store.num_edges()} edges, checksum {store.checksum[:12]}")
+
+
+@cli.command()
+@click.argument("graph_dir", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+def info(graph_dir, as_json):
+    """Counts per node and relation type, and degree statistics."""
+    import json
+
+    from graphrec.analytics.degrees import graph_summary
+    from graphrec.graph import GraphStore
+
+    summary = graph_summary(GraphStore(graph_dir))
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(f"[bold]{summary['name']}[/bold]  {graph_dir}  checksum {summary['checksum'][:12]}")
+    nt = RichTable("node type", "nodes", "id type", "features", title="Node types")
+    for name, n in summary["node_types"].items():
+        nt.add_row(name, f"{n['count']:,}", n["id_dtype"], ", ".join(n["features"]) or "-")
+    console.print(nt)
+    rt = RichTable("relation", "edges", "out-deg min/median/mean/max", "in-deg min/median/mean/max", "", title="Relations")
+    for r in summary["relations"]:
+        o, i = r["out_degree"], r["in_degree"]
+        fmt = lambda d: f"{d['min']}/{d['median']:g}/{d['mean']:.2f}/{d['max']}"  # noqa: E731
+        rt.add_row(r["relation"], f"{r['edges']:,}", fmt(o), fmt(i), "reverse" if r["reverse"] else "")
+    console.print(rt)
+    console.print(f"total: {summary['total_nodes']:,} nodes, {summary['total_edges']:,} edges "
+                  f"in {len(summary['relations'])} relation types")
+
+
+# ---- split --------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("graph_dir", type=click.Path())
+@click.option("--relation", required=True, help="Interaction relation to split, src:name:dst (e.g. user:rated:item).")
+@click.option("--fractions", nargs=3, type=float, default=(0.8, 0.1, 0.1), show_default=True,
+              help="Train, valid and test fractions per user.")
+@click.option("--min-interactions", type=int, default=3, show_default=True,
+              help="Users with fewer interactions keep them all in train.")
+@click.option("--out", required=True, type=click.Path(), help="Split directory to create.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def split(graph_dir, relation, fractions, min_interactions, out, overwrite):
+    """Per-user chronological train/valid/test split of an interaction relation.
+
+    Writes OUT/train (a graph store without the held-out edges) and OUT/valid.parquet,
+    OUT/test.parquet (src, dst internal ids plus original ids and timestamps).
+    """
+    from graphrec.eval.split import chronological_split
+    from graphrec.graph import GraphStore, parse_edge_type
+
+    try:
+        et = parse_edge_type(relation)
+    except ValueError as err:
+        raise GraphrecError(f"--relation: {err}") from None
+    res = chronological_split(GraphStore(graph_dir), et, fractions=fractions, min_interactions=min_interactions,
+                              out=out, overwrite=overwrite)
+    c = res.counts
+    click.echo(f"split {relation}: train {c['train']:,}, valid {c['valid']:,}, test {c['test']:,} edges "
+               f"({c['users_split']:,} users split, {c['users_train_only']:,} train-only) -> {out}")
+
+
+# ---- generate -----------------------------------------------------------------------
+
+
+@cli.group()
+def generate():
+    """Generate synthetic datasets."""
+
+
+@generate.command("pinterest")
+@click.option("--users", type=int, default=2000, show_default=True)
+@click.option("--pins", type=int, default=5000, show_default=True)
+@click.option("--boards", type=int, default=500, show_default=True)
+@click.option("--authors", type=int, default=300, show_default=True)
+@click.option("--saves", type=int, default=None, help="Number of user-saves-pin edges [default: 20 per user].")
+@click.option("--clusters", type=int, default=20, show_default=True, help="Planted latent interest clusters.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(), help="Directory to write the Parquet tables into.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.pass_context
+def generate_pinterest_cmd(ctx, users, pins, boards, authors, saves, clusters, seed, out, overwrite):
+    """Synthetic Pinterest-like tables (users, pins, boards, authors and their edges)."""
+    from graphrec.datasets.pinterest import PinterestConfig, generate_pinterest
+
+    cfg = PinterestConfig(users=users, pins=pins, boards=boards, authors=authors,
+                          saves=saves if saves is not None else 20 * users, clusters=clusters, seed=seed)
+    counts = generate_pinterest(cfg, out, overwrite=overwrite, progress=ctx.obj["progress"])
+    click.echo("wrote " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + f" -> {out}")
+
+
+@cli.command()
+@click.option("--out", default="out/demo", show_default=True, type=click.Path(), help="Output directory.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.pass_context
+def demo(ctx, out, overwrite):
+    """The built-in default job: synthetic data -> graph -> split -> analytics."""
+    from graphrec.pipeline import run_demo
+
+    s = run_demo(out, overwrite=overwrite, progress=ctx.obj["progress"])
+    g = s["graph"]
+    click.echo(f"graph: {g['total_nodes']:,} nodes, {g['total_edges']:,} edges; "
+               + ", ".join(f"{t} {n['count']:,}" for t, n in g["node_types"].items()))
+    click.echo(f"split user:saves:pin: train {s['split']['train']:,} / valid {s['split']['valid']:,} / test {s['split']['test']:,}")
+    click.echo(f"components: {s['components']['count']} (largest {s['components']['largest_fraction']:.1%}); "
+               f"power-law alpha user saves {s['powerlaw_alpha']['user_saves']:.2f}, pin saved {s['powerlaw_alpha']['pin_saved']:.2f}")
+    click.echo("PageRank top pins: " + ", ".join(f"{r['id']} ({r['score']:.2e})" for r in s["pagerank_top_pins"]))
+    p = s["pin_projection"]
+    click.echo(f"pin co-save projection: {p['pairs']:,} pairs, density {p['density']:.3f}, mean degree {p['mean_degree']:.1f}")
+    click.echo(f"done in {s['seconds']:.1f}s -> {out} (summary.json)")
+
+
+def main(argv=None) -> int:
+    """Console entry point: runs the CLI and maps errors to exit codes."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except GraphrecError as err:
+        if debug:
+            raise
+        click.echo(f"error: {err}", err=True)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # noqa: BLE001 - last-resort message without a traceback
+        if debug:
+            raise
+        click.echo(f"internal error: {type(err).__name__}: {err}\n(re-run with `graphrec --debug ...` for the traceback)", err=True)
+        return EXIT_INTERNAL_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Conversions of a :class:`~graphrec.graph.store.GraphStore` to PyG, networkx and DGL."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from graphrec.graph.store import EdgeType, GraphStore
+
+DGL_HINT = (
+    "DGL is optional: the newest DGL on PyPI (2.1.0) loads only with torch 2.0-2.2.1. "
+    "Install a compatible torch and `pip install graphrec[dgl]` to use to_dgl()."
+)
+
+
+def _feature_tensor(feat, num_nodes: int) -> torch.Tensor:
+    if feat.kind == "numeric":
+        return torch.from_numpy(np.asarray(feat.values))
+    if feat.kind == "categorical":
+        return torch.from_numpy(np.asarray(feat.codes)).long()
+    # multi_categorical / text: multi-hot [N, V] in sparse CSR layout, no densifying
+    crow = torch.from_numpy(np.asarray(feat.offsets))
+    col = torch.from_numpy(np.asarray(feat.codes)).long()
+    values = torch.ones(col.shape[0], dtype=torch.float32)
+    return torch.sparse_csr_tensor(crow, col, values, size=(num_nodes, feat.num_categories))
+
+
+def to_pyg(store: GraphStore, features: bool = True, edge_types: list[EdgeType] | None = None):
+    """A ``torch_geometric.data.HeteroData`` of the store.
+
+    Node types get ``num_nodes`` and, with ``features``, one attribute per feature:
+    numeric float32 ``[N]`` and edge attributes (``edge_weight``, ``time``) wrap the
+    memory-mapped arrays without copying; categorical codes become int64 ``[N]``;
+    multi-categorical/text become sparse CSR multi-hot ``[N, V]``. ``edge_index`` is
+    ``[2, E]`` int64: its destination row is the stored CSR ``indices`` and its source
+    row is expanded from ``indptr`` (PyG needs COO, so that row is materialised).
+    """
+    from torch_geometric.data import HeteroData
+
+    data = HeteroData()
+    for t in store.node_types:
+        n = store.num_nodes(t)
+        data[t].num_nodes = n
+        if features:
+            for name in store.feature_names(t):
+                data[t][name] = _feature_tensor(store.feature(t, name), n)
+    for rel in store.relations():
+        if edge_types is not None and rel.edge_type not in [tuple(e) for e in edge_types]:
+            continue
+        src, dst = rel.coo()
+        store_et = data[rel.edge_type]
+        store_et.edge_index = torch.stack([torch.from_numpy(src), torch.from_numpy(np.asarray(dst))])
+        if "weight" in rel.attr_names:
+            store_et.edge_weight = torch.from_numpy(np.asarray(rel.edge_attr("weight")))
+        if "timestamp" in rel.attr_names:
+            store_et.time = torch.from_numpy(np.asarray(rel.edge_attr("timestamp")))
+    return data
+
+
+def to_networkx(
+    store: GraphStore,
+    node_types: list[str] | None = None,
+    edge_types: list[EdgeType] | None = None,
+    max_edges_per_relation: int | None = None,
+    include_reverse: bool = False,
+    seed: int = 0,
+):
+    """A ``networkx.MultiDiGraph`` with nodes ``(type, index)`` carrying ``type`` and
+    ``id`` (original id), and edges carrying ``relation`` (and ``weight``/``timestamp``).
+
+    Only ``node_types``/``edge_types`` when given (edges between kept types only);
+    ``max_edges_per_relation`` samples that many edges uniformly per relation (seeded).
+    Reverse views are left out unless ``include_reverse``. networkx keeps a Python dict
+    per node and edge: use a subset for graphs beyond a few million edges.
+    """
+    import networkx as nx
+
+    rng = np.random.default_rng(seed)
+    keep_types = set(node_types) if node_types is not None else set(store.node_types)
+    g = nx.MultiDiGraph()
+    for t in store.node_types:
+        if t not in keep_types:
+            continue
+        ids = store.original_ids(t)
+        g.add_nodes_from(((t, i), {"type": t, "id": ids[i]}) for i in range(len(ids)))
+    wanted = None if edge_types is None else {tuple(e) for e in edge_types}
+    for rel in store.relations():
+        if rel.is_reverse and not include_reverse:
+            continue
+        if wanted is not None and rel.edge_type not in wanted:
+            continue
+        if rel.src_type not in keep_types or rel.dst_type not in keep_types:
+            continue
+        src, dst = rel.coo()
+        pick = np.arange(src.shape[0])
+        if max_edges_per_relation is not None and src.shape[0] > max_edges_per_relation:
+            pick = np.sort(rng.choice(src.shape[0], size=max_edges_per_relation, replace=False))
+        attrs = {a: np.asarray(rel.edge_attr(a))[pick] for a in rel.attr_names}
+        s_t, name, d_t = rel.edge_type
+        for j, e in enumerate(pick):
+            extra = {a: v[j].item() for a, v in attrs.items()}
+            g.add_edge((s_t, int(src[e])), (d_t, int(dst[e])), key=name, relation=name, **extra)
+    return g
+
+
+def dgl_available() -> tuple[bool, str]:
+    """``(True, "")`` when DGL imports, else ``(False, reason)``."""
+    try:
+        import dgl  # noqa: F401
+    except Exception as err:  # noqa: BLE001 - DGL fails with OSError/ImportError/others
+        return False, f"{type(err).__name__}: {err}. {DGL_HINT}"
+    return True, ""
+
+
+def to_dgl(store: GraphStore):
+    """A ``dgl.DGLHeteroGraph`` built from the stored CSR (``('csr', (indptr, indices,
+    eids))`` per relation); raises ``ImportError`` with the reason when DGL cannot load."""
+    ok, reason = dgl_available()
+    if not ok:
+        raise ImportError(reason)
+    import dgl
+
+    graph_data = {}
+    for rel in store.relations():
+        indptr = torch.from_numpy(np.asarray(rel.indptr))
+        indices = torch.from_numpy(np.asarray(rel.indices))
+        eids = torch.arange(rel.num_edges, dtype=torch.int64)
+        graph_data[rel.edge_type] = ("csr", (indptr, indices, eids))
+    num_nodes = {t: store.num_nodes(t) for t in store.node_types}
+    g = dgl.heterograph(graph_data, num_nodes_dict=num_nodes)
+    for rel in store.relations():
+        for a in rel.attr_names:
+            g.edges[rel.edge_type].data[a] = torch.from_numpy(np.asarray(rel.edge_attr(a)))
+    return g

@@ -1,0 +1,274 @@
+"""Graph schema: which tables hold which node and relation types.
+
+A schema is YAML validated by pydantic; unknown keys and wrong types are errors.
+
+.. code-block:: yaml
+
+    name: movielens-100k
+    missing_endpoints: error          # default policy: error | drop | add
+    nodes:
+      user:
+        source: ml-100k.user          # path (relative to --data) or {path, format, ...}
+        id: user_id
+        features:
+          age: {kind: categorical, buckets: [18, 25, 35, 45, 50, 56]}
+          gender: {kind: categorical}
+      entity: {}                      # no table: ids come from relation endpoints
+    relations:
+      - name: rated
+        source: ml-100k.inter
+        src: {type: user, column: user_id}
+        dst: {type: item, column: item_id}
+        weight: rating
+        timestamp: timestamp
+        reverse: rated_by             # true -> "rev_rated"; false/omitted -> none
+      - name_column: relation_id      # one relation per distinct value of this column
+        source: ml-100k.kg
+        src: {type: entity, column: head_id}
+        dst: {type: entity, column: tail_id}
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from graphrec.errors import SchemaError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+TableFormat = Literal["parquet", "csv", "tsv", "atomic", "triples"]
+MissingPolicy = Literal["error", "drop", "add"]
+
+#: RecBole atomic-file suffixes (https://recbole.io/docs/user_guide/data/atomic_files.html)
+ATOMIC_SUFFIXES = {".inter", ".user", ".item", ".kg", ".link", ".net"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """A table on disk. ``format`` is inferred from the suffix when omitted:
+    ``.parquet``/``.pq`` parquet, ``.csv`` csv, ``.tsv``/``.txt`` tsv, RecBole suffixes
+    (``.inter .user .item .kg .link .net``) atomic. ``triples`` (head, relation, tail TSV,
+    optional header) must be named explicitly."""
+
+    path: str
+    format: TableFormat | None = None
+    delimiter: str | None = Field(default=None, min_length=1, max_length=1)
+    header: bool = True
+
+    @property
+    def resolved_format(self) -> str:
+        if self.format is not None:
+            return self.format
+        suffix = Path(self.path).suffix.lower()
+        if suffix in (".parquet", ".pq"):
+            return "parquet"
+        if suffix == ".csv":
+            return "csv"
+        if suffix in (".tsv", ".txt"):
+            return "tsv"
+        if suffix in ATOMIC_SUFFIXES:
+            return "atomic"
+        raise SchemaError(
+            f"source {self.path!r}: cannot infer the table format from suffix {suffix!r}; "
+            "set format: parquet | csv | tsv | atomic | triples"
+        )
+
+
+def _coerce_source(value):
+    return {"path": value} if isinstance(value, str) else value
+
+
+class Feature(_Strict):
+    """A node feature column.
+
+    kinds: ``categorical`` (one token -> int32 code, 0 = missing/unknown; ``buckets``
+    turns a numeric column into bucket codes), ``multi_categorical`` (token list: an
+    Arrow list column or a string split on ``sep``), ``numeric`` (float32, NaN missing),
+    ``text`` (lower-cased word tokens -> vocabulary codes, stored like multi_categorical).
+    """
+
+    kind: Literal["categorical", "multi_categorical", "numeric", "text"]
+    column: str | None = None  # defaults to the feature name
+    sep: str | None = None  # multi_categorical split separator (default: whitespace)
+    buckets: list[float] | None = None  # categorical only: sorted bucket boundaries
+    max_vocab: int | None = Field(default=None, gt=0)  # keep the most frequent tokens
+    invalid: Literal["error", "missing"] = "error"  # numeric: unparsable -> error, or NaN
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.buckets is not None:
+            if self.kind != "categorical":
+                raise ValueError("buckets is only valid for kind: categorical")
+            if list(self.buckets) != sorted(set(self.buckets)):
+                raise ValueError("buckets must be strictly increasing")
+        if self.invalid != "error" and self.kind != "numeric" and self.buckets is None:
+            raise ValueError("invalid: missing is only valid for numeric columns")
+        if self.sep is not None and self.kind != "multi_categorical":
+            raise ValueError("sep is only valid for kind: multi_categorical")
+        return self
+
+
+class NodeType(_Strict):
+    source: Source | None = None
+    id: str | None = None
+    features: dict[str, Feature] = Field(default_factory=dict)
+
+    _coerce = field_validator("source", mode="before")(_coerce_source)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.source is not None and self.id is None:
+            raise ValueError("a node type with a source needs `id` (the id column)")
+        if self.source is None and (self.id is not None or self.features):
+            raise ValueError("`id` and `features` need a `source` table")
+        for name in self.features:
+            if not NAME_RE.match(name):
+                raise ValueError(f"feature name {name!r} must match {NAME_RE.pattern}")
+        return self
+
+
+class Endpoint(_Strict):
+    type: str
+    column: str
+
+
+class Relation(_Strict):
+    """Edges ``src -name-> dst`` read from one table.
+
+    Exactly one of ``name`` (one relation) or ``name_column`` (one relation per distinct
+    value of that column, as in a knowledge-graph triple table) is given.
+    """
+
+    name: str | None = None
+    name_column: str | None = None
+    source: Source
+    src: Endpoint
+    dst: Endpoint
+    weight: str | None = None
+    timestamp: str | None = None
+    reverse: bool | str = False
+    missing_endpoints: MissingPolicy | None = None  # overrides the schema default
+
+    _coerce = field_validator("source", mode="before")(_coerce_source)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if (self.name is None) == (self.name_column is None):
+            raise ValueError("give exactly one of `name` or `name_column`")
+        if self.name is not None and not NAME_RE.match(self.name):
+            raise ValueError(f"relation name {self.name!r} must match {NAME_RE.pattern}")
+        if isinstance(self.reverse, str) and not NAME_RE.match(self.reverse):
+            raise ValueError(f"reverse name {self.reverse!r} must match {NAME_RE.pattern}")
+        if self.name_column is not None and isinstance(self.reverse, str):
+            raise ValueError("with name_column, reverse must be true/false (names are rev_<name>)")
+        return self
+
+    def reverse_name(self, name: str) -> str | None:
+        if self.reverse is False:
+            return None
+        if self.reverse is True:
+            return f"rev_{name}"
+        return self.reverse
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name is not None else f"<{self.name_column}>"
+
+
+class GraphSchema(_Strict):
+    name: str = "graph"
+    missing_endpoints: MissingPolicy = "error"
+    nodes: dict[str, NodeType]
+    relations: list[Relation] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.nodes:
+            raise ValueError("at least one node type is required")
+        for nt in self.nodes:
+            if not NAME_RE.match(nt):
+                raise ValueError(f"node type name {nt!r} must match {NAME_RE.pattern}")
+        for i, rel in enumerate(self.relations):
+            for side in ("src", "dst"):
+                t = getattr(rel, side).type
+                if t not in self.nodes:
+                    raise ValueError(
+                        f"relations[{i}] ({rel.label}): {side} type {t!r} is not a node type "
+                        f"(known: {sorted(self.nodes)})"
+                    )
+                if self.nodes[t].source is None and self.policy(rel) != "add":
+                    raise ValueError(
+                        f"relations[{i}] ({rel.label}): node type {t!r} has no source table, "
+                        "so its ids come from edges: set missing_endpoints: add"
+                    )
+        return self
+
+    def policy(self, rel: Relation) -> str:
+        """Missing-endpoint policy of a relation; table-less node types imply ``add``."""
+        if rel.missing_endpoints is not None:
+            return rel.missing_endpoints
+        if any(self.nodes[e.type].source is None for e in (rel.src, rel.dst)):
+            return "add"
+        return self.missing_endpoints
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid schema {origin}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_schema(data: dict, origin: str = "<dict>") -> GraphSchema:
+    """Validate a schema given as a dict (e.g. from YAML)."""
+    if not isinstance(data, dict):
+        raise SchemaError(f"invalid schema {origin}: expected a mapping at the top level")
+    try:
+        return GraphSchema.model_validate(data)
+    except ValidationError as err:
+        raise SchemaError(_format_validation_error(err, origin)) from None
+
+
+def load_schema(path: str | Path) -> GraphSchema:
+    """Read and validate a YAML schema file (``yaml.safe_load``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SchemaError(f"schema file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SchemaError(f"schema {path}: not valid YAML: {err}") from None
+    return parse_schema(data, origin=str(path))
+
+
+def triples_schema(path: str | Path, node_type: str = "entity") -> GraphSchema:
+    """Schema for a plain triple file (head, relation, tail): one node type, one
+    relation per distinct relation name."""
+    return parse_schema(
+        {
+            "name": Path(path).stem,
+            "nodes": {node_type: {}},
+            "relations": [
+                {
+                    "name_column": "relation",
+                    "source": {"path": str(path), "format": "triples"},
+                    "src": {"type": node_type, "column": "head"},
+                    "dst": {"type": node_type, "column": "tail"},
+                    "missing_endpoints": "add",
+                }
+            ],
+        },
+        origin=str(path),
+    )

@@ -1,0 +1,1 @@
+"""Layer-wise (MapReduce-style) inference and embedding export (to come)."""

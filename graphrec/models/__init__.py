@@ -1,0 +1,1 @@
+"""Models: TwHIN knowledge-graph embeddings and PinSage (to come)."""

@@ -1,0 +1,1 @@
+"""FAISS retrieval indexes (to come)."""

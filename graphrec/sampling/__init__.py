@@ -1,0 +1,1 @@
+"""Sampling on the graph store: random walks, importance neighbourhoods, negatives (to come)."""

@@ -1,0 +1,1 @@
+"""Training loops, the Ray Train wrapper and checkpoints (to come)."""

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ML100K = Path(os.environ.get("GRAPHREC_DATA", ROOT.parent / "shared" / "datasets" / "ml-100k"))
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir() -> Path:
+    if not (ML100K / "ml-100k.inter").is_file():
+        pytest.skip(f"MovieLens-100K not found at {ML100K} (set GRAPHREC_DATA)")
+    return ML100K
+
+
+@pytest.fixture(scope="session")
+def ml100k_store(ml100k_dir, tmp_path_factory):
+    from graphrec.graph import build_graph, load_schema
+
+    out = tmp_path_factory.mktemp("ml100k") / "graph"
+    return build_graph(load_schema(ROOT / "graphs" / "movielens-100k.yaml"), out, data_dir=ml100k_dir, progress=False)
+
+
+def write_tiny_tables(d: Path) -> Path:
+    """A small shop: users (CSV), items (Parquet), ratings (TSV), tags (RecBole atomic)."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "users.csv").write_text("uid,age,country\nu1,23,US\nu2,41,DE\nu3,,US\nu4,67,FR\n")
+    pq.write_table(
+        pa.table({
+            "iid": pa.array([10, 20, 30, 40, 50], pa.int64()),
+            "price": [1.5, 2.0, None, 4.0, 10.0],
+            "genres": ["a b", "b", "", "c a", None],
+            "title": ["Red Shoes", "blue SHOES!", "hat", None, "red hat"],
+        }),
+        d / "items.parquet",
+    )
+    (d / "ratings.tsv").write_text(
+        "user\titem\tstars\tts\n"
+        "u1\t10\t5\t100\nu1\t20\t3\t300\nu1\t30\t4\t200\nu2\t10\t1\t50\n"
+        "u2\t40\t2\t60\nu3\t50\t5\t10\nu4\t10\t4\t70\nu4\t20\t4\t80\nu4\t30\t4\t90\nu4\t40\t4\t95\n"
+    )
+    (d / "shop.link").write_text("item_id:token\tentity_id:token\n10\tm.a\n20\tm.b\n30\tm.c\n")
+    (d / "shop.kg").write_text(
+        "head_id:token\trelation_id:token\ttail_id:token\n"
+        "m.a\tgenre\tm.g1\nm.b\tgenre\tm.g1\nm.c\tdirector\tm.d1\nm.a\tdirector\tm.d1\n"
+    )
+    return d
+
+
+TINY_SCHEMA = {
+    "name": "tiny",
+    "nodes": {
+        "user": {"source": "users.csv", "id": "uid", "features": {
+            "age": {"kind": "categorical", "buckets": [30, 60]},
+            "country": {"kind": "categorical"},
+        }},
+        "item": {"source": "items.parquet", "id": "iid", "features": {
+            "price": {"kind": "numeric"},
+            "genres": {"kind": "multi_categorical"},
+            "title": {"kind": "text"},
+        }},
+    },
+    "relations": [
+        {"name": "rated", "source": "ratings.tsv", "src": {"type": "user", "column": "user"},
+         "dst": {"type": "item", "column": "item"}, "weight": "stars", "timestamp": "ts", "reverse": True},
+    ],
+}
+
+
+@pytest.fixture
+def tiny_dir(tmp_path) -> Path:
+    return write_tiny_tables(tmp_path / "data")
+
+
+@pytest.fixture
+def tiny_schema():
+    import copy
+
+    return copy.deepcopy(TINY_SCHEMA)
