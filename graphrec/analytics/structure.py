@@ -92,7 +92,7 @@ def pagerank(a: sp.csr_matrix, alpha: float = 0.85, tol: float = 1e-10, max_iter
     n = a.shape[0]
     if n == 0:
         return np.zeros(0)
-    out = np.asarray(a.sum(axis=1)).ravel()
+    out = np.asarray(a.sum(axis=1), dtype=np.float64).ravel()
     dangling = out == 0
     inv = np.divide(1.0, out, out=np.zeros_like(out), where=~dangling)
     p = sp.diags(inv) @ a

@@ -18,11 +18,13 @@ def _feature_tensor(feat, num_nodes: int) -> torch.Tensor:
         return torch.from_numpy(np.asarray(feat.values))
     if feat.kind == "categorical":
         return torch.from_numpy(np.asarray(feat.codes)).long()
-    # multi_categorical / text: multi-hot [N, V] in sparse CSR layout, no densifying
-    crow = torch.from_numpy(np.asarray(feat.offsets))
-    col = torch.from_numpy(np.asarray(feat.codes)).long()
-    values = torch.ones(col.shape[0], dtype=torch.float32)
-    return torch.sparse_csr_tensor(crow, col, values, size=(num_nodes, feat.num_categories))
+    # multi_categorical / text: bag of tokens [N, V] (token counts) in sparse CSR layout
+    offsets = np.asarray(feat.offsets)
+    rows = torch.from_numpy(np.repeat(np.arange(num_nodes, dtype=np.int64), np.diff(offsets)))
+    cols = torch.from_numpy(np.asarray(feat.codes)).long()
+    bag = torch.sparse_coo_tensor(torch.stack([rows, cols]), torch.ones(cols.shape[0]), (num_nodes, feat.num_categories),
+                                  check_invariants=True)
+    return bag.coalesce().to_sparse_csr()
 
 
 def to_pyg(store: GraphStore, features: bool = True, edge_types: list[EdgeType] | None = None):
@@ -31,7 +33,7 @@ def to_pyg(store: GraphStore, features: bool = True, edge_types: list[EdgeType] 
     Node types get ``num_nodes`` and, with ``features``, one attribute per feature:
     numeric float32 ``[N]`` and edge attributes (``edge_weight``, ``time``) wrap the
     memory-mapped arrays without copying; categorical codes become int64 ``[N]``;
-    multi-categorical/text become sparse CSR multi-hot ``[N, V]``. ``edge_index`` is
+    multi-categorical/text become sparse CSR bags of tokens ``[N, V]`` (counts). ``edge_index`` is
     ``[2, E]`` int64: its destination row is the stored CSR ``indices`` and its source
     row is expanded from ``indptr`` (PyG needs COO, so that row is materialised).
     """

@@ -1,0 +1,62 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from graphrec.cli import main
+from graphrec.errors import GraphrecError
+from graphrec.eval import chronological_split, load_split, split_labels
+
+
+def test_split_labels_chronological_per_user():
+    # user 0: 10 edges with shuffled times; user 1: 2 edges (too few); user 2: none
+    ts0 = np.array([5, 1, 9, 3, 7, 2, 8, 4, 6, 0])
+    indptr = np.array([0, 10, 12, 12])
+    ts = np.concatenate([ts0, [1, 2]])
+    lab = split_labels(indptr, ts, (0.8, 0.1, 0.1), min_interactions=3)
+    assert lab[:10][ts0 == 9] == 2 and lab[:10][ts0 == 8] == 1
+    assert (lab[:10][ts0 <= 7] == 0).all()
+    assert (lab[10:] == 0).all()
+
+
+def test_each_part_nonempty_and_later_than_train(ml100k_store, tmp_path):
+    res = chronological_split(ml100k_store, ("user", "rated", "item"), out=tmp_path / "s")
+    c = res.counts
+    assert c["train"] + c["valid"] + c["test"] == 100000
+    assert c["users_split"] == 943  # every ML-100K user has >= 20 ratings
+    sp = load_split(tmp_path / "s")
+    train = sp.train.relation(("user", "rated", "item"))
+    assert train.num_edges == c["train"]
+    assert sp.train.relation(("item", "rated_by", "user")).num_edges == c["train"]
+    # per user: valid and test non-empty, and no held-out edge precedes a train edge
+    tr_src, _ = train.coo()
+    tr_ts = train.edge_attr("timestamp")
+    last_train = pd.Series(tr_ts).groupby(tr_src).max()
+    for part in ("valid", "test"):
+        df = pd.read_parquet(tmp_path / "s" / f"{part}.parquet")
+        assert df.src.nunique() == 943
+        first = df.groupby("src").timestamp.min()
+        assert (first.values >= last_train.loc[first.index].values).all()
+        # original ids carried along
+        assert (ml100k_store.original_ids("user", df.src.values) == df.src_id.values).all()
+    # held-out edges are absent from the train graph
+    test_src, test_dst = sp.heldout("test")
+    train_pairs = set(zip(*map(np.ndarray.tolist, train.coo())))
+    assert not any((s, d) in train_pairs for s, d in zip(test_src.tolist(), test_dst.tolist()))
+    # the rest of the graph is untouched
+    assert sp.train.num_edges(("entity", "film.film.actor", "entity")) == 40152
+    assert sp.train.manifest["split"]["source_checksum"] == ml100k_store.checksum
+
+
+def test_split_errors(tiny_schema, tiny_dir, tmp_path, capsys):
+    from graphrec.graph import build_graph, parse_schema
+
+    g = build_graph(parse_schema(tiny_schema), tmp_path / "g", data_dir=tiny_dir, progress=False)
+    with pytest.raises(GraphrecError, match="summing to 1"):
+        chronological_split(g, ("user", "rated", "item"), fractions=(0.5, 0.1, 0.1), out=tmp_path / "s")
+    with pytest.raises(GraphrecError, match="reverse view"):
+        chronological_split(g, ("item", "rev_rated", "user"), out=tmp_path / "s")
+    assert main(["split", str(tmp_path / "g"), "--relation", "user-rated-item", "--out", str(tmp_path / "s")]) == 2
+    assert "src:name:dst" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+    assert main(["split", str(tmp_path / "g"), "--relation", "user:rated:item", "--out", str(tmp_path / "s")]) == 0
+    assert (tmp_path / "s" / "train" / "manifest.json").is_file()
