@@ -97,7 +97,7 @@ def chronological_split(
     key = relation_key(relation)
     base = f"relations/{key}"
     train = labels == 0
-    t_indptr, t_indices, perm = build_csr(src[train], dst[train], rel.num_src)
+    t_indptr, t_indices, perm = build_csr(src[train], dst[train], rel.num_src, rel.num_dst)
     r_indptr, r_indices, r_eid = reverse_csr(t_indptr, t_indices, rel.num_dst)
     arrays = {k: v for k, v in store.arrays().items() if not k.startswith(base + "/")}
     arrays.update({f"{base}/indptr.npy": t_indptr, f"{base}/indices.npy": t_indices,
@@ -148,7 +148,7 @@ class Split:
     def heldout_csr(self, part: str) -> tuple[np.ndarray, np.ndarray]:
         """Held-out items per user as CSR ``(indptr [U+1], items)``."""
         src, dst = self.heldout(part)
-        indptr, indices, _ = build_csr(src, dst, self.train.num_nodes(self.relation[0]))
+        indptr, indices, _ = build_csr(src, dst, self.train.num_nodes(self.relation[0]), self.train.num_nodes(self.relation[2]))
         return indptr, indices
 
     def seen_csr(self, include_valid: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +159,7 @@ class Split:
         if include_valid:
             vs, vd = self.heldout("valid")
             src, dst = np.concatenate([src, vs]), np.concatenate([dst, vd])
-        indptr, indices, _ = build_csr(src, dst, rel.num_src)
+        indptr, indices, _ = build_csr(src, dst, rel.num_src, rel.num_dst)
         return indptr, indices
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 
 from graphrec.errors import DataError, format_rows
 from graphrec.graph.csr import build_csr, reverse_csr, stable_order
+from graphrec.graph.ids import IdIndex
 from graphrec.graph.features import encode_feature, pad_feature, to_numeric
 from graphrec.graph.schema import GraphSchema, Relation
 from graphrec.graph.sources import Table
@@ -75,6 +77,8 @@ class _NodeState:
     origin: str  # where the ids come from, for messages
     features: dict = field(default_factory=dict)  # name -> (kind, arrays, vocab, column)
     added: list = field(default_factory=list)  # arrays of ids appended under `add`
+    _index: IdIndex | None = field(default=None, repr=False)
+    _index_count: int = field(default=-1, repr=False)
 
     @property
     def count(self) -> int:
@@ -84,6 +88,13 @@ class _NodeState:
     def all_ids(self) -> pa.ChunkedArray:
         chunks = ([*self.ids.chunks] if self.ids is not None else []) + list(self.added)
         return pa.chunked_array(chunks, type=self.id_type)
+
+    def index(self) -> IdIndex:
+        """Lookup over the current ids (cached until ids are added)."""
+        if self._index is None or self._index_count != self.count:
+            self._index = IdIndex(self.all_ids()) if self.count else IdIndex(pa.array([], pa.int64()))
+            self._index_count = self.count
+        return self._index
 
     @property
     def id_type(self):
@@ -127,47 +138,70 @@ def _check_unique(ids: pa.ChunkedArray, where: str) -> None:
     raise DataError(f"{where}: {dup.num_rows} duplicate node ids: " + "; ".join(examples))
 
 
-def _map_endpoint(values: pa.ChunkedArray, node: _NodeState, policy: str, where: str, rel_label: str):
-    """Internal ids (int64 numpy, ``-1`` = dropped) of ``values``; may extend ``node``."""
+def _check_id_type(values: pa.ChunkedArray, node: _NodeState, where: str) -> None:
     if node.id_type is not None and values.type != node.id_type:
         kind = lambda t: "integer" if pa.types.is_integer(t) else "string"  # noqa: E731
         raise DataError(
             f"{where}: ids are {kind(values.type)}s but node type {node.name!r} has "
             f"{kind(node.id_type)} ids (from {node.origin}); make the column types agree"
         )
-    n_before = node.count
-    if n_before:
-        idx = pc.index_in(values, value_set=node.all_ids())
-    else:
-        idx = pa.chunked_array([pa.nulls(len(values), pa.int32())])
-    missing = pc.is_null(idx)
-    n_missing = idx.null_count
-    out = np.asarray(pc.fill_null(idx, -1).to_numpy(), dtype=np.int64)
-    if n_missing == 0:
+
+
+def _resolve_missing(values: pa.ChunkedArray, out: np.ndarray, node: _NodeState, snapshot: int,
+                     policy: str, where: str, rel_label: str) -> np.ndarray:
+    """Apply the missing-endpoint policy to ``out`` (``-1`` = unknown) in place.
+
+    ``snapshot`` is the node count the lookup ran against: ids appended since (by the
+    other endpoint of the same relation) are looked up first.
+    """
+    miss = out < 0
+    if not miss.any():
         return out
-    miss_np = np.asarray(missing.to_numpy(), dtype=bool) if isinstance(missing, pa.ChunkedArray) else missing.to_numpy(zero_copy_only=False)
+    if node.count > snapshot:
+        later = pa.chunked_array(node.all_ids().slice(snapshot).chunks, type=node.id_type)
+        pos = np.flatnonzero(miss)
+        found = IdIndex(later).lookup(values.take(pa.array(pos)))
+        hit = found >= 0
+        out[pos[hit]] = found[hit] + snapshot
+        miss = out < 0
+        if not miss.any():
+            return out
+    bad = np.flatnonzero(miss)
     if policy == "error":
-        bad = np.flatnonzero(miss_np)
         vals = values.take(pa.array(bad[:5])).to_pylist()
         raise DataError(
-            f"{where}: {n_missing} edges of relation {rel_label!r} point to {node.name!r} ids absent "
+            f"{where}: {bad.size} edges of relation {rel_label!r} point to {node.name!r} ids absent "
             f"from {node.origin}: {format_rows(bad, vals)} "
             "(set missing_endpoints: drop or add in the schema to accept them)"
         )
     if policy == "drop":
-        log.warning("%s: dropped %d edges of %r whose %s id is unknown", where, n_missing, rel_label, node.name)
+        log.warning("%s: dropped %d edges of %r whose %s id is unknown", where, bad.size, rel_label, node.name)
         return out
-    # add: append the new ids (first-appearance order) and map the missing positions
-    missing_values = values.filter(missing)
+    # add: append the new ids in first-appearance order, then map the missing positions
+    missing_values = values.take(pa.array(bad))
     new_ids = pc.unique(missing_values)
     new_ids = new_ids.combine_chunks() if isinstance(new_ids, pa.ChunkedArray) else new_ids
-    node.added.append(new_ids)
-    if node.ids is None and node.origin == "":
+    n_before = node.count
+    if node.ids is None and not node.origin:
         node.origin = where
-    new_idx = pc.index_in(missing_values, value_set=new_ids).to_numpy()
-    out[miss_np] = np.asarray(new_idx, dtype=np.int64) + n_before
+    node.added.append(new_ids)
+    out[bad] = IdIndex(new_ids).lookup(missing_values) + n_before
     log.info("%s: added %d %r nodes from relation %r", where, len(new_ids), node.name, rel_label)
     return out
+
+
+def _map_endpoints(ends, nodes: dict, policy: str, rel_label: str):
+    """Map ``[(values, node_type, where), ...]`` (src, dst) to internal ids (int64,
+    ``-1`` = dropped). The two hash/table lookups run in two threads."""
+    for values, t, where in ends:
+        _check_id_type(values, nodes[t], where)
+    snapshots = [nodes[t].count for _, t, _ in ends]
+    indexes = [nodes[t].index() for _, t, _ in ends]
+    with ThreadPoolExecutor(max_workers=len(ends)) as pool:
+        outs = list(pool.map(lambda i: indexes[i].lookup(ends[i][0]), range(len(ends))))
+    for (values, t, where), out, snap in zip(ends, outs, snapshots, strict=True):
+        _resolve_missing(values, out, nodes[t], snap, policy, where, rel_label)
+    return outs
 
 
 def _timestamps(col: pa.ChunkedArray, where: str) -> np.ndarray:
@@ -206,13 +240,11 @@ def _build_relation(rel: Relation, schema: GraphSchema, nodes: dict, data_dir, w
     t0 = time.perf_counter()
     with tqdm(desc=f"read {label}", unit="rows", disable=not progress, leave=False) as bar:
         data = table.read(cols, progress=bar)
-    policy = schema.policy(rel)
     ends = []
     for side in (rel.src, rel.dst):
         where = f"{table.path}: column {side.column!r}"
-        values = normalize_ids(data.column(side.column), where)
-        ends.append(_map_endpoint(values, nodes[side.type], policy, where, label))
-    src, dst = ends
+        ends.append((normalize_ids(data.column(side.column), where), side.type, where))
+    src, dst = _map_endpoints(ends, nodes, schema.policy(rel), label)
     keep = (src >= 0) & (dst >= 0)
     attrs = {}
     if rel.weight:
@@ -261,7 +293,7 @@ def _build_relation(rel: Relation, schema: GraphSchema, nodes: dict, data_dir, w
 def _write_relation(et, src, dst, attrs, nodes, writer: StoreWriter, reverse_name):
     key = relation_key(et)
     n_src, n_dst = nodes[et[0]].count, nodes[et[2]].count
-    indptr, indices, perm = build_csr(src, dst, n_src)
+    indptr, indices, perm = build_csr(src, dst, n_src, n_dst)
     rev_indptr, rev_indices, rev_eid = reverse_csr(indptr, indices, n_dst)
     base = f"relations/{key}"
     writer.add_array(f"{base}/indices.npy", indices)

@@ -33,9 +33,10 @@ def to_pyg(store: GraphStore, features: bool = True, edge_types: list[EdgeType] 
     Node types get ``num_nodes`` and, with ``features``, one attribute per feature:
     numeric float32 ``[N]`` and edge attributes (``edge_weight``, ``time``) wrap the
     memory-mapped arrays without copying; categorical codes become int64 ``[N]``;
-    multi-categorical/text become sparse CSR bags of tokens ``[N, V]`` (counts). ``edge_index`` is
-    ``[2, E]`` int64: its destination row is the stored CSR ``indices`` and its source
-    row is expanded from ``indptr`` (PyG needs COO, so that row is materialised).
+    multi-categorical/text become sparse CSR bags of tokens ``[N, V]`` (counts).
+    ``edge_index`` is ``[2, E]`` int64 COO, which PyG requires, so it is materialised:
+    the source row expanded from ``indptr``, the destination row from ``indices``
+    (stored as int32 when ids fit, widened here).
     """
     from torch_geometric.data import HeteroData
 
@@ -51,7 +52,7 @@ def to_pyg(store: GraphStore, features: bool = True, edge_types: list[EdgeType] 
             continue
         src, dst = rel.coo()
         store_et = data[rel.edge_type]
-        store_et.edge_index = torch.stack([torch.from_numpy(src), torch.from_numpy(np.asarray(dst))])
+        store_et.edge_index = torch.stack([torch.from_numpy(src), torch.from_numpy(np.asarray(dst)).long()])
         if "weight" in rel.attr_names:
             store_et.edge_weight = torch.from_numpy(np.asarray(rel.edge_attr("weight")))
         if "timestamp" in rel.attr_names:

@@ -1,24 +1,38 @@
-"""Compressed sparse row construction, vectorised in numpy.
+"""Compressed sparse row construction.
 
 A relation with ``E`` edges over ``N`` source nodes is stored as ``indptr`` (int64,
-``[N + 1]``) and ``indices`` (int64, ``[E]``): the neighbours of node ``v`` are
-``indices[indptr[v]:indptr[v + 1]]``.
+``[N + 1]``) and ``indices`` (``[E]``, int32 when every id and ``E`` fit in 31 bits,
+else int64): the neighbours of node ``v`` are ``indices[indptr[v]:indptr[v + 1]]``.
+
+The counting sorts are scipy's C routines ``coo_tocsr`` / ``csr_tocsc`` (O(N + E),
+stable, no duplicate summing) fed with edge positions as values, so the permutation
+comes out with the CSR; where they are unavailable a vectorised numpy sort is used.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+try:  # scipy's sparsetools: private but unchanged since scipy 0.7; fall back if it moves
+    from scipy.sparse import _sparsetools
+except ImportError:  # pragma: no cover
+    _sparsetools = None
+
 _LOW32 = np.uint64(0xFFFFFFFF)
+INT32_MAX = np.iinfo(np.int32).max
+
+
+def index_dtype(*sizes: int) -> np.dtype:
+    """int32 when every size (node counts, edge count) fits in int32, else int64."""
+    return np.dtype(np.int32) if max(sizes, default=0) < INT32_MAX else np.dtype(np.int64)
 
 
 def stable_order(keys: np.ndarray, num_keys: int) -> np.ndarray:
     """Permutation that sorts ``keys`` (ints in ``[0, num_keys)``) stably, int64 ``[E]``.
 
     When ``E < 2**32`` and ``num_keys < 2**31`` the edge position is packed into the low
-    32 bits of a uint64 (``key << 32 | position``) and one unstable ``np.sort`` of that
-    array (SIMD-accelerated in numpy >= 2) gives the stable order; this is 3-5x faster
-    than ``np.argsort(kind="stable")`` on int32/int64 keys.
+    32 bits of a uint64 (``key << 32 | position``) and one ``np.sort`` of that array
+    gives the stable order, ~2x faster than ``np.argsort(kind="stable")``.
     """
     e = keys.shape[0]
     if e < (1 << 32) and num_keys < (1 << 31):
@@ -38,19 +52,30 @@ def indptr_from_sorted_counts(keys: np.ndarray, num_keys: int) -> np.ndarray:
     return indptr
 
 
-def build_csr(src: np.ndarray, dst: np.ndarray, num_src: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def build_csr(src: np.ndarray, dst: np.ndarray, num_src: int, num_dst: int | None = None):
     """CSR of the edges ``src[i] -> dst[i]`` grouped by source, stable in input order.
 
-    Returns ``(indptr [num_src + 1], indices [E], perm [E])`` (all int64) with
-    ``indices = dst[perm]``: ``perm`` maps CSR positions to input edge positions, so edge
-    attributes follow with ``attr[perm]``.
+    Returns ``(indptr [num_src + 1] int64, indices [E], perm [E])`` with
+    ``indices = dst[perm]``: ``perm`` maps CSR positions to input positions, so edge
+    attributes follow with ``attr[perm]``. ``indices``/``perm`` are int32 when all ids
+    and ``E`` fit (see :func:`index_dtype`).
     """
+    src, dst = np.asarray(src), np.asarray(dst)
     if src.shape != dst.shape:
         raise ValueError(f"src and dst differ in shape: {src.shape} vs {dst.shape}")
+    e = src.shape[0]
+    if num_dst is None:
+        num_dst = int(dst.max()) + 1 if e else 0
+    it = index_dtype(num_src, num_dst, e)
+    if _sparsetools is not None:
+        bp = np.empty(num_src + 1, dtype=it)
+        bj = np.empty(e, dtype=it)
+        bx = np.empty(e, dtype=it)
+        _sparsetools.coo_tocsr(num_src, num_dst, e, src.astype(it, copy=False), dst.astype(it, copy=False),
+                               np.arange(e, dtype=it), bp, bj, bx)
+        return bp.astype(np.int64), bj, bx
     perm = stable_order(src, num_src)
-    indptr = indptr_from_sorted_counts(src, num_src)
-    indices = dst[perm].astype(np.int64, copy=False)
-    return indptr, indices, perm
+    return indptr_from_sorted_counts(src, num_src), dst[perm].astype(it), perm.astype(it)
 
 
 def expand_indptr(indptr: np.ndarray) -> np.ndarray:
@@ -59,10 +84,22 @@ def expand_indptr(indptr: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
 
 
-def reverse_csr(indptr: np.ndarray, indices: np.ndarray, num_dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reverse_csr(indptr: np.ndarray, indices: np.ndarray, num_dst: int):
     """CSR of the transposed relation grouped by destination.
 
-    Returns ``(rev_indptr [num_dst + 1], rev_indices [E], rev_eid [E])``: ``rev_indices``
-    are source ids and ``rev_eid`` the position of each reversed edge in the forward CSR.
+    Returns ``(rev_indptr [num_dst + 1] int64, rev_indices [E], rev_eid [E])``:
+    ``rev_indices`` are source ids and ``rev_eid`` the position of each reversed edge in
+    the forward CSR (the same dtype as ``indices``).
     """
-    return build_csr(np.asarray(indices), expand_indptr(indptr), num_dst)
+    indices = np.asarray(indices)
+    num_src = indptr.shape[0] - 1
+    e = indices.shape[0]
+    it = index_dtype(num_src, num_dst, e)
+    if _sparsetools is not None:
+        bp = np.empty(num_dst + 1, dtype=it)
+        bi = np.empty(e, dtype=it)
+        bx = np.empty(e, dtype=it)
+        _sparsetools.csr_tocsc(num_src, num_dst, np.asarray(indptr).astype(it), indices.astype(it, copy=False),
+                               np.arange(e, dtype=it), bp, bi, bx)
+        return bp.astype(np.int64), bi, bx
+    return build_csr(indices, expand_indptr(indptr), num_dst, num_src)
