@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from graphrec.io import atomic_dir
 

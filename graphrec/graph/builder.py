@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from graphrec.errors import DataError, format_rows
 from graphrec.graph.csr import build_csr, reverse_csr, stable_order
