@@ -74,7 +74,9 @@ def build(ctx, schema_path, triples_path, data_dir, out, overwrite):
     if data_dir is not None and not Path(data_dir).is_dir():
         raise GraphrecError(f"--data {data_dir}: directory not found")
     store = build_graph(schema, out, data_dir=data_dir, overwrite=overwrite, progress=ctx.obj["progress"])
-    click.echo(f"built {store.path}: {store.num_edges()} edges, checksum {store.checksum[:12]}")
+    stored = sum(r.num_edges for r in store.relations() if not r.is_reverse)
+    click.echo(f"built {store.path}: {stored:,} edges in {len(store.edge_types)} relation types "
+               f"({store.num_edges():,} counting reverse views), checksum {store.checksum[:12]}")
 
 
 @cli.command()

@@ -27,15 +27,16 @@ def _to_numpy_int64(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 class IdIndex:
-    """Lookup table over the ids ``ids`` (Arrow int64 or large_string) of one node type."""
+    """Lookup table over the ids ``ids`` (Arrow int64 or large_string) of one node type;
+    ``dense=False`` forces the hash lookup."""
 
-    def __init__(self, ids: pa.Array | pa.ChunkedArray):
+    def __init__(self, ids: pa.Array | pa.ChunkedArray, dense: bool = True):
         if isinstance(ids, pa.ChunkedArray):
             ids = ids.combine_chunks()
         self.ids = ids
         self.size = len(ids)
         self._table = None
-        if pa.types.is_integer(ids.type) and self.size:
+        if dense and pa.types.is_integer(ids.type) and self.size:
             arr = _to_numpy_int64(ids)
             lo, hi = int(arr.min()), int(arr.max())
             span = hi - lo + 1
