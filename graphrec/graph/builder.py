@@ -29,7 +29,7 @@ from graphrec.errors import DataError, format_rows
 from graphrec.graph.csr import build_csr, reverse_csr, stable_order
 from graphrec.graph.ids import IdIndex
 from graphrec.graph.features import encode_feature, pad_feature, to_numeric
-from graphrec.graph.schema import GraphSchema, Relation
+from graphrec.graph.schema import NAME_RE, GraphSchema, Relation
 from graphrec.graph.sources import Table
 from graphrec.graph.store import GraphStore, StoreWriter, relation_key
 
@@ -265,6 +265,10 @@ def _build_relation(rel: Relation, schema: GraphSchema, nodes: dict, data_dir, w
         names = names.take(pc.array_sort_indices(names))
         codes = np.asarray(pc.index_in(names_col, value_set=names).to_numpy(), dtype=np.int64)
         name_list = names.to_pylist()
+        bad_names = [n for n in name_list if not NAME_RE.match(n)]
+        if bad_names:
+            raise DataError(f"{table.path}: column {rel.name_column!r}: relation names must match {NAME_RE.pattern} "
+                            f"(they become file names); found {bad_names[:5]}")
     else:
         codes = np.zeros(len(src), dtype=np.int64)
         name_list = [rel.name]

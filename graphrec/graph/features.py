@@ -83,8 +83,10 @@ def _as_strings(col, where: str):
 
 def _codes(values, vocab: pa.Array) -> np.ndarray:
     """int32 codes: position in ``vocab`` + 1, 0 for null/unknown."""
-    idx = pc.index_in(values, value_set=vocab)
-    return (pc.fill_null(idx, -1).to_numpy(zero_copy_only=False).astype(np.int32) + 1) if len(values) else np.zeros(0, np.int32)
+    if len(values) == 0:
+        return np.zeros(0, np.int32)
+    idx = pc.fill_null(pc.index_in(values, value_set=vocab), -1)
+    return _to_numpy(idx).astype(np.int32) + 1
 
 
 def encode_categorical(col: pa.ChunkedArray, spec: Feature, where: str):

@@ -115,3 +115,13 @@ def test_existing_output_is_never_clobbered(tiny_schema, tiny_dir, tmp_path):
     with pytest.raises(DataError):
         build_graph(parse_schema(tiny_schema), out, data_dir=tiny_dir, overwrite=True, progress=False)
     assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_relation_names_from_a_column_must_be_file_safe(tmp_path):
+    from graphrec.graph import triples_schema
+
+    (tmp_path / "kg.tsv").write_text("a\tfilm/actor\tb\n")
+    out = tmp_path / "g"
+    with pytest.raises(DataError, match=r"kg\.tsv: column 'relation': relation names must match .*'film/actor'"):
+        build_graph(triples_schema(tmp_path / "kg.tsv"), out, progress=False)
+    _assert_nothing_left(out)
