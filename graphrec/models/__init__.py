@@ -1,1 +1,6 @@
-"""Models: TwHIN knowledge-graph embeddings and PinSage (to come)."""
+"""Models: TwHIN knowledge-graph embeddings (PinSage to come)."""
+
+from graphrec.models.scores import SCORES, make_score
+from graphrec.models.twhin import TwHIN
+
+__all__ = ["SCORES", "TwHIN", "make_score"]

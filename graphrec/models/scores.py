@@ -1,0 +1,224 @@
+"""Knowledge-graph score functions in batched matrix form.
+
+Every score function ``f(h, r, t)`` (higher = more plausible) provides
+
+* ``pair(h, r, t)``: ``[B]`` scores of aligned rows (``h, t: [B, d]``, ``r: [d]`` or ``[B, d]``);
+* ``tails(h, r, T)``: ``[B, N]`` scores of every head against candidate tails ``T: [N, d]``;
+* ``heads(H, r, t)``: ``[B, N]`` scores of candidate heads ``H: [N, d]`` against every tail;
+* ``retrieval(h, r, T)``: ``(query [B, d'], candidate [N, d'])`` with
+  ``query @ candidate.T`` ordering candidates exactly as ``tails`` does (equal up to a
+  per-query constant), or a ``ValueError`` when no exact inner-product form exists.
+
+``tails``/``heads`` score a whole chunk of positives against one shared set of
+candidates with a single matmul (the PyTorch-BigGraph / TwHIN trick), never
+materialising a negative triple per positive.
+
+Formulas (``∘`` elementwise, complex vectors stored as ``[re | im]`` halves):
+
+============== ============================================ =========================
+name           score                                        inner-product form
+============== ============================================ =========================
+translation_dot ``(h + r)ᵀ t`` (TwHIN)                      ``q = h + r``
+transe          ``−‖h + r − t‖_p``                          p = 2: ``[2q, −1]·[t, ‖t‖²]``
+distmult        ``Σ h ∘ r ∘ t``                             ``q = h ∘ r``
+complex         ``Re(Σ h ∘ r ∘ conj(t))``                   ``q = [Re(h∘r), Im(h∘r)]``
+rotate          ``−Σ_k |h_k e^{iθ_k} − t_k|``               none (sum of moduli)
+============== ============================================ =========================
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances ``[A, B]`` via ``‖a‖² − 2 a·b + ‖b‖²`` (one matmul)."""
+    d = (a * a).sum(-1, keepdim=True) - 2.0 * a @ b.T + (b * b).sum(-1)[None, :]
+    return d.clamp_min(0.0)
+
+
+class ScoreFunction:
+    name = "base"
+    has_inner_product_form = True
+
+    def relation_dim(self, dim: int) -> int:
+        return dim
+
+    def pair(self, h, r, t):
+        raise NotImplementedError
+
+    def tails(self, h, r, T):
+        raise NotImplementedError
+
+    def heads(self, H, r, t):
+        raise NotImplementedError
+
+    def retrieval(self, h, r, T):
+        raise ValueError(f"score function {self.name!r} has no exact inner-product form; it cannot be exported for ANN retrieval")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class TranslationDot(ScoreFunction):
+    """TwHIN: ``(θ_s + θ_r)ᵀ θ_t``."""
+
+    name = "translation_dot"
+
+    def pair(self, h, r, t):
+        return ((h + r) * t).sum(-1)
+
+    def tails(self, h, r, T):
+        return (h + r) @ T.T
+
+    def heads(self, H, r, t):
+        # (H_n + r)·t_b = t_b·H_n + r·t_b
+        return t @ H.T + (t * r).sum(-1, keepdim=True)
+
+    def retrieval(self, h, r, T):
+        return h + r, T
+
+
+class TransE(ScoreFunction):
+    """``−‖θ_s + θ_r − θ_t‖_p`` (Bordes et al. 2013)."""
+
+    name = "transe"
+
+    def __init__(self, p: int = 2):
+        if p not in (1, 2):
+            raise ValueError("TransE p must be 1 or 2")
+        self.p = p
+        self.has_inner_product_form = p == 2
+
+    def __repr__(self) -> str:
+        return f"TransE(p={self.p})"
+
+    def pair(self, h, r, t):
+        return -torch.linalg.vector_norm(h + r - t, ord=self.p, dim=-1)
+
+    def _dist(self, a, b):
+        if self.p == 2:
+            return _sq_dist(a, b).add(1e-12).sqrt()
+        return torch.cdist(a, b, p=1)
+
+    def tails(self, h, r, T):
+        return -self._dist(h + r, T)
+
+    def heads(self, H, r, t):
+        # ‖H_n + r − t_b‖ = ‖H_n − (t_b − r)‖
+        return -self._dist(t - r, H)
+
+    def retrieval(self, h, r, T):
+        if self.p != 2:
+            super().retrieval(h, r, T)
+        # −‖q − t‖² = 2 q·t − ‖t‖² − ‖q‖²: same order over t as [2q, −1]·[t, ‖t‖²]
+        q = h + r
+        query = torch.cat([2.0 * q, -torch.ones(q.shape[0], 1, dtype=q.dtype)], dim=1)
+        cand = torch.cat([T, (T * T).sum(-1, keepdim=True)], dim=1)
+        return query, cand
+
+
+class DistMult(ScoreFunction):
+    """``Σ θ_s ∘ θ_r ∘ θ_t`` (Yang et al. 2015)."""
+
+    name = "distmult"
+
+    def pair(self, h, r, t):
+        return (h * r * t).sum(-1)
+
+    def tails(self, h, r, T):
+        return (h * r) @ T.T
+
+    def heads(self, H, r, t):
+        return (t * r) @ H.T
+
+    def retrieval(self, h, r, T):
+        return h * r, T
+
+
+def _halves(x):
+    d = x.shape[-1] // 2
+    return x[..., :d], x[..., d:]
+
+
+class ComplEx(ScoreFunction):
+    """``Re(Σ h ∘ r ∘ conj(t))`` with complex vectors as ``[re | im]`` (Trouillon et al. 2016)."""
+
+    name = "complex"
+
+    @staticmethod
+    def _hr(h, r):
+        hr, hi = _halves(h)
+        rr, ri = _halves(r)
+        return torch.cat([hr * rr - hi * ri, hr * ri + hi * rr], dim=-1)
+
+    @staticmethod
+    def _conj_r_t(r, t):
+        rr, ri = _halves(r)
+        tr, ti = _halves(t)
+        return torch.cat([rr * tr + ri * ti, rr * ti - ri * tr], dim=-1)
+
+    def pair(self, h, r, t):
+        return (self._hr(h, r) * t).sum(-1)
+
+    def tails(self, h, r, T):
+        return self._hr(h, r) @ T.T
+
+    def heads(self, H, r, t):
+        # Re(h · conj(conj(r) t)) = [h_re, h_im] · [u_re, u_im] with u = conj(r) t
+        return self._conj_r_t(r, t) @ H.T
+
+    def retrieval(self, h, r, T):
+        return self._hr(h, r), T
+
+
+class RotatE(ScoreFunction):
+    """``−Σ_k |h_k e^{iθ_k} − t_k|`` (Sun et al. 2019); relation vectors are phases
+    ``θ`` of dimension ``d/2``."""
+
+    name = "rotate"
+    has_inner_product_form = False
+
+    def __init__(self, chunk: int = 256):
+        self.chunk = chunk
+
+    def relation_dim(self, dim: int) -> int:
+        return dim // 2
+
+    @staticmethod
+    def _rotate(x, theta):
+        xr, xi = _halves(x)
+        c, s = torch.cos(theta), torch.sin(theta)
+        return torch.cat([xr * c - xi * s, xr * s + xi * c], dim=-1)
+
+    def _moduli_sum(self, a, B):
+        """``Σ_k |a_k − B_nk|`` for every row pair: ``[A, N]`` (chunked over A)."""
+        out = []
+        br, bi = _halves(B)
+        for start in range(0, a.shape[0], self.chunk):
+            ar, ai = _halves(a[start : start + self.chunk])
+            dr = ar[:, None, :] - br[None]
+            di = ai[:, None, :] - bi[None]
+            out.append((dr * dr + di * di).add(1e-12).sqrt().sum(-1))
+        return torch.cat(out) if out else a.new_zeros(0, B.shape[0])
+
+    def pair(self, h, r, t):
+        d = self._rotate(h, r) - t
+        dr, di = _halves(d)
+        return -(dr * dr + di * di).add(1e-12).sqrt().sum(-1)
+
+    def tails(self, h, r, T):
+        return -self._moduli_sum(self._rotate(h, r), T)
+
+    def heads(self, H, r, t):
+        # |h e^{iθ} − t| = |h − t e^{−iθ}| since |e^{iθ}| = 1
+        return -self._moduli_sum(self._rotate(t, -r), H)
+
+
+SCORES = {"translation_dot": TranslationDot, "transe": TransE, "distmult": DistMult, "complex": ComplEx, "rotate": RotatE}
+
+
+def make_score(name: str, p: int = 2) -> ScoreFunction:
+    if name not in SCORES:
+        raise ValueError(f"unknown score function {name!r} (choose from {sorted(SCORES)})")
+    return TransE(p) if name == "transe" else SCORES[name]()

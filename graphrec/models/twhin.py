@@ -1,0 +1,199 @@
+"""TwHIN: heterogeneous knowledge-graph embeddings (El-Kishky et al., KDD 2022).
+
+Every node of every type and every relation type gets a vector; an edge
+``(s, r, t)`` is scored by a selectable function (:mod:`graphrec.models.scores`).
+
+Layout: **one node table with type offsets**. Node ``i`` of type ``T`` is row
+``offset[T] + i`` of ``node_emb`` (``nn.Embedding(sum_T N_T, dim, sparse=True)``), so one
+embedding call per step gathers heads, tails and negatives of any types and produces a
+single sparse gradient (cheap to all-reduce across workers). Relation vectors are a small
+dense ``nn.Embedding(R, relation_dim)``. Type safety comes from the relation: a relation
+``(S, r, T)`` only ever indexes rows of ``S`` for heads and of ``T`` for tails.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from graphrec.models.scores import make_score
+
+LOSSES = ("softmax", "softplus", "margin")
+
+
+class TwHIN(nn.Module):
+    r"""Typed knowledge-graph embedding model.
+
+    Args:
+        num_nodes: node count per node type, ``{"user": 943, ...}`` (order defines offsets).
+        edge_types: relation types ``(src, name, dst)`` (order defines relation ids).
+        dim: embedding dimension (even for ``complex``/``rotate``).
+        score: ``translation_dot`` | ``transe`` | ``distmult`` | ``complex`` | ``rotate``.
+        p_norm: norm of ``transe`` (1 or 2).
+        init_scale: std of the normal initialisation (default ``1/sqrt(dim)``).
+        sparse: sparse gradients for the node table (for SparseAdam/Adagrad).
+        max_norm: optional renormalisation of looked-up node rows (TransE-style constraint).
+    """
+
+    def __init__(self, num_nodes: dict[str, int], edge_types: list[tuple[str, str, str]], dim: int = 100,
+                 score: str = "translation_dot", p_norm: int = 2, init_scale: float | None = None,
+                 sparse: bool = True, max_norm: float | None = None):
+        super().__init__()
+        self.score_fn = make_score(score, p_norm)
+        if score in ("complex", "rotate") and dim % 2:
+            raise ValueError(f"{score} needs an even dim (complex halves), got {dim}")
+        self.num_nodes = dict(num_nodes)
+        self.node_types = list(num_nodes)
+        offsets, total = {}, 0
+        for t in self.node_types:
+            offsets[t] = total
+            total += int(num_nodes[t])
+        self.offsets = offsets
+        self.edge_types = [tuple(e) for e in edge_types]
+        for s, _, d in self.edge_types:
+            for t in (s, d):
+                if t not in offsets:
+                    raise ValueError(f"relation type uses node type {t!r} missing from num_nodes")
+        self._rel_index = {et: i for i, et in enumerate(self.edge_types)}
+        self.dim = dim
+        self.score_name = score
+        self.init_scale = init_scale if init_scale is not None else 1.0 / math.sqrt(dim)
+        self.node_emb = nn.Embedding(total, dim, sparse=sparse, max_norm=max_norm)
+        self.rel_emb = nn.Embedding(len(self.edge_types), self.score_fn.relation_dim(dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.node_emb.weight, std=self.init_scale)
+        if self.score_name == "rotate":
+            nn.init.uniform_(self.rel_emb.weight, -math.pi, math.pi)
+        elif self.score_name == "distmult":  # r ~ 1: starts as a plain dot product h·t
+            nn.init.normal_(self.rel_emb.weight, mean=1.0, std=self.init_scale)
+        else:
+            nn.init.normal_(self.rel_emb.weight, std=self.init_scale)
+
+    def __repr__(self) -> str:
+        nodes = ", ".join(f"{t}={n}" for t, n in self.num_nodes.items())
+        return (f"{type(self).__name__}(nodes: {nodes}; relations={len(self.edge_types)}, dim={self.dim}, "
+                f"score={self.score_fn!r})")
+
+    # ---- indexing -----------------------------------------------------------------
+    def rel_index(self, edge_type) -> int:
+        try:
+            return self._rel_index[tuple(edge_type)]
+        except KeyError:
+            raise KeyError(f"relation {':'.join(edge_type)} is not part of this model") from None
+
+    def global_ids(self, node_type: str, index: Tensor) -> Tensor:
+        return index + self.offsets[node_type]
+
+    def embed(self, node_type: str, index: Tensor) -> Tensor:
+        """Embeddings ``[B, dim]`` of local ``index`` of ``node_type``."""
+        return self.node_emb(self.global_ids(node_type, index))
+
+    def node_embeddings(self, node_type: str) -> Tensor:
+        """All embeddings of ``node_type``, ``[N_T, dim]`` (a view of the table)."""
+        lo = self.offsets[node_type]
+        return self.node_emb.weight[lo : lo + self.num_nodes[node_type]]
+
+    def relation_embedding(self, edge_type) -> Tensor:
+        return self.rel_emb.weight[self.rel_index(edge_type)]
+
+    # ---- scoring ------------------------------------------------------------------
+    def forward(self, edge_type, head: Tensor, tail: Tensor) -> Tensor:
+        """Scores ``[B]`` of edges ``head[i] -r-> tail[i]`` (local ids of the relation's types)."""
+        s, _, d = edge_type
+        r = self.relation_embedding(edge_type)
+        return self.score_fn.pair(self.embed(s, head), r, self.embed(d, tail))
+
+    def score_tails(self, edge_type, head: Tensor, candidates: Tensor | None = None) -> Tensor:
+        """``[B, N]`` scores of each head against ``candidates`` (default: every node of
+        the relation's destination type)."""
+        s, _, d = edge_type
+        T = self.node_embeddings(d) if candidates is None else self.embed(d, candidates)
+        return self.score_fn.tails(self.embed(s, head), self.relation_embedding(edge_type), T)
+
+    def score_heads(self, edge_type, tail: Tensor, candidates: Tensor | None = None) -> Tensor:
+        """``[B, N]`` scores of ``candidates`` heads (default: every source-type node) per tail."""
+        s, _, d = edge_type
+        H = self.node_embeddings(s) if candidates is None else self.embed(s, candidates)
+        return self.score_fn.heads(H, self.relation_embedding(edge_type), self.embed(d, tail))
+
+    # ---- training -----------------------------------------------------------------
+    def loss(self, edge_type, head: Tensor, tail: Tensor, neg_tails: Tensor | None = None,
+             neg_heads: Tensor | None = None, in_batch: bool = True, loss: str = "softmax",
+             margin: float = 1.0, corrupt: str = "both") -> Tensor:
+        r"""Loss of a chunk of positives of one relation against shared negatives.
+
+        ``head``/``tail``: ``[B]`` local ids. Tail-side negatives for every positive are
+        the other positives' tails (``in_batch``) plus ``neg_tails`` (``[U]`` ids of the
+        destination type, shared by the chunk); head side likewise. All are scored with
+        one matmul per side. Losses over positive ``p`` and negatives ``n_j``:
+        ``softmax``: :math:`-\log \frac{e^p}{e^p + \sum_j e^{n_j}}`;
+        ``softplus``: :math:`\mathrm{sp}(-p) + \mathrm{mean}_j\, \mathrm{sp}(n_j)`;
+        ``margin``: :math:`\mathrm{mean}_j \max(0, \gamma - p + n_j)`.
+        ``corrupt`` (``both`` | ``tail`` | ``head``) picks the sides; the loss is their mean.
+        """
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r} (choose from {LOSSES})")
+        s, _, d = edge_type
+        b = head.shape[0]
+        parts = [self.global_ids(s, head), self.global_ids(d, tail)]
+        if neg_tails is not None:
+            parts.append(self.global_ids(d, neg_tails))
+        if neg_heads is not None:
+            parts.append(self.global_ids(s, neg_heads))
+        emb = self.node_emb(torch.cat(parts))  # one lookup -> one sparse gradient
+        h, t = emb[:b], emb[b : 2 * b]
+        pos_ = 2 * b
+        nt = nh = None
+        if neg_tails is not None:
+            nt, pos_ = emb[pos_ : pos_ + neg_tails.shape[0]], pos_ + neg_tails.shape[0]
+        if neg_heads is not None:
+            nh = emb[pos_ : pos_ + neg_heads.shape[0]]
+        r = self.relation_embedding(edge_type)
+        pos = self.score_fn.pair(h, r, t)
+        losses = []
+        if corrupt not in ("both", "tail", "head"):
+            raise ValueError(f"corrupt must be both, tail or head, got {corrupt!r}")
+        sides = [x for x in (("tail", nt), ("head", nh)) if corrupt in ("both", x[0])]
+        for side, uniform in sides:
+            cands, masks = [], []
+            if in_batch and b > 1:
+                cands.append(t if side == "tail" else h)
+                masks.append(~torch.eye(b, dtype=torch.bool))
+            if uniform is not None:
+                cands.append(uniform)
+                masks.append(torch.ones(b, uniform.shape[0], dtype=torch.bool))
+            if not cands:
+                continue
+            C = torch.cat(cands)
+            neg = self.score_fn.tails(h, r, C) if side == "tail" else self.score_fn.heads(C, r, t)
+            valid = torch.cat(masks, dim=1)
+            losses.append(_loss(pos, neg, valid, loss, margin))
+        if not losses:
+            raise ValueError("no negatives: enable in_batch (with batch > 1) or pass neg_tails/neg_heads")
+        return torch.stack(losses).mean()
+
+    # ---- export -------------------------------------------------------------------
+    @torch.no_grad()
+    def retrieval_vectors(self, edge_type) -> tuple[Tensor, Tensor]:
+        """``(query [N_src, d'], candidate [N_dst, d'])`` such that ``query @ candidate.T``
+        orders the destination nodes of every source exactly as the model's score does.
+        Raises ``ValueError`` for score functions without an exact inner-product form."""
+        s, _, d = edge_type
+        return self.score_fn.retrieval(self.node_embeddings(s), self.relation_embedding(edge_type),
+                                       self.node_embeddings(d))
+
+
+def _loss(pos: Tensor, neg: Tensor, valid: Tensor, kind: str, margin: float) -> Tensor:
+    if kind == "softmax":
+        logits = torch.cat([pos[:, None], neg.masked_fill(~valid, float("-inf"))], dim=1)
+        return F.cross_entropy(logits, torch.zeros(pos.shape[0], dtype=torch.long))
+    w = valid.float()
+    denom = w.sum(1).clamp_min(1.0)
+    if kind == "softplus":
+        return (F.softplus(-pos) + (F.softplus(neg) * w).sum(1) / denom).mean()
+    return ((F.relu(margin - pos[:, None] + neg) * w).sum(1) / denom).mean()
