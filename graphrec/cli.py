@@ -115,33 +115,131 @@ def info(graph_dir, as_json):
 # ---- split --------------------------------------------------------------------------
 
 
-@cli.command()
-@click.argument("graph_dir", type=click.Path())
-@click.option("--relation", required=True, help="Interaction relation to split, src:name:dst (e.g. user:rated:item).")
-@click.option("--fractions", nargs=3, type=float, default=(0.8, 0.1, 0.1), show_default=True,
-              help="Train, valid and test fractions per user.")
-@click.option("--min-interactions", type=int, default=3, show_default=True,
-              help="Users with fewer interactions keep them all in train.")
-@click.option("--out", required=True, type=click.Path(), help="Split directory to create.")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-def split(graph_dir, relation, fractions, min_interactions, out, overwrite):
-    """Per-user chronological train/valid/test split of an interaction relation.
-
-    Writes OUT/train (a graph store without the held-out edges) and OUT/valid.parquet,
-    OUT/test.parquet (src, dst internal ids plus original ids and timestamps).
-    """
-    from graphrec.eval.split import chronological_split
-    from graphrec.graph import GraphStore, parse_edge_type
+def _edge_type(text: str, option: str):
+    from graphrec.graph import parse_edge_type
 
     try:
-        et = parse_edge_type(relation)
+        return parse_edge_type(text)
     except ValueError as err:
-        raise GraphrecError(f"--relation: {err}") from None
-    res = chronological_split(GraphStore(graph_dir), et, fractions=fractions, min_interactions=min_interactions,
+        raise GraphrecError(f"{option}: {err}") from None
+
+
+@cli.command()
+@click.argument("graph_dir", type=click.Path())
+@click.option("--relation", help="Interaction relation to split chronologically per user, src:name:dst (e.g. user:rated:item).")
+@click.option("--random", "random_", is_flag=True, help="Split every relation's edges uniformly at random (link prediction).")
+@click.option("--fractions", nargs=3, type=float, default=None,
+              help="Train, valid and test fractions [default: 0.8 0.1 0.1 per user; 0.9 0.05 0.05 with --random].")
+@click.option("--min-interactions", type=int, default=3, show_default=True,
+              help="Users with fewer interactions keep them all in train.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random.")
+@click.option("--out", required=True, type=click.Path(), help="Split directory to create.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def split(graph_dir, relation, random_, fractions, min_interactions, seed, out, overwrite):
+    """Train/valid/test split: per-user chronological (--relation) or random (--random).
+
+    Writes OUT/train (a graph store without the held-out edges) and OUT/valid.parquet,
+    OUT/test.parquet (relation, src, dst internal ids, original ids, edge attributes).
+    """
+    from graphrec.eval.split import chronological_split, random_split
+    from graphrec.graph import GraphStore
+
+    if bool(relation) == bool(random_):
+        raise click.UsageError("give exactly one of --relation or --random")
+    if random_:
+        res = random_split(GraphStore(graph_dir), fractions=fractions or (0.9, 0.05, 0.05), seed=seed, out=out,
+                           overwrite=overwrite)
+        c = res.counts
+        click.echo(f"random split: train {c['train']:,}, valid {c['valid']:,}, test {c['test']:,} edges -> {out}")
+        return
+    res = chronological_split(GraphStore(graph_dir), _edge_type(relation, "--relation"),
+                              fractions=fractions or (0.8, 0.1, 0.1), min_interactions=min_interactions,
                               out=out, overwrite=overwrite)
     c = res.counts
     click.echo(f"split {relation}: train {c['train']:,}, valid {c['valid']:,}, test {c['test']:,} edges "
                f"({c['users_split']:,} users split, {c['users_train_only']:,} train-only) -> {out}")
+
+
+# ---- train / export / evaluate -------------------------------------------------------
+
+
+@cli.group()
+def train():
+    """Train a model on a graph store."""
+
+
+@train.command("twhin")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="TwHIN run config YAML.")
+@click.option("--graph", required=True, type=click.Path(), help="Graph store to train on (e.g. SPLIT/train).")
+@click.option("--out", required=True, type=click.Path(), help="Run directory.")
+@click.option("--workers", type=int, default=None, help="Ray Train workers (overrides ray.workers).")
+@click.option("--epochs", type=int, default=None, help="Override the config's epochs.")
+@click.option("--no-ray", is_flag=True, help="Run the training loop in this process, without Ray.")
+@click.option("--address", default=None, help="Ray cluster address (default: start Ray embedded).")
+@click.option("--resume", is_flag=True, help="Continue from the run's last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace a finished run in OUT.")
+@click.pass_context
+def train_twhin_cmd(ctx, config_path, graph, out, workers, epochs, no_ray, address, resume, overwrite):
+    """TwHIN knowledge-graph embeddings of every node and relation type."""
+    from graphrec.train.config import load_config
+    from graphrec.train.twhin import fit_twhin
+
+    cfg = load_config(config_path)
+    if workers is not None or address is not None:
+        cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={k: v for k, v in
+                                                                      (("workers", workers), ("address", address)) if v is not None})})
+    if epochs is not None:
+        cfg = cfg.model_copy(update={"epochs": epochs})
+    if workers is not None and workers < 1:
+        raise GraphrecError("--workers must be >= 1")
+    info = fit_twhin(cfg, graph, out, use_ray=not no_ray, resume=resume, overwrite=overwrite, progress=ctx.obj["progress"])
+    last = info["summary"]["history"][-1]
+    click.echo(f"trained twhin ({cfg.score}, dim {cfg.dim}) on {len(info['edge_types'])} relations: "
+               f"{info['summary']['epochs_run']} epochs, final loss {last['loss']:.4f}, "
+               f"{last['positives_per_s']:,.0f} positives/s -> {out}")
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="A finished training run.")
+@click.option("--out", required=True, type=click.Path(), help="Embedding directory to create.")
+@click.option("--retrieval", multiple=True, help="src:rel:dst to export query/candidate vectors for (repeatable).")
+@click.option("--graph", default=None, type=click.Path(), help="Graph store (default: the one the run trained on).")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def export(run_dir, out, retrieval, graph, overwrite):
+    """Export node, relation and retrieval embeddings as Parquet + manifest."""
+    from graphrec.infer.export import export_twhin
+
+    path = export_twhin(run_dir, out, retrieval=list(retrieval) or None, graph=graph, overwrite=overwrite)
+    import json as _json
+
+    m = _json.loads((Path(path) / "manifest.json").read_text())
+    click.echo(f"exported {sum(m['node_counts'].values()):,} node embeddings ({', '.join(m['node_counts'])}), "
+               f"retrieval: {', '.join(m['retrieval']) or 'none'} -> {out}")
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="A finished training run.")
+@click.option("--split", "split_dir", required=True, type=click.Path(), help="The split the run's graph came from.")
+@click.option("--part", type=click.Choice(["valid", "test"]), default="test", show_default=True)
+@click.option("--k", "ks", type=int, multiple=True, default=(10, 20), show_default=True)
+@click.option("--link-prediction/--no-link-prediction", default=None,
+              help="Filtered link prediction [default: on for random splits].")
+def evaluate(run_dir, split_dir, part, ks, link_prediction):
+    """Ranking metrics (chronological split) and/or filtered link prediction (random split)."""
+    import json as _json
+
+    from graphrec.eval.split import load_split
+    from graphrec.train.evaluate import link_prediction_on_split, ranking_on_split
+    from graphrec.train.twhin import load_run
+
+    sp = load_split(split_dir)
+    model, _, _ = load_run(run_dir, graph=sp.path / "train")
+    out = {}
+    if sp.relation is not None:
+        out["ranking"] = ranking_on_split(model, sp, part, ks)
+    if link_prediction or (link_prediction is None and sp.relation is None):
+        out["link_prediction"] = link_prediction_on_split(model, sp, part)
+    click.echo(_json.dumps(out, indent=1))
 
 
 # ---- generate -----------------------------------------------------------------------

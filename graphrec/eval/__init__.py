@@ -1,7 +1,7 @@
 """Evaluation protocol: chronological splits and ranking metrics."""
 
 from graphrec.eval.metrics import csr_rows, evaluate_ranking, ranking_metrics_batch
-from graphrec.eval.split import Split, SplitResult, chronological_split, load_split, split_labels
+from graphrec.eval.split import Split, SplitResult, chronological_split, load_split, random_split, split_labels
 
 __all__ = [
     "Split",
@@ -10,6 +10,7 @@ __all__ = [
     "csr_rows",
     "evaluate_ranking",
     "load_split",
+    "random_split",
     "ranking_metrics_batch",
     "split_labels",
 ]

@@ -1,4 +1,7 @@
-"""Per-user chronological split of an interaction relation.
+"""Evaluation splits: per-user chronological (recommendation) and random (link prediction).
+
+:func:`random_split` cuts every relation's edges uniformly at random (e.g. 90/5/5 for
+knowledge-graph link prediction). :func:`chronological_split`:
 
 For every source node (user) with at least ``min_interactions`` edges, its edges sorted
 by (timestamp, original order) are cut into train / valid / test: the last
@@ -8,7 +11,7 @@ them in train. A zero fraction gives an empty part.
 
 The split directory holds ``train/`` — a complete graph store in which the relation
 (and its reverse view) contains only train edges, so a model trained on it never sees
-held-out edges — and ``valid.parquet`` / ``test.parquet`` with columns ``src``, ``dst``
+held-out edges — and ``valid.parquet`` / ``test.parquet`` with columns ``relation``, ``src``, ``dst``
 (internal ids, valid in ``train/``), ``src_id``, ``dst_id`` (original ids),
 ``timestamp`` and ``weight`` where the relation has them, plus ``split.json``.
 """
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from graphrec.errors import DataError, GraphrecError
@@ -58,7 +62,7 @@ def split_labels(indptr: np.ndarray, timestamps: np.ndarray, fractions, min_inte
 class SplitResult:
     path: Path
     train: GraphStore
-    relation: EdgeType
+    relation: EdgeType | None
     counts: dict
 
 
@@ -71,62 +75,115 @@ def chronological_split(
     overwrite: bool = False,
 ) -> SplitResult:
     """Split ``relation`` of ``store`` per user by time and write the split directory."""
-    fractions = tuple(float(f) for f in fractions)
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise GraphrecError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
-    if fractions[0] <= 0:
-        raise GraphrecError("the train fraction must be positive")
+    fractions = _check_fractions(fractions)
     rel = store.relation(relation)
     if rel.is_reverse:
         raise GraphrecError(f"{':'.join(relation)} is a reverse view; split its base relation instead")
     if "timestamp" not in rel.attr_names:
         raise DataError(f"relation {':'.join(relation)} has no timestamp column; a chronological split needs one (schema: timestamp: COLUMN)")
     indptr = np.asarray(rel.indptr)
-    ts = np.asarray(rel.edge_attr("timestamp"))
-    labels = split_labels(indptr, ts, fractions, min_interactions)
-    src, dst = rel.coo()
-    deg = np.diff(indptr)
+    labels = split_labels(indptr, np.asarray(rel.edge_attr("timestamp")), fractions, min_interactions)
+    src = rel.coo()[0]
     held_users = np.bincount(src[labels > 0], minlength=rel.num_src) > 0
-    counts = {
-        "train": int((labels == 0).sum()),
-        "valid": int((labels == 1).sum()),
-        "test": int((labels == 2).sum()),
-        "users_split": int(held_users.sum()),
-        "users_train_only": int(((deg > 0) & ~held_users).sum()),
-    }
-    key = relation_key(relation)
-    base = f"relations/{key}"
-    train = labels == 0
-    t_indptr, t_indices, perm = build_csr(src[train], dst[train], rel.num_src, rel.num_dst)
-    r_indptr, r_indices, r_eid = reverse_csr(t_indptr, t_indices, rel.num_dst)
-    arrays = {k: v for k, v in store.arrays().items() if not k.startswith(base + "/")}
-    arrays.update({f"{base}/indptr.npy": t_indptr, f"{base}/indices.npy": t_indices,
-                   f"{base}/rev_indptr.npy": r_indptr, f"{base}/rev_indices.npy": r_indices,
-                   f"{base}/rev_eid.npy": r_eid})
-    for a in rel.attr_names:
-        arrays[f"{base}/{a}.npy"] = np.asarray(rel.edge_attr(a))[train][perm]
+    deg = np.diff(indptr)
+    extra = {"users_split": int(held_users.sum()), "users_train_only": int(((deg > 0) & ~held_users).sum())}
+    info = {"kind": "chronological", "relation": list(relation), "fractions": list(fractions),
+            "min_interactions": min_interactions}
+    return write_split(store, {tuple(relation): labels}, info, out, overwrite, extra)
+
+
+def random_split(
+    store: GraphStore,
+    fractions=(0.9, 0.05, 0.05),
+    seed: int = 0,
+    relations: list[EdgeType] | None = None,
+    out: str | Path = "split",
+    overwrite: bool = False,
+) -> SplitResult:
+    """Split the edges of every base relation (or of ``relations``) uniformly at random
+    into train/valid/test (link-prediction protocol; exact counts ``round(f * E)``)."""
+    fractions = _check_fractions(fractions)
+    labels = {}
+    for i, rel in enumerate(store.relations()):
+        if rel.is_reverse or (relations is not None and rel.edge_type not in [tuple(r) for r in relations]):
+            continue
+        e = rel.num_edges
+        perm = np.random.default_rng([seed, i]).permutation(e)
+        n_valid, n_test = int(round(fractions[1] * e)), int(round(fractions[2] * e))
+        lab = np.zeros(e, dtype=np.int8)
+        lab[perm[:n_test]] = 2
+        lab[perm[n_test : n_test + n_valid]] = 1
+        labels[rel.edge_type] = lab
+    if not labels:
+        raise GraphrecError("no relation to split")
+    info = {"kind": "random", "relation": None, "relations": [list(et) for et in labels],
+            "fractions": list(fractions), "seed": seed}
+    return write_split(store, labels, info, out, overwrite)
+
+
+def _check_fractions(fractions) -> tuple:
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise GraphrecError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    if fractions[0] <= 0:
+        raise GraphrecError("the train fraction must be positive")
+    return fractions
+
+
+def write_split(store: GraphStore, labels: dict, info: dict, out, overwrite: bool, extra: dict | None = None) -> SplitResult:
+    """Write ``out/train`` (the store with only label-0 edges in the split relations and
+    their reverse views) and ``out/{valid,test}.parquet`` (label 1 / 2 edges, columns
+    ``relation, src, dst, src_id, dst_id`` plus edge attributes)."""
+    arrays = dict(store.arrays())
+    entries = {r["key"]: dict(r) for r in store.manifest["relations"]}
+    parts = {1: [], 2: []}
+    counts = {"train": 0, "valid": 0, "test": 0}
+    for et, lab in labels.items():
+        rel = store.relation(et)
+        key = relation_key(et)
+        base = f"relations/{key}"
+        src, dst = rel.coo()
+        dst = np.asarray(dst)
+        train = lab == 0
+        t_indptr, t_indices, perm = build_csr(src[train], dst[train], rel.num_src, rel.num_dst)
+        r_indptr, r_indices, r_eid = reverse_csr(t_indptr, t_indices, rel.num_dst)
+        for k in [k for k in arrays if k.startswith(base + "/")]:
+            del arrays[k]
+        arrays.update({f"{base}/indptr.npy": t_indptr, f"{base}/indices.npy": t_indices,
+                       f"{base}/rev_indptr.npy": r_indptr, f"{base}/rev_indices.npy": r_indices,
+                       f"{base}/rev_eid.npy": r_eid})
+        for a in rel.attr_names:
+            arrays[f"{base}/{a}.npy"] = np.asarray(rel.edge_attr(a))[train][perm]
+        n_train = int(train.sum())
+        for k, e in entries.items():
+            if k == key or e.get("base") == key:
+                e["num_edges"] = n_train
+        counts["train"] += n_train
+        for code, part in ((1, "valid"), (2, "test")):
+            sel = lab == code
+            n = int(sel.sum())
+            counts[part] += n
+            cols = {"relation": pa.array(np.full(n, ":".join(et), dtype=object), pa.string()),
+                    "src": src[sel], "dst": dst[sel].astype(np.int64),
+                    "src_id": pa.array(store.original_ids(et[0], src[sel])),
+                    "dst_id": pa.array(store.original_ids(et[2], dst[sel]))}
+            for a in rel.attr_names:
+                cols[a] = np.asarray(rel.edge_attr(a))[sel]
+            parts[code].append(pa.table(cols))
+    counts.update(extra or {})
     meta = {k: v for k, v in store.manifest.items() if k not in ("files", "checksum", "format", "format_version", "builder_version")}
-    meta["relations"] = [dict(r, num_edges=counts["train"]) if (r["key"] == key or r.get("base") == key) else r
-                         for r in store.manifest["relations"]]
-    info = {"source_graph": str(store.path), "source_checksum": store.checksum, "relation": list(relation),
-            "fractions": list(fractions), "min_interactions": min_interactions, "counts": counts}
+    meta["relations"] = [entries[r["key"]] for r in store.manifest["relations"]]
+    info = {**info, "source_graph": str(store.path), "source_checksum": store.checksum, "counts": counts}
     meta["split"] = info
     out = Path(out)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         write_store(tmp / "train", arrays, meta, store.json_files())
         for code, part in ((1, "valid"), (2, "test")):
-            sel = labels == code
-            cols = {"src": src[sel], "dst": np.asarray(dst)[sel],
-                    "src_id": pa.array(store.original_ids(relation[0], src[sel])),
-                    "dst_id": pa.array(store.original_ids(relation[2], np.asarray(dst)[sel]))}
-            for a in rel.attr_names:
-                cols[a] = np.asarray(rel.edge_attr(a))[sel]
-            pq.write_table(pa.table(cols), tmp / f"{part}.parquet")
-        train_store = GraphStore(tmp / "train")
-        info["train_checksum"] = train_store.checksum
+            pq.write_table(pa.concat_tables(parts[code], promote_options="permissive"), tmp / f"{part}.parquet")
+        info["train_checksum"] = GraphStore(tmp / "train").checksum
         (tmp / "split.json").write_text(json.dumps(info, indent=1))
-    log.info("split %s: %s", ":".join(relation), counts)
-    return SplitResult(out, GraphStore(out / "train"), tuple(relation), counts)
+    log.info("split %s: %s", info["kind"], counts)
+    return SplitResult(out, GraphStore(out / "train"), tuple(info["relation"]) if info.get("relation") else None, counts)
 
 
 @dataclass
@@ -135,15 +192,25 @@ class Split:
 
     path: Path
     train: GraphStore
-    relation: EdgeType
+    relation: EdgeType | None
     info: dict
 
     def heldout(self, part: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(src, dst)`` internal ids (int64) of the ``valid`` or ``test`` edges."""
+        """``(src, dst)`` internal ids (int64) of the split relation's ``valid``/``test`` edges."""
+        if self.relation is None:
+            raise GraphrecError(f"{self.path} is a random split of several relations; use heldout_triples()")
+        return self.heldout_triples(part)[self.relation]
+
+    def heldout_triples(self, part: str) -> dict:
+        """``{edge_type: (src, dst)}`` of the held-out ``valid`` or ``test`` edges."""
         if part not in ("valid", "test"):
             raise ValueError("part must be 'valid' or 'test'")
-        t = pq.read_table(self.path / f"{part}.parquet", columns=["src", "dst"])
-        return t.column("src").to_numpy(), t.column("dst").to_numpy()
+        t = pq.read_table(self.path / f"{part}.parquet", columns=["relation", "src", "dst"])
+        out = {}
+        for name in pc.unique(t.column("relation")).to_pylist():  # one entry per relation type
+            sub = t.filter(pc.equal(t.column("relation"), name))
+            out[tuple(name.split(":"))] = (sub.column("src").to_numpy(), sub.column("dst").to_numpy())
+        return out
 
     def heldout_csr(self, part: str) -> tuple[np.ndarray, np.ndarray]:
         """Held-out items per user as CSR ``(indptr [U+1], items)``."""
@@ -168,4 +235,5 @@ def load_split(path: str | Path) -> Split:
     if not (path / "split.json").is_file():
         raise GraphrecError(f"{path}: not a split directory (no split.json); create one with `graphrec split`")
     info = json.loads((path / "split.json").read_text())
-    return Split(path, GraphStore(path / "train"), tuple(info["relation"]), info)
+    rel = tuple(info["relation"]) if info.get("relation") else None
+    return Split(path, GraphStore(path / "train"), rel, info)

@@ -124,7 +124,7 @@ class TwHIN(nn.Module):
     # ---- training -----------------------------------------------------------------
     def loss(self, edge_type, head: Tensor, tail: Tensor, neg_tails: Tensor | None = None,
              neg_heads: Tensor | None = None, in_batch: bool = True, loss: str = "softmax",
-             margin: float = 1.0, corrupt: str = "both") -> Tensor:
+             margin: float = 1.0, corrupt: str = "both", chunk_size: int = 0) -> Tensor:
         r"""Loss of a chunk of positives of one relation against shared negatives.
 
         ``head``/``tail``: ``[B]`` local ids. Tail-side negatives for every positive are
@@ -135,6 +135,8 @@ class TwHIN(nn.Module):
         ``softplus``: :math:`\mathrm{sp}(-p) + \mathrm{mean}_j\, \mathrm{sp}(n_j)`;
         ``margin``: :math:`\mathrm{mean}_j \max(0, \gamma - p + n_j)`.
         ``corrupt`` (``both`` | ``tail`` | ``head``) picks the sides; the loss is their mean.
+        ``chunk_size`` > 0 limits in-batch negatives to chunks of that many positives
+        (PyTorch-BigGraph's chunking: ``B·C`` instead of ``B²`` scores).
         """
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r} (choose from {LOSSES})")
@@ -160,22 +162,41 @@ class TwHIN(nn.Module):
             raise ValueError(f"corrupt must be both, tail or head, got {corrupt!r}")
         sides = [x for x in (("tail", nt), ("head", nh)) if corrupt in ("both", x[0])]
         for side, uniform in sides:
-            cands, masks = [], []
+            negs, masks = [], []
             if in_batch and b > 1:
-                cands.append(t if side == "tail" else h)
-                masks.append(~torch.eye(b, dtype=torch.bool))
+                neg, valid = self._in_batch_scores(side, h, r, t, chunk_size)
+                negs.append(neg)
+                masks.append(valid)
             if uniform is not None:
-                cands.append(uniform)
+                negs.append(self.score_fn.tails(h, r, uniform) if side == "tail" else self.score_fn.heads(uniform, r, t))
                 masks.append(torch.ones(b, uniform.shape[0], dtype=torch.bool))
-            if not cands:
+            if not negs:
                 continue
-            C = torch.cat(cands)
-            neg = self.score_fn.tails(h, r, C) if side == "tail" else self.score_fn.heads(C, r, t)
-            valid = torch.cat(masks, dim=1)
-            losses.append(_loss(pos, neg, valid, loss, margin))
+            losses.append(_loss(pos, torch.cat(negs, dim=1), torch.cat(masks, dim=1), loss, margin))
         if not losses:
             raise ValueError("no negatives: enable in_batch (with batch > 1) or pass neg_tails/neg_heads")
         return torch.stack(losses).mean()
+
+    def _in_batch_scores(self, side: str, h: Tensor, r: Tensor, t: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
+        """Scores ``[B, C]`` of every positive against the other positives of its chunk
+        (``C = chunk`` or the whole batch) and the validity mask (self and padding off)."""
+        b = h.shape[0]
+        c = b if chunk <= 0 or chunk >= b else chunk
+        if c == b:
+            neg = self.score_fn.tails(h, r, t) if side == "tail" else self.score_fn.heads(h, r, t)
+            return neg, ~torch.eye(b, dtype=torch.bool)
+        blocks = []
+        for start in range(0, b, c):
+            hc, tc = h[start : start + c], t[start : start + c]
+            blk = self.score_fn.tails(hc, r, tc) if side == "tail" else self.score_fn.heads(hc, r, tc)
+            if blk.shape[1] < c:  # ragged last chunk
+                blk = F.pad(blk, (0, c - blk.shape[1]))
+            blocks.append(blk)
+        neg = torch.cat(blocks)
+        row = torch.arange(b)
+        col = torch.arange(c)
+        valid = (col[None, :] != (row % c)[:, None]) & ((row // c * c)[:, None] + col[None, :] < b)
+        return neg, valid
 
     # ---- export -------------------------------------------------------------------
     @torch.no_grad()

@@ -18,6 +18,7 @@ class _Strict(BaseModel):
 class NegativesConfig(_Strict):
     uniform: int = Field(100, ge=0, description="uniform typed negatives shared by each batch, per side")
     in_batch: bool = Field(True, description="use the other positives of the batch as negatives (TwHIN)")
+    chunk_size: int = Field(0, ge=0, description="in-batch negatives within chunks of this many positives (0: whole batch)")
     corrupt: Literal["both", "tail", "head"] = "both"
 
 

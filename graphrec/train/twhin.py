@@ -80,7 +80,8 @@ class TwHINLoss(nn.Module):
     def forward(self, rel: int, heads, tails, neg_tails, neg_heads):
         c = self.cfg
         return self.model.loss(self.model.edge_types[rel], heads, tails, neg_tails=neg_tails, neg_heads=neg_heads,
-                               in_batch=c.negatives.in_batch, loss=c.loss, margin=c.margin, corrupt=c.negatives.corrupt)
+                               in_batch=c.negatives.in_batch, loss=c.loss, margin=c.margin, corrupt=c.negatives.corrupt,
+                               chunk_size=c.negatives.chunk_size)
 
 
 def make_optimizers(model: TwHIN, cfg: TwHINConfig):

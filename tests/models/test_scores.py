@@ -1,0 +1,75 @@
+"""Score functions against hand-computed values, and their batched forms against pair()."""
+
+import math
+
+import pytest
+import torch
+
+from graphrec.models.scores import SCORES, make_score
+
+h = torch.tensor([[1.0, 2.0, 0.5, -1.0]])
+r = torch.tensor([0.5, -1.0, 2.0, 1.0])
+t = torch.tensor([[2.0, 0.0, 1.0, 1.0]])
+
+
+def test_hand_computed_values():
+    # translation-dot: (h + r)·t = [1.5, 1, 2.5, 0]·[2, 0, 1, 1] = 3 + 0 + 2.5 + 0
+    assert make_score("translation_dot").pair(h, r, t).item() == pytest.approx(5.5)
+    # TransE L2: h + r - t = [-0.5, 1, 1.5, -1] -> -sqrt(0.25 + 1 + 2.25 + 1)
+    assert make_score("transe").pair(h, r, t).item() == pytest.approx(-math.sqrt(4.5))
+    assert make_score("transe", p=1).pair(h, r, t).item() == pytest.approx(-4.0)
+    # DistMult: sum h*r*t = 1*.5*2 + 2*-1*0 + .5*2*1 + -1*1*1 = 1 + 0 + 1 - 1
+    assert make_score("distmult").pair(h, r, t).item() == pytest.approx(1.0)
+    # ComplEx with h = (1+0.5i, 2-1i), r = (0.5+2i, -1+1i), t = (2+1i, 0+1i):
+    # Re(h r conj(t)) summed over the two complex dims
+    hc = torch.complex(torch.tensor([1.0, 2.0]), torch.tensor([0.5, -1.0]))
+    rc = torch.complex(torch.tensor([0.5, -1.0]), torch.tensor([2.0, 1.0]))
+    tc = torch.complex(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0]))
+    want = (hc * rc * tc.conj()).sum().real.item()
+    assert make_score("complex").pair(h, r, t).item() == pytest.approx(want)
+    # RotatE: r holds phases (d/2 = 2): -sum |h e^{i theta} - t|
+    theta = torch.tensor([0.5, -1.0])
+    want = -(hc * torch.polar(torch.ones(2), theta) - tc).abs().sum().item()
+    assert make_score("rotate").pair(h, theta, t).item() == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(SCORES))
+def test_batched_forms_equal_pairwise(name):
+    g = torch.Generator().manual_seed(0)
+    d = 8
+    fn = make_score(name)
+    H = torch.randn(5, d, generator=g)
+    T = torch.randn(7, d, generator=g)
+    rv = torch.randn(fn.relation_dim(d), generator=g)
+    tails = fn.tails(H, rv, T)
+    heads = fn.heads(H, rv, T)
+    assert tails.shape == (5, 7) and heads.shape == (7, 5)
+    for i in range(5):
+        for j in range(7):
+            p = fn.pair(H[i : i + 1], rv, T[j : j + 1]).item()
+            assert tails[i, j].item() == pytest.approx(p, rel=1e-4, abs=1e-4)
+            assert heads[j, i].item() == pytest.approx(p, rel=1e-4, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["translation_dot", "transe", "distmult", "complex"])
+def test_retrieval_vectors_order_like_the_score(name):
+    g = torch.Generator().manual_seed(1)
+    d = 8
+    fn = make_score(name)
+    H, T = torch.randn(6, d, generator=g), torch.randn(50, d, generator=g)
+    rv = torch.randn(fn.relation_dim(d), generator=g)
+    q, c = fn.retrieval(H, rv, T)
+    ip = q @ c.T
+    sc = fn.tails(H, rv, T)
+    # identical order, and equal up to a per-query constant (affine for TransE's squared form)
+    assert torch.equal(ip.argsort(dim=1, descending=True), sc.argsort(dim=1, descending=True))
+    if name != "transe":
+        torch.testing.assert_close(ip, sc, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, kwargs", [("rotate", {}), ("transe", {"p": 1})])
+def test_no_inner_product_form_is_refused(name, kwargs):
+    fn = make_score(name, **kwargs)
+    assert not fn.has_inner_product_form
+    with pytest.raises(ValueError, match="no exact inner-product form"):
+        fn.retrieval(torch.zeros(1, 4), torch.zeros(fn.relation_dim(4)), torch.zeros(2, 4))

@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from graphrec.models import TwHIN
+
+NODES = {"user": 5, "item": 7, "tag": 3}
+RELS = [("user", "rated", "item"), ("item", "has", "tag")]
+
+
+def test_offsets_types_and_repr():
+    m = TwHIN(NODES, RELS, dim=8)
+    assert m.offsets == {"user": 0, "item": 5, "tag": 12}
+    assert m.node_emb.weight.shape == (15, 8) and m.rel_emb.weight.shape == (2, 8)
+    assert m.node_embeddings("item").shape == (7, 8)
+    assert "TwHIN(nodes: user=5, item=7, tag=3; relations=2, dim=8" in repr(m)
+    assert m.score_tails(RELS[0], torch.tensor([0, 4])).shape == (2, 7)
+    assert m.score_heads(RELS[1], torch.tensor([2])).shape == (1, 7)
+    with pytest.raises(ValueError, match="even dim"):
+        TwHIN(NODES, RELS, dim=7, score="complex")
+
+
+def test_forward_matches_score_tails():
+    m = TwHIN(NODES, RELS, dim=8, score="transe")
+    heads = torch.tensor([0, 3])
+    full = m.score_tails(RELS[0], heads)
+    tails = torch.tensor([6, 1])
+    torch.testing.assert_close(m(RELS[0], heads, tails), full[torch.arange(2), tails], rtol=1e-5, atol=1e-5)
+
+
+def test_loss_produces_one_sparse_gradient_touching_only_used_rows():
+    m = TwHIN(NODES, RELS, dim=8)
+    loss = m.loss(RELS[1], torch.tensor([0, 1]), torch.tensor([2, 0]), neg_tails=torch.tensor([1]),
+                  neg_heads=torch.tensor([6]))
+    loss.backward()
+    g = m.node_emb.weight.grad
+    assert g.is_sparse
+    rows = set(g.coalesce().indices()[0].tolist())
+    # heads are items (offset 5), tails/negative tails are tags (offset 12): no user rows
+    assert rows <= {5, 6, 11, 12, 13, 14} and not rows & {0, 1, 2, 3, 4}
+
+
+@pytest.mark.parametrize("loss", ["softmax", "softplus", "margin"])
+@pytest.mark.parametrize("chunk", [0, 2])
+def test_losses_decrease_on_a_fixed_batch(loss, chunk):
+    torch.manual_seed(0)
+    m = TwHIN(NODES, RELS, dim=16)
+    opt = torch.optim.Adagrad(m.parameters(), lr=0.2)
+    heads, tails = torch.tensor([0, 1, 2, 3, 4]), torch.tensor([0, 1, 2, 3, 4])
+    neg = torch.tensor([5, 6])
+    first = None
+    for _ in range(30):
+        opt.zero_grad()
+        val = m.loss(RELS[0], heads, tails, neg_tails=neg, neg_heads=torch.tensor([0]), loss=loss, chunk_size=chunk)
+        val.backward()
+        opt.step()
+        first = first if first is not None else val.item()
+    assert val.item() < first
+
+
+def test_chunked_in_batch_masks_self_and_padding():
+    m = TwHIN(NODES, RELS, dim=4)
+    h = torch.randn(5, 4)
+    t = torch.randn(5, 4)
+    r = torch.randn(4)
+    neg, valid = m._in_batch_scores("tail", h, r, t, chunk=2)
+    assert neg.shape == (5, 2)
+    # row 4 is alone in the last chunk: no valid in-batch negative
+    assert valid.tolist() == [[False, True], [True, False], [False, True], [True, False], [False, False]]
+    torch.testing.assert_close(neg[1, 0], m.score_fn.pair(h[1:2], r, t[0:1])[0])
