@@ -74,8 +74,8 @@ def filtered_link_prediction(
     """
     all_ranks, per_side, per_rel = [], {s: [] for s in sides}, {}
     for et, (src, dst) in test.items():
-        src = np.asarray(src, np.int64)
-        dst = np.asarray(dst, np.int64)
+        src = np.array(src, dtype=np.int64)  # writable copies (parquet buffers are read-only)
+        dst = np.array(dst, dtype=np.int64)
         rel_ranks = []
         for side in sides:
             indptr, idx = known.csr(et, "head" if side == "tail" else "tail")

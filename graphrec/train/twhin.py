@@ -196,7 +196,7 @@ def train_loop_per_worker(config: dict) -> dict:
     schedule = RelationBatchSchedule(relations, [w for _, w in selected], cfg.batch_size, seed=cfg.seed,
                                      rank=rank, world_size=world, holdout_fraction=cfg.holdout_fraction)
 
-    start_epoch, history, best, best_state, bad_epochs = 0, [], -1.0, None, 0
+    start_epoch, history, best, best_state, bad_epochs, starts = 0, [], -1.0, None, 0, []
     state = reporter.latest()
     if state is not None:
         model.load_state_dict(state["model"])
@@ -205,7 +205,9 @@ def train_loop_per_worker(config: dict) -> dict:
         start_epoch = int(state["epoch"]) + 1
         history = json.loads(state["history"])
         best, bad_epochs = float(state["best"]), int(state["bad_epochs"])
-        log.info("rank %d: resumed from epoch %d", rank, start_epoch - 1)
+        starts = json.loads(state["starts"])
+        log.info("rank %d: resumed after epoch %d", rank, start_epoch - 1)
+    starts.append(start_epoch)  # epochs this run (re)started at: [0] unless it resumed
 
     gen = torch.Generator().manual_seed(cfg.seed * 1000003 + rank)
     fault = config.get("fault")
@@ -250,7 +252,7 @@ def train_loop_per_worker(config: dict) -> dict:
                      f", valid sampled MRR {metrics['valid_sampled_mrr']:.4f}" if "valid_sampled_mrr" in metrics else "")
         stop = cfg.holdout_fraction > 0 and bad_epochs >= cfg.patience
         ckpt = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers], "epoch": epoch,
-                "history": json.dumps(history), "best": best, "bad_epochs": bad_epochs}
+                "history": json.dumps(history), "best": best, "bad_epochs": bad_epochs, "starts": json.dumps(starts)}
         reporter.report(metrics, ckpt, rank)
         if stop:
             stopped_early = True
@@ -258,7 +260,7 @@ def train_loop_per_worker(config: dict) -> dict:
     if best_state is not None:
         model.load_state_dict(best_state)
     summary = {"epochs_run": len(history), "stopped_early": stopped_early, "best_valid_sampled_mrr": best if best >= 0 else None,
-               "seconds": time.perf_counter() - t_start, "history": history}
+               "seconds": time.perf_counter() - t_start, "starts": starts, "world_size": world, "history": history}
     if rank == 0:
         save_run(run_dir, model, cfg, store, selected, summary)
     return summary

@@ -1,0 +1,125 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from graphrec.cli import main
+from graphrec.errors import GraphrecError
+from graphrec.eval import random_split
+from graphrec.train.config import RayConfig, TwHINConfig, load_config
+from graphrec.train.evaluate import link_prediction_on_split
+from graphrec.train.twhin import fit_twhin, load_run, select_relations
+from tests.conftest import ROOT
+
+FAST = dict(dim=16, epochs=4, batch_size=256, lr=0.1)
+
+
+def test_local_training_loss_falls_and_run_reloads(small_pins_graph, tmp_path):
+    info = fit_twhin(TwHINConfig(**FAST), small_pins_graph.path, tmp_path / "run", use_ray=False)
+    losses = [h["loss"] for h in info["summary"]["history"]]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert info["graph_checksum"] == small_pins_graph.checksum
+    model, _, _ = load_run(tmp_path / "run")
+    assert model.node_embeddings("pin").shape == (600, 16)
+    # a finished run is never silently replaced
+    with pytest.raises(GraphrecError, match="finished run"):
+        fit_twhin(TwHINConfig(**FAST), small_pins_graph.path, tmp_path / "run", use_ray=False)
+
+
+def test_deterministic_given_seed(small_pins_graph, tmp_path):
+    a = fit_twhin(TwHINConfig(**{**FAST, "epochs": 1}), small_pins_graph.path, tmp_path / "a", use_ray=False)
+    b = fit_twhin(TwHINConfig(**{**FAST, "epochs": 1}), small_pins_graph.path, tmp_path / "b", use_ray=False)
+    assert a["summary"]["history"][0]["loss"] == b["summary"]["history"][0]["loss"]
+    ma, _, _ = load_run(tmp_path / "a")
+    mb, _, _ = load_run(tmp_path / "b")
+    assert torch.equal(ma.node_emb.weight, mb.node_emb.weight)
+
+
+def test_relation_weights_and_patterns(small_pins_graph):
+    cfg = TwHINConfig(relations={"*:*:*": 0, "user:saves:pin": 2.0, "user:follows_*:*": 0.5})
+    sel = dict(select_relations(small_pins_graph, cfg))
+    assert sel == {("user", "saves", "pin"): 2.0, ("user", "follows_board", "board"): 0.5,
+                   ("user", "follows_author", "author"): 0.5}
+
+
+def test_early_stopping_on_holdout(small_pins_graph, tmp_path):
+    cfg = TwHINConfig(**{**FAST, "epochs": 30, "lr": 0.5}, holdout_fraction=0.1, patience=1)
+    info = fit_twhin(cfg, small_pins_graph.path, tmp_path / "run", use_ray=False)
+    s = info["summary"]
+    assert all("valid_sampled_mrr" in h for h in s["history"])
+    assert s["stopped_early"] and s["epochs_run"] < 30
+    assert s["best_valid_sampled_mrr"] == max(h["valid_sampled_mrr"] for h in s["history"])
+
+
+def test_local_resume_continues_from_checkpoint(small_pins_graph, tmp_path):
+    fit_twhin(TwHINConfig(**{**FAST, "epochs": 2}), small_pins_graph.path, tmp_path / "run", use_ray=False)
+    info = fit_twhin(TwHINConfig(**FAST), small_pins_graph.path, tmp_path / "run", use_ray=False, resume=True)
+    assert info["summary"]["starts"] == [0, 2] and info["summary"]["epochs_run"] == 4
+
+
+def test_link_prediction_beats_random(small_pins_graph, tmp_path):
+    sp = random_split(small_pins_graph, fractions=(0.9, 0.05, 0.05), out=tmp_path / "split")
+    cfg = TwHINConfig(dim=32, epochs=8, batch_size=256, lr=0.2, relations={"*:*:*": 0, "user:saves:pin": 1})
+    fit_twhin(cfg, sp.train.path, tmp_path / "run", use_ray=False)
+    model, _, _ = load_run(tmp_path / "run")
+    from graphrec.eval import load_split
+
+    res = link_prediction_on_split(model, load_split(tmp_path / "split"))
+    # random ranking over 600 pins / 400 users gives MRR ~ 0.01
+    assert res["mrr"] > 0.03 and 0 <= res["hits@1"] <= res["hits@3"] <= res["hits@10"] <= 1
+    assert set(res["per_relation"]) == {"user:saves:pin"}
+
+
+def test_config_errors_name_the_key(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("dim: 8\nnegatives: {uniform: 5, in_bach: true}\n")
+    with pytest.raises(GraphrecError, match=r"negatives\.in_bach: unknown key"):
+        load_config(p)
+    p.write_text("dim: eight\n")
+    with pytest.raises(GraphrecError, match=r"dim: "):
+        load_config(p)
+    for cfg in ("twhin-ml100k.yaml", "twhin-pinterest.yaml", "twhin-kg.yaml"):
+        load_config(ROOT / "configs" / cfg)
+
+
+@pytest.mark.slow
+def test_ray_two_workers_loss_falls(small_pins_graph, tmp_path):
+    cfg = TwHINConfig(**FAST, ray=RayConfig(workers=2))
+    info = fit_twhin(cfg, small_pins_graph.path, tmp_path / "run", use_ray=True)
+    hist = info["summary"]["history"]
+    assert info["summary"]["world_size"] == 2 and all(h["workers"] == 2 for h in hist)
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    assert (tmp_path / "run" / "model.pt").is_file()
+
+
+@pytest.mark.slow
+def test_ray_worker_killed_midrun_resumes_from_checkpoint(small_pins_graph, tmp_path):
+    marker = tmp_path / "killed"
+    cfg = TwHINConfig(**{**FAST, "epochs": 5}, ray=RayConfig(workers=2, max_failures=2))
+    info = fit_twhin(cfg, small_pins_graph.path, tmp_path / "run", use_ray=True,
+                     fault={"epoch": 3, "rank": 1, "marker": str(marker)})
+    assert marker.read_text() == "killed"  # the worker really died once
+    starts = info["summary"]["starts"]
+    # restarted from a reported checkpoint (not from scratch) and finished every epoch once
+    assert len(starts) == 2 and 0 < starts[1] <= 3
+    assert [h["epoch"] for h in info["summary"]["history"]] == list(range(5))
+
+
+def test_cli_train_export_evaluate(small_pins_graph, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dim: 8\nepochs: 2\nbatch_size: 256\n")
+    assert main(["-q", "split", str(small_pins_graph.path), "--relation", "user:saves:pin", "--out", str(tmp_path / "s")]) == 0
+    assert main(["-q", "train", "twhin", "--config", str(cfg), "--graph", str(tmp_path / "s" / "train"),
+                 "--out", str(tmp_path / "run"), "--no-ray"]) == 0
+    assert main(["-q", "export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "emb"),
+                 "--retrieval", "user:saves:pin", "--retrieval", "user:follows_board:board"]) == 0
+    capsys.readouterr()
+    assert main(["-q", "evaluate", "--run", str(tmp_path / "run"), "--split", str(tmp_path / "s")]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert 0 <= res["ranking"]["recall@20"] <= 1 and res["ranking"]["users"] > 0
+    assert main(["-q", "export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "emb2"),
+                 "--retrieval", "user:nope:pin"]) == 2
+    assert "not trained" in capsys.readouterr().err
+    assert not (tmp_path / "emb2").exists()
+    _ = np
