@@ -204,6 +204,22 @@ def _map_endpoints(ends, nodes: dict, policy: str, rel_label: str):
     return outs
 
 
+def _explode(data: pa.Table, column: str, sep: str, where: str) -> pa.Table:
+    """One row per token of the multi-valued ``column`` (split on ``sep``; ``" "`` means
+    any whitespace), other columns repeated; empty and null tokens are dropped."""
+    col = data.column(column)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        raise DataError(f"{where}: a multi-valued endpoint (sep) needs a string column, found {col.type}")
+    lists = pc.utf8_split_whitespace(col) if sep == " " else pc.split_pattern(col, sep)
+    lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+    parent = pc.list_parent_indices(lists)
+    tokens = pc.list_flatten(lists)
+    keep = pc.and_(pc.is_valid(tokens), pc.not_equal(pc.utf8_length(tokens), 0))
+    parent, tokens = parent.filter(keep), tokens.filter(keep)
+    out = data.take(parent)
+    return out.set_column(out.schema.get_field_index(column), column, tokens)
+
+
 def _timestamps(col: pa.ChunkedArray, where: str) -> np.ndarray:
     t = col.type
     if col.null_count:
@@ -240,6 +256,9 @@ def _build_relation(rel: Relation, schema: GraphSchema, nodes: dict, data_dir, w
     t0 = time.perf_counter()
     with tqdm(desc=f"read {label}", unit="rows", disable=not progress, leave=False) as bar:
         data = table.read(cols, progress=bar)
+    for side in (rel.src, rel.dst):
+        if side.sep is not None:
+            data = _explode(data, side.column, side.sep, f"{table.path}: column {side.column!r}")
     ends = []
     for side in (rel.src, rel.dst):
         where = f"{table.path}: column {side.column!r}"

@@ -136,8 +136,13 @@ class NodeType(_Strict):
 
 
 class Endpoint(_Strict):
+    """One side of a relation. ``sep`` makes the column multi-valued: its values are split
+    on ``sep`` (``" "`` splits on any whitespace) and every token becomes one edge, as for
+    a genre list ``"Action Comedy"`` -> two ``item -has_genre-> genre`` edges."""
+
     type: str
     column: str
+    sep: str | None = Field(default=None, min_length=1)
 
 
 class Relation(_Strict):
@@ -169,6 +174,8 @@ class Relation(_Strict):
             raise ValueError(f"reverse name {self.reverse!r} must match {NAME_RE.pattern}")
         if self.name_column is not None and isinstance(self.reverse, str):
             raise ValueError("with name_column, reverse must be true/false (names are rev_<name>)")
+        if self.src.sep is not None and self.dst.sep is not None:
+            raise ValueError("only one endpoint may be multi-valued (sep)")
         return self
 
     def reverse_name(self, name: str) -> str | None:

@@ -124,3 +124,17 @@ def test_deterministic_checksum(tiny_schema, tiny_dir, tmp_path):
     a = _build(tiny_schema, tiny_dir, tmp_path / "a")
     b = _build(tiny_schema, tiny_dir, tmp_path / "b")
     assert a.checksum == b.checksum
+
+
+def test_multi_valued_endpoint_explodes_into_edges(tiny_dir, tmp_path):
+    schema = parse_schema({
+        "nodes": {"item": {"source": "items.parquet", "id": "iid"}, "genre": {}},
+        "relations": [{"name": "has_genre", "source": "items.parquet", "src": {"type": "item", "column": "iid"},
+                       "dst": {"type": "genre", "column": "genres", "sep": " "}}],
+    })
+    g = build_graph(schema, tmp_path / "g", data_dir=tiny_dir, progress=False)
+    rel = g.relation(("item", "has_genre", "genre"))
+    s, d = rel.coo()
+    pairs = sorted(zip(g.original_ids("item", s).tolist(), g.original_ids("genre", d).tolist()))
+    # "a b", "b", "", "c a", null -> 5 edges, empty and null rows give none
+    assert pairs == [(10, "a"), (10, "b"), (20, "b"), (40, "a"), (40, "c")]
