@@ -124,7 +124,8 @@ class TwHIN(nn.Module):
     # ---- training -----------------------------------------------------------------
     def loss(self, edge_type, head: Tensor, tail: Tensor, neg_tails: Tensor | None = None,
              neg_heads: Tensor | None = None, in_batch: bool = True, loss: str = "softmax",
-             margin: float = 1.0, corrupt: str = "both", chunk_size: int = 0) -> Tensor:
+             margin: float = 1.0, corrupt: str = "both", chunk_size: int = 0,
+             regularization: float = 0.0) -> Tensor:
         r"""Loss of a chunk of positives of one relation against shared negatives.
 
         ``head``/``tail``: ``[B]`` local ids. Tail-side negatives for every positive are
@@ -137,6 +138,8 @@ class TwHIN(nn.Module):
         ``corrupt`` (``both`` | ``tail`` | ``head``) picks the sides; the loss is their mean.
         ``chunk_size`` > 0 limits in-batch negatives to chunks of that many positives
         (PyTorch-BigGraph's chunking: ``B·C`` instead of ``B²`` scores).
+        ``regularization`` adds ``λ · mean_rows ‖θ‖²`` over every node row the batch
+        looked up (an L2 penalty applied lazily, only to rows that get a gradient).
         """
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r} (choose from {LOSSES})")
@@ -175,7 +178,10 @@ class TwHIN(nn.Module):
             losses.append(_loss(pos, torch.cat(negs, dim=1), torch.cat(masks, dim=1), loss, margin))
         if not losses:
             raise ValueError("no negatives: enable in_batch (with batch > 1) or pass neg_tails/neg_heads")
-        return torch.stack(losses).mean()
+        out = torch.stack(losses).mean()
+        if regularization > 0:
+            out = out + regularization * (emb * emb).sum(-1).mean()
+        return out
 
     def _in_batch_scores(self, side: str, h: Tensor, r: Tensor, t: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
         """Scores ``[B, C]`` of every positive against the other positives of its chunk

@@ -46,6 +46,7 @@ class TwHINConfig(_Strict):
     negatives: NegativesConfig = NegativesConfig()
     loss: Literal["softmax", "softplus", "margin"] = "softmax"
     margin: float = Field(1.0, gt=0)
+    regularization: float = Field(0.0, ge=0, description="L2 on the node rows each batch touches")
     optimizer: Literal["adagrad", "sparse_adam"] = "adagrad"
     lr: float = Field(0.1, gt=0)
     relation_lr: float | None = Field(None, gt=0)

@@ -81,7 +81,7 @@ class TwHINLoss(nn.Module):
         c = self.cfg
         return self.model.loss(self.model.edge_types[rel], heads, tails, neg_tails=neg_tails, neg_heads=neg_heads,
                                in_batch=c.negatives.in_batch, loss=c.loss, margin=c.margin, corrupt=c.negatives.corrupt,
-                               chunk_size=c.negatives.chunk_size)
+                               chunk_size=c.negatives.chunk_size, regularization=c.regularization)
 
 
 def make_optimizers(model: TwHIN, cfg: TwHINConfig):
@@ -315,6 +315,10 @@ def fit_twhin(cfg: TwHINConfig, graph: str | Path, out: str | Path, use_ray: boo
     out = Path(out).resolve()
     if (out / MODEL_FILE).exists() and not (overwrite or resume):
         raise GraphrecError(f"{out} holds a finished run ({MODEL_FILE}); pass --overwrite to replace it or --resume")
+    has_ckpt = any((out / d).is_dir() and any((out / d).iterdir()) for d in ("checkpoints", "ray"))
+    if has_ckpt and not (overwrite or resume):
+        raise GraphrecError(f"{out} holds checkpoints of an unfinished run; pass --resume to continue it "
+                            "or --overwrite to start over")
     store = GraphStore(graph)  # fail early on a bad graph path
     if not resume:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)

@@ -123,3 +123,11 @@ def test_cli_train_export_evaluate(small_pins_graph, tmp_path, capsys):
     assert "not trained" in capsys.readouterr().err
     assert not (tmp_path / "emb2").exists()
     _ = np
+
+
+def test_unfinished_run_checkpoints_are_not_discarded(small_pins_graph, tmp_path):
+    fit_twhin(TwHINConfig(**{**FAST, "epochs": 1}), small_pins_graph.path, tmp_path / "run", use_ray=False)
+    (tmp_path / "run" / "model.pt").unlink()  # as if the run had crashed before finishing
+    with pytest.raises(GraphrecError, match="unfinished run"):
+        fit_twhin(TwHINConfig(**FAST), small_pins_graph.path, tmp_path / "run", use_ray=False)
+    assert any((tmp_path / "run" / "checkpoints").iterdir())
