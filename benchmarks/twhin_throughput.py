@@ -67,16 +67,6 @@ def pyg_step(model, opt, h, r, t, k, margin):
     return float(loss)
 
 
-def ours_step(loss_mod, optimizers, rel, h, t, neg_t, neg_h):
-    loss = loss_mod(rel, h, t, neg_t, neg_h)
-    for o in optimizers:
-        o.zero_grad(set_to_none=True)
-    loss.backward()
-    for o in optimizers:
-        o.step()
-    return float(loss)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("GRAPHREC_DATA", str(ROOT.parent / "shared" / "datasets" / "ml-100k")))
@@ -97,6 +87,7 @@ def main():
     from graphrec.models import TwHIN
     from graphrec.train.config import NegativesConfig, TwHINConfig
     from graphrec.train.twhin import TwHINLoss, make_optimizers
+    from graphrec.train.twhin import train_step as ours_step
 
     work = Path(tempfile.mkdtemp(prefix="twhin-bench-"))
     graph = build_graph(load_schema(ROOT / "graphs" / "movielens-100k.yaml"), work / "g", data_dir=args.data, progress=False)

@@ -93,6 +93,17 @@ def make_optimizers(model: TwHIN, cfg: TwHINConfig):
             torch.optim.Adam(model.rel_emb.parameters(), lr=rel_lr)]
 
 
+def train_step(loss_module: nn.Module, optimizers, rel: int, heads, tails, neg_tails, neg_heads) -> float:
+    """One optimisation step on a batch of one relation; returns the loss."""
+    loss = loss_module(rel, heads, tails, neg_tails, neg_heads)
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for opt in optimizers:
+        opt.step()
+    return float(loss.detach())
+
+
 @torch.no_grad()
 def sampled_validation_mrr(model: TwHIN, schedule: RelationBatchSchedule, seed: int, candidates: int,
                            max_per_relation: int = 2000) -> float:
@@ -226,13 +237,7 @@ def train_loop_per_worker(config: dict) -> dict:
             et = edge_types[rel]
             neg_t = uniform_typed_negatives(model.num_nodes[et[2]], n_neg, gen) if n_neg else None
             neg_h = uniform_typed_negatives(model.num_nodes[et[0]], n_neg, gen) if n_neg else None
-            loss = loss_module(rel, heads, tails, neg_t, neg_h)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in optimizers:
-                opt.step()
-            loss_sum += float(loss.detach())
+            loss_sum += train_step(loss_module, optimizers, rel, heads, tails, neg_t, neg_h)
             n_steps += 1
             n_pos += heads.shape[0]
         dt = time.perf_counter() - t0
