@@ -130,8 +130,9 @@ class TwHIN(nn.Module):
 
         ``head``/``tail``: ``[B]`` local ids. Tail-side negatives for every positive are
         the other positives' tails (``in_batch``) plus ``neg_tails`` (``[U]`` ids of the
-        destination type, shared by the chunk); head side likewise. All are scored with
-        one matmul per side. Losses over positive ``p`` and negatives ``n_j``:
+        destination type, shared by the chunk; a shared negative equal to a positive's own
+        tail is masked for that positive); head side likewise. All are scored with one
+        matmul per side. Losses over positive ``p`` and negatives ``n_j``:
         ``softmax``: :math:`-\log \frac{e^p}{e^p + \sum_j e^{n_j}}`;
         ``softplus``: :math:`\mathrm{sp}(-p) + \mathrm{mean}_j\, \mathrm{sp}(n_j)`;
         ``margin``: :math:`\mathrm{mean}_j \max(0, \gamma - p + n_j)`.
@@ -163,8 +164,8 @@ class TwHIN(nn.Module):
         losses = []
         if corrupt not in ("both", "tail", "head"):
             raise ValueError(f"corrupt must be both, tail or head, got {corrupt!r}")
-        sides = [x for x in (("tail", nt), ("head", nh)) if corrupt in ("both", x[0])]
-        for side, uniform in sides:
+        sides = [x for x in (("tail", nt, neg_tails, tail), ("head", nh, neg_heads, head)) if corrupt in ("both", x[0])]
+        for side, uniform, uniform_ids, true_ids in sides:
             negs, masks = [], []
             if in_batch and b > 1:
                 neg, valid = self._in_batch_scores(side, h, r, t, chunk_size)
@@ -172,7 +173,7 @@ class TwHIN(nn.Module):
                 masks.append(valid)
             if uniform is not None:
                 negs.append(self.score_fn.tails(h, r, uniform) if side == "tail" else self.score_fn.heads(uniform, r, t))
-                masks.append(torch.ones(b, uniform.shape[0], dtype=torch.bool))
+                masks.append(uniform_ids[None, :] != true_ids[:, None])  # a positive is no negative of itself
             if not negs:
                 continue
             losses.append(_loss(pos, torch.cat(negs, dim=1), torch.cat(masks, dim=1), loss, margin))

@@ -12,3 +12,15 @@ def uniform_typed_negatives(num_nodes: int, count: int, generator: torch.Generat
     if num_nodes <= 0:
         raise ValueError("cannot sample negatives from an empty node type")
     return torch.randint(num_nodes, (count,), generator=generator)
+
+
+def typed_negatives(num_nodes: int, count: int, generator: torch.Generator | None = None,
+                    exhaustive_max_nodes: int = 0) -> torch.Tensor | None:
+    """Shared negatives of one side of a batch: every node of the type (``arange(N)``,
+    an exact softmax over the type) when ``N <= exhaustive_max_nodes``, else ``count``
+    uniform ids; ``None`` when ``count == 0`` and the type is not exhaustive."""
+    if 0 < num_nodes <= exhaustive_max_nodes:
+        return torch.arange(num_nodes)
+    if count <= 0:
+        return None
+    return uniform_typed_negatives(num_nodes, count, generator)

@@ -20,6 +20,8 @@ class NegativesConfig(_Strict):
     in_batch: bool = Field(True, description="use the other positives of the batch as negatives (TwHIN)")
     chunk_size: int = Field(0, ge=0, description="in-batch negatives within chunks of this many positives (0: whole batch)")
     corrupt: Literal["both", "tail", "head"] = "both"
+    exhaustive_max_nodes: int = Field(0, ge=0, description="corrupt node types of at most this many nodes with every "
+                                      "node of the type (an exact softmax) instead of a uniform sample")
 
 
 class RayConfig(_Strict):
@@ -68,8 +70,9 @@ class TwHINConfig(_Strict):
                 raise ValueError(f"relations[{pat!r}]: write relation patterns as src:name:dst")
         if self.score in ("complex", "rotate") and self.dim % 2:
             raise ValueError(f"score {self.score} needs an even dim")
-        if self.negatives.uniform == 0 and not self.negatives.in_batch:
-            raise ValueError("negatives: enable in_batch or set uniform > 0")
+        n = self.negatives
+        if n.uniform == 0 and not n.in_batch and n.exhaustive_max_nodes == 0:
+            raise ValueError("negatives: enable in_batch, set uniform > 0 or exhaustive_max_nodes > 0")
         return self
 
 

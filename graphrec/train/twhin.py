@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from graphrec.graph.store import GraphStore
 from graphrec.models.twhin import TwHIN
-from graphrec.sampling import RelationBatchSchedule, RelationEdges, uniform_typed_negatives
+from graphrec.sampling import RelationBatchSchedule, RelationEdges, typed_negatives, uniform_typed_negatives
 from graphrec.train.checkpoint import load_checkpoint, save_checkpoint
 from graphrec.train.config import TwHINConfig, parse_config
 
@@ -222,7 +222,7 @@ def train_loop_per_worker(config: dict) -> dict:
 
     gen = torch.Generator().manual_seed(cfg.seed * 1000003 + rank)
     fault = config.get("fault")
-    n_neg = cfg.negatives.uniform
+    n_neg, n_all = cfg.negatives.uniform, cfg.negatives.exhaustive_max_nodes
     t_start = time.perf_counter()
     stopped_early = False
     for epoch in range(start_epoch, cfg.epochs):
@@ -235,8 +235,8 @@ def train_loop_per_worker(config: dict) -> dict:
                    disable=not (config.get("progress") and rank == 0), leave=False)
         for rel, heads, tails in bar:
             et = edge_types[rel]
-            neg_t = uniform_typed_negatives(model.num_nodes[et[2]], n_neg, gen) if n_neg else None
-            neg_h = uniform_typed_negatives(model.num_nodes[et[0]], n_neg, gen) if n_neg else None
+            neg_t = typed_negatives(model.num_nodes[et[2]], n_neg, gen, n_all)
+            neg_h = typed_negatives(model.num_nodes[et[0]], n_neg, gen, n_all)
             loss_sum += train_step(loss_module, optimizers, rel, heads, tails, neg_t, neg_h)
             n_steps += 1
             n_pos += heads.shape[0]
