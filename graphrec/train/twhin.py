@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +33,8 @@ from tqdm import tqdm
 from graphrec.graph.store import GraphStore
 from graphrec.models.twhin import TwHIN
 from graphrec.sampling import RelationBatchSchedule, RelationEdges, typed_negatives, uniform_typed_negatives
-from graphrec.train.checkpoint import load_checkpoint, save_checkpoint
+from graphrec.train.checkpoint import save_checkpoint
+from graphrec.train.reporting import LocalReporter, RayReporter, dist_info, write_json_atomic
 from graphrec.train.config import TwHINConfig, parse_config
 
 log = logging.getLogger(__name__)
@@ -126,60 +126,6 @@ def sampled_validation_mrr(model: TwHIN, schedule: RelationBatchSchedule, seed: 
     return rr_sum / max(n, 1)
 
 
-class _LocalReporter:
-    """Checkpoints under ``RUN_DIR/checkpoints/epoch-NNNN`` (last two kept)."""
-
-    def __init__(self, run_dir: Path, resume: bool):
-        self.dir = run_dir / "checkpoints"
-        self.resume = resume
-
-    def latest(self):
-        if not self.resume or not self.dir.is_dir():
-            return None
-        done = sorted(p for p in self.dir.glob("epoch-*") if (p / "state.pt").is_file())
-        return load_checkpoint(done[-1]) if done else None
-
-    def report(self, metrics: dict, state: dict | None, rank: int) -> None:
-        if rank != 0 or state is None:
-            return
-        save_checkpoint(self.dir / f"epoch-{metrics['epoch']:04d}", state)
-        for old in sorted(self.dir.glob("epoch-*"))[:-2]:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-class _RayReporter:
-    def latest(self):
-        import ray.train
-
-        ckpt = ray.train.get_checkpoint()
-        if ckpt is None:
-            return None
-        with ckpt.as_directory() as d:
-            return load_checkpoint(d)
-
-    def report(self, metrics: dict, state: dict | None, rank: int) -> None:
-        import ray.train
-
-        if state is not None and rank == 0:
-            with tempfile.TemporaryDirectory() as d:
-                save_checkpoint(d, state)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-        else:
-            ray.train.report(metrics)
-
-
-def _dist_info() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
-
-
 def train_loop_per_worker(config: dict) -> dict:
     """Train TwHIN on the graph store ``config["graph"]``; see the module docstring."""
     cfg = config["twhin"] if isinstance(config["twhin"], TwHINConfig) else parse_config(config["twhin"])
@@ -188,8 +134,8 @@ def train_loop_per_worker(config: dict) -> dict:
         torch.set_num_threads(threads)
     run_dir = Path(config["out"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    rank, world = _dist_info()
-    reporter = _RayReporter() if config.get("reporter") == "ray" else _LocalReporter(run_dir, config.get("resume", False))
+    rank, world = dist_info()
+    reporter = RayReporter() if config.get("reporter") == "ray" else LocalReporter(run_dir, config.get("resume", False))
 
     store = GraphStore(config["graph"])
     selected = select_relations(store, cfg)
@@ -274,7 +220,7 @@ def train_loop_per_worker(config: dict) -> dict:
 def save_run(run_dir: Path, model: TwHIN, cfg: TwHINConfig, store: GraphStore, selected, summary: dict) -> None:
     """Write ``model.pt`` and ``run.json`` into ``run_dir`` (each atomically)."""
     save_checkpoint(run_dir, {"model": model.state_dict()}, name=MODEL_FILE)
-    _write_json_atomic(run_dir / RUN_FILE, {
+    write_json_atomic(run_dir / RUN_FILE, {
         "model": "twhin",
         "config": cfg.model_dump(mode="json"),
         "graph": str(Path(store.path).resolve()),

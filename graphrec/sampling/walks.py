@@ -1,0 +1,284 @@
+"""Vectorised metapath random walks with restart on the graph store's CSR.
+
+A **metapath** is a sequence of relation types that leaves a node type and comes back
+to it, e.g. ``pin -saved_by-> user -saves-> pin`` or ``pin -in_board-> board -has_pin->
+pin``. A walk from a seed runs ``walk_length`` **rounds**; each round
+
+1. with probability ``restart_prob`` first jumps back to the seed (Pixie / PinSage);
+2. picks one metapath (by the configured weights, independently per walker and round);
+3. follows it hop by hop, each hop to a uniformly random neighbour in that relation;
+4. records the node it lands on as one **visit** (a node of the seed type).
+
+A walker that reaches a node without a neighbour in the next relation is sent back to
+its seed and its visit of that round is ``-1`` (not counted).
+
+Every hop of every walker is done at once with array gathers (no per-walk Python):
+``start = indptr[cur]; deg = indptr[cur + 1] - start; cur = indices[start + ⌊u·deg⌋]``
+with ``u ~ U[0, 1)``. Walkers are processed in chunks of ``chunk`` so the temporaries
+stay in cache. A hop is one **walk step** (the unit of ``benchmarks/random_walk.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from graphrec.graph.store import EdgeType, GraphStore, parse_edge_type
+
+
+@dataclass(frozen=True)
+class _Hop:
+    indptr: np.ndarray  # int64 [N_src + 1]
+    indices: np.ndarray  # int32/int64 [E]
+
+
+def _as_edge_type(rel) -> EdgeType:
+    return parse_edge_type(rel) if isinstance(rel, str) else tuple(rel)
+
+
+class RandomWalkSampler:
+    """Metapath random walks with restart over a :class:`~graphrec.graph.GraphStore`.
+
+    Args:
+        store: the graph.
+        metapaths: ``[(relations, weight), ...]``; each ``relations`` is a list of
+            relation types (``"pin:saved_by:user"`` or tuples) forming a closed path on
+            one node type, the same for all metapaths.
+        restart_prob: probability of jumping back to the seed before each round.
+        chunk: walkers advanced together (memory/cache trade-off only).
+    """
+
+    def __init__(self, store: GraphStore, metapaths: Sequence[tuple[Sequence, float]], restart_prob: float = 0.0,
+                 chunk: int = 1 << 16):
+        if not metapaths:
+            raise ValueError("at least one metapath is needed")
+        if not 0.0 <= restart_prob < 1.0:
+            raise ValueError(f"restart_prob must be in [0, 1), got {restart_prob}")
+        self.paths: list[list[EdgeType]] = []
+        weights = []
+        node_type = None
+        for rels, w in metapaths:
+            path = [_as_edge_type(r) for r in rels]
+            if not path:
+                raise ValueError("a metapath needs at least one relation")
+            for a, b in zip(path, path[1:]):
+                if a[2] != b[0]:
+                    raise ValueError(f"metapath {_fmt(path)}: {':'.join(a)} ends at {a[2]!r} but "
+                                     f"{':'.join(b)} starts at {b[0]!r}")
+            if path[0][0] != path[-1][2]:
+                raise ValueError(f"metapath {_fmt(path)} must return to {path[0][0]!r}, ends at {path[-1][2]!r}")
+            if node_type is None:
+                node_type = path[0][0]
+            elif path[0][0] != node_type:
+                raise ValueError(f"all metapaths must start at {node_type!r}; {_fmt(path)} starts at {path[0][0]!r}")
+            if w < 0:
+                raise ValueError(f"metapath {_fmt(path)}: weight must be >= 0")
+            for et in path:
+                store.relation(et)  # KeyError naming the relation if unknown
+            self.paths.append(path)
+            weights.append(float(w))
+        total = sum(weights)
+        if total <= 0:
+            raise ValueError("metapath weights sum to 0")
+        self.weights = np.asarray(weights) / total
+        self.node_type: str = node_type
+        self.num_nodes = store.num_nodes(node_type)
+        self.restart_prob = float(restart_prob)
+        self.chunk = int(chunk)
+        self._hops: dict[EdgeType, _Hop] = {}
+        for path in self.paths:
+            for et in path:
+                if et not in self._hops:
+                    rel = store.relation(et)
+                    self._hops[et] = _Hop(np.asarray(rel.indptr, dtype=np.int64), np.asarray(rel.indices))
+
+    def __repr__(self) -> str:
+        paths = ", ".join(f"{_fmt(p)}×{w:.2f}" for p, w in zip(self.paths, self.weights))
+        return f"{type(self).__name__}({paths}; restart_prob={self.restart_prob})"
+
+    @property
+    def steps_per_round(self) -> float:
+        """Expected hops per round (the mean metapath length under the weights)."""
+        return float(sum(w * len(p) for p, w in zip(self.paths, self.weights)))
+
+    def walk(self, seeds: np.ndarray, num_walks: int, walk_length: int, rng: np.random.Generator) -> np.ndarray:
+        """Visits ``[len(seeds), num_walks * walk_length]`` (int64 local ids of the seed
+        type, ``-1`` where a walker hit a dead end); row ``i`` holds every visit of the
+        walks from ``seeds[i]``, walk by walk."""
+        seeds = np.asarray(seeds, dtype=np.int64)
+        if seeds.size and (seeds.min() < 0 or seeds.max() >= self.num_nodes):
+            raise IndexError(f"seed ids must be in [0, {self.num_nodes}) for node type {self.node_type!r}")
+        n = seeds.shape[0] * num_walks
+        out = np.empty((n, walk_length), dtype=np.int64)
+        starts = np.repeat(seeds, num_walks)
+        for lo in range(0, n, self.chunk):
+            hi = min(n, lo + self.chunk)
+            self._walk_chunk(starts[lo:hi], out[lo:hi], rng)
+        return out.reshape(seeds.shape[0], num_walks * walk_length)
+
+    def _walk_chunk(self, start: np.ndarray, out: np.ndarray, rng: np.random.Generator) -> None:
+        n, length = out.shape
+        cur = start.copy()
+        multi = len(self.paths) > 1
+        for step in range(length):
+            if self.restart_prob > 0 and step > 0:
+                back = rng.random(n, dtype=np.float32) < self.restart_prob
+                cur[back] = start[back]
+            if multi:
+                choice = rng.choice(len(self.paths), size=n, p=self.weights)
+                for k, path in enumerate(self.paths):
+                    sel = np.flatnonzero(choice == k)
+                    if sel.size:
+                        cur[sel] = self._follow(path, cur[sel], rng)
+            else:
+                cur = self._follow(self.paths[0], cur, rng)
+            dead = cur < 0
+            out[:, step] = cur
+            if dead.any():
+                cur[dead] = start[dead]
+
+    def _follow(self, path: list[EdgeType], cur: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One round: hop along every relation of ``path``; ``-1`` marks dead walkers."""
+        alive = None
+        for et in path:
+            hop = self._hops[et]
+            if alive is not None:
+                cur = np.where(alive, cur, 0)
+            first = hop.indptr[cur]
+            deg = hop.indptr[cur + 1] - first
+            off = (rng.random(cur.shape[0], dtype=np.float32) * deg).astype(np.int64)
+            # float32 rounding can give off == deg for huge degrees: clamp
+            np.minimum(off, np.maximum(deg - 1, 0), out=off)
+            nxt = hop.indices[first + off].astype(np.int64, copy=False)
+            ok = deg > 0
+            alive = ok if alive is None else (alive & ok)
+            cur = nxt
+        return np.where(alive, cur, -1)
+
+
+def _fmt(path: Sequence[EdgeType]) -> str:
+    return " / ".join(":".join(et) for et in path)
+
+
+@dataclass
+class ImportanceNeighborhoods:
+    """Top-T importance neighbourhoods of nodes of one type.
+
+    ``neighbors``: int64 ``[S, T]`` local ids, ``-1`` padding where a node had fewer
+    than ``T`` distinct visited nodes; ``weights``: float32 ``[S, T]``, the L1-normalised
+    visit counts of the kept neighbours (each row sums to 1, or is all 0 for a node
+    whose walks visited nothing), 0 on padding. Rows are ordered by decreasing weight
+    (ties by increasing id).
+    """
+
+    neighbors: np.ndarray
+    weights: np.ndarray
+
+    @property
+    def num_neighbors(self) -> int:
+        return int(self.neighbors.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.neighbors.shape[0])
+
+    def save(self, directory) -> None:
+        """``neighbors.npy`` and ``weights.npy`` in ``directory`` (written then renamed)."""
+        from pathlib import Path
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for name, arr in (("neighbors", self.neighbors), ("weights", self.weights)):
+            tmp = d / f".{name}.tmp.npy"
+            np.save(tmp, arr)
+            tmp.replace(d / f"{name}.npy")
+
+    @classmethod
+    def load(cls, directory, mmap: bool = True) -> ImportanceNeighborhoods:
+        from pathlib import Path
+
+        d = Path(directory)
+        mode = "r" if mmap else None
+        return cls(np.load(d / "neighbors.npy", mmap_mode=mode), np.load(d / "weights.npy", mmap_mode=mode))
+
+
+def top_t_visits(visits: np.ndarray, top_t: int, exclude: np.ndarray | None = None) -> ImportanceNeighborhoods:
+    """Top-``top_t`` most visited nodes per row of ``visits`` (``[S, V]`` int, ``-1``
+    ignored), with their L1-normalised counts as weights.
+
+    ``exclude[i]`` (e.g. the seed itself) is never a neighbour of row ``i``. Counting
+    is sort-based per row (a row-wise sort of ``V`` small ints, then run lengths); the
+    top-T of the runs is found with a row-wise ``np.partition`` (linear) and only the
+    ``T`` survivors are sorted. Ties go to the smaller id (deterministic).
+    """
+    visits = np.asarray(visits)
+    s, v = visits.shape
+    neighbors = np.full((s, top_t), -1, dtype=np.int64)
+    weights = np.zeros((s, top_t), dtype=np.float32)
+    if s == 0 or v == 0 or top_t == 0:
+        return ImportanceNeighborhoods(neighbors, weights)
+    nmax = int(visits.max()) + 1
+    if nmax <= 0:
+        return ImportanceNeighborhoods(neighbors, weights)
+    small = nmax < (1 << 31) - 1
+    vis = visits.astype(np.int32 if small else np.int64)
+    if exclude is not None:
+        vis = np.where(vis == np.asarray(exclude, dtype=vis.dtype)[:, None], -1, vis)
+    vis.sort(axis=1)
+    # run starts within each row (a value differing from its left neighbour)
+    start = np.ones((s, v), dtype=bool)
+    np.not_equal(vis[:, 1:], vis[:, :-1], out=start[:, 1:])
+    start &= vis >= 0
+    # run length of each run start: distance to the next run boundary in the row
+    flat_pos = np.flatnonzero(start)
+    row = flat_pos // v
+    col = flat_pos - row * v
+    # next boundary: next run start in the same row, else the row end; -1 values sort first
+    nxt = np.empty_like(flat_pos)
+    nxt[:-1] = flat_pos[1:]
+    nxt[-1:] = s * v
+    same_row = np.empty(flat_pos.shape[0], dtype=bool)
+    same_row[:-1] = row[1:] == row[:-1]
+    same_row[-1:] = False
+    count = np.where(same_row, nxt - flat_pos, (row + 1) * v - flat_pos)
+    node = vis[row, col].astype(np.int64)
+    # packed key per run: larger count first, then smaller id -> ascending key order
+    key_bits = max(1, int(nmax - 1).bit_length())
+    packed = ((np.int64(v) - count) << key_bits) | node
+    sentinel = np.iinfo(np.int64).max
+    dense = np.full((s, v), sentinel, dtype=np.int64)
+    dense[row, col] = packed
+    k = min(top_t, v)
+    if k < v:
+        dense = np.partition(dense, k - 1, axis=1)[:, :k]
+    dense.sort(axis=1)
+    valid = dense != sentinel
+    mask = (1 << key_bits) - 1
+    nb = np.where(valid, dense & mask, -1)
+    cnt = np.where(valid, np.int64(v) - (dense >> key_bits), 0).astype(np.float64)
+    total = cnt.sum(1, keepdims=True)
+    w = np.divide(cnt, total, out=np.zeros_like(cnt), where=total > 0)
+    neighbors[:, :k] = nb
+    weights[:, :k] = w.astype(np.float32)
+    return ImportanceNeighborhoods(neighbors, weights)
+
+
+def importance_neighbors(sampler: RandomWalkSampler, seeds: np.ndarray, top_t: int, num_walks: int,
+                         walk_length: int, rng: np.random.Generator, chunk_seeds: int = 4096,
+                         exclude_self: bool = True) -> ImportanceNeighborhoods:
+    """PinSage importance neighbourhoods of ``seeds``: walk ``num_walks`` walks of
+    ``walk_length`` rounds from every seed, keep the ``top_t`` most visited nodes (the
+    seed itself excluded) with their L1-normalised visit counts. Memory is bounded by
+    ``chunk_seeds`` seeds at a time."""
+    seeds = np.asarray(seeds, dtype=np.int64)
+    parts_n, parts_w = [], []
+    for lo in range(0, seeds.shape[0], chunk_seeds):
+        sd = seeds[lo : lo + chunk_seeds]
+        visits = sampler.walk(sd, num_walks, walk_length, rng)
+        nb = top_t_visits(visits, top_t, exclude=sd if exclude_self else None)
+        parts_n.append(nb.neighbors)
+        parts_w.append(nb.weights)
+    if not parts_n:
+        return ImportanceNeighborhoods(np.full((0, top_t), -1, np.int64), np.zeros((0, top_t), np.float32))
+    return ImportanceNeighborhoods(np.concatenate(parts_n), np.concatenate(parts_w))
