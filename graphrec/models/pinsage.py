@@ -22,6 +22,9 @@ themselves (so ``h_v`` of a destination is row ``v`` of the source features).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -117,12 +120,20 @@ class PinSageConv(nn.Module):
         w = w / w.sum(1, keepdim=True).clamp_min(1e-12)
         return torch.bmm(w[:, None, :], gathered)[:, 0]
 
-    def forward(self, x_src: Tensor, block: Block) -> Tensor:
-        n_dst = block.num_dst
-        messages = F.relu(self.Q(x_src))
+    def message(self, x: Tensor) -> Tensor:
+        """``ReLU(Q h_u + q)`` of every source node ``[n, hidden]`` (computed once per node,
+        whatever the number of destinations that pool it)."""
+        return F.relu(self.Q(x))
+
+    def combine(self, x_dst: Tensor, messages: Tensor, block: Block) -> Tensor:
+        """``normalize(ReLU(W [h_v ‖ γ(messages of N(v))] + w))``; ``block.neighbors``
+        index rows of ``messages``, ``x_dst [n_dst, in]`` are the destinations' own inputs."""
         n_v = self.aggregate(messages, block)
-        h = F.relu(self.W(torch.cat([x_src[:n_dst], n_v], dim=1)))
+        h = F.relu(self.W(torch.cat([x_dst, n_v], dim=1)))
         return F.normalize(h, dim=1) if self.normalize else h
+
+    def forward(self, x_src: Tensor, block: Block) -> Tensor:
+        return self.combine(x_src[: block.num_dst], self.message(x_src), block)
 
 
 class PinSage(nn.Module):
@@ -179,6 +190,28 @@ class PinSage(nn.Module):
             h = self.conv(k, h, block)
         return self.head(h)
 
+    @torch.no_grad()
+    def inference(self, features: Callable[[Tensor], NodeFeatures | None], neighbors, weights,
+                  chunk: int = 8192) -> Tensor:
+        """Embeddings ``[num_nodes, dim]`` of every node, layer by layer (in memory).
+
+        Each layer is computed once for all nodes from the previous layer's outputs of
+        their fixed importance neighbours (``neighbors [N, T]`` global ids, ``-1`` pad;
+        ``weights [N, T]``), and each node's message ``ReLU(Q h_u + q)`` once per layer —
+        never once per query as sampled minibatches do. ``features(nodes) ->
+        NodeFeatures``. Peak memory is ``O(N · hidden)``; :mod:`graphrec.infer` shards
+        the same computation to disk for graphs that do not fit.
+        """
+        n = self.num_nodes
+        spans = [(lo, min(n, lo + chunk)) for lo in range(0, n, chunk)]
+        h = torch.cat([self.embed_input(torch.arange(lo, hi), features(torch.arange(lo, hi))) for lo, hi in spans])
+        for conv in self.convs:
+            m = torch.cat([conv.message(h[lo:hi]) for lo, hi in spans])
+            h = torch.cat([conv.combine(h[lo:hi], m, Block(torch.as_tensor(np.asarray(neighbors[lo:hi]), dtype=torch.long),
+                                                           torch.as_tensor(np.asarray(weights[lo:hi]), dtype=torch.float32)))
+                           for lo, hi in spans])
+        return torch.cat([self.head(h[lo:hi]) for lo, hi in spans])
+
 
 def max_margin_loss(zq: Tensor, zp: Tensor, z_shared: Tensor, z_hard: Tensor | None = None, margin: float = 0.1,
                     shared_mask: Tensor | None = None) -> Tensor:
@@ -200,3 +233,28 @@ def max_margin_loss(zq: Tensor, zp: Tensor, z_shared: Tensor, z_hard: Tensor | N
         total = total + F.relu(hard - pos + margin).sum(1)
         count = count + hard.shape[1]
     return (total / count.clamp_min(1.0)).mean()
+
+
+def recency_weighted_mean(item_vectors: Tensor, indptr: np.ndarray, indices: np.ndarray,
+                          timestamps: np.ndarray | None = None, half_life: float | None = 20.0) -> Tensor:
+    """User vectors ``[U, d]``: ``Σ_i w_i z_i / Σ_i w_i`` over each user's items (CSR
+    ``indptr [U+1]``, ``indices [E]``), ``w_i = 0.5^(a_i / half_life)`` with ``a_i`` the
+    number of the user's interactions after ``i`` (by ``timestamps``, else CSR order;
+    ``half_life=None``: plain mean). Users without items get a zero vector."""
+    indptr = np.asarray(indptr, dtype=np.int64)
+    indices = np.asarray(indices, dtype=np.int64)
+    n_users, e = indptr.shape[0] - 1, indices.shape[0]
+    user = np.repeat(np.arange(n_users), np.diff(indptr))
+    if timestamps is not None:
+        order = np.lexsort((np.arange(e), np.asarray(timestamps), user))  # by user, then time
+    else:
+        order = np.arange(e)
+    pos = np.empty(e, dtype=np.int64)
+    pos[order] = np.arange(e) - indptr[user[order]]  # rank of each edge in its user's timeline
+    age = (indptr[user + 1] - indptr[user] - 1) - pos
+    w = np.ones(e) if half_life is None else np.power(0.5, age / half_life)
+    w_t = torch.from_numpy(w.astype(np.float32))
+    out = torch.zeros(n_users, item_vectors.shape[1], dtype=item_vectors.dtype)
+    out.index_add_(0, torch.from_numpy(user), item_vectors[torch.from_numpy(indices)] * w_t[:, None])
+    norm = torch.zeros(n_users).index_add_(0, torch.from_numpy(user), w_t)
+    return out / norm.clamp_min(1e-12)[:, None]

@@ -151,8 +151,12 @@ class RandomWalkSampler:
             off = (rng.random(cur.shape[0], dtype=np.float32) * deg).astype(np.int64)
             # float32 rounding can give off == deg for huge degrees: clamp
             np.minimum(off, np.maximum(deg - 1, 0), out=off)
-            nxt = hop.indices[first + off].astype(np.int64, copy=False)
             ok = deg > 0
+            if hop.indices.shape[0] == 0:
+                return np.full(cur.shape[0], -1, dtype=np.int64)
+            # a node without edges may sit at the end of the CSR (first == E): clamp, it is dead anyway
+            pos = np.minimum(first + off, hop.indices.shape[0] - 1)
+            nxt = hop.indices[pos].astype(np.int64, copy=False)
             alive = ok if alive is None else (alive & ok)
             cur = nxt
         return np.where(alive, cur, -1)

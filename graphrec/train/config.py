@@ -101,3 +101,110 @@ def parse_config(data: dict, cls=TwHINConfig, origin: str = "<dict>"):
             loc = ".".join(str(p) for p in e["loc"]) or "<root>"
             lines.append(f"  {loc}: {'unknown key' if e['type'] == 'extra_forbid' or e['type'] == 'extra_forbidden' else e['msg']}")
         raise SchemaError("\n".join(lines)) from None
+
+
+class MetapathConfig(_Strict):
+    """A closed walk through the graph, e.g. ``[item:rated_by:user, user:rated:item]``."""
+
+    path: list[str] = Field(min_length=1)
+    weight: float = Field(1.0, gt=0)
+
+
+class WalksConfig(_Strict):
+    """Random walks that define PinSage's importance neighbourhoods."""
+
+    metapaths: list[MetapathConfig] = Field(min_length=1)
+    restart_prob: float = Field(0.5, ge=0, lt=1)
+    num_walks: int = Field(100, ge=1, description="walks per item")
+    walk_length: int = Field(2, ge=1, description="metapath rounds per walk")
+    top_t: int = Field(50, ge=1, description="importance neighbours kept per item (the paper's T)")
+    refresh: Literal["fixed", "per_batch"] = Field(
+        "fixed", description="fixed: neighbourhoods of every item walked once and saved (used again by inference); "
+        "per_batch: walked afresh for each minibatch (catalogues too large to precompute)")
+
+
+class PositivesConfig(_Strict):
+    """Co-engagement positives: items of one user at most ``window`` interactions and
+    ``max_gap`` seconds apart."""
+
+    window: int = Field(3, ge=1)
+    max_gap: float | None = Field(None, gt=0)
+
+
+class HardNegativesConfig(_Strict):
+    max_per_query: int = Field(3, ge=0, description="hard negatives per query in the last epochs (0: none)")
+    schedule: Literal["curriculum", "constant"] = Field(
+        "curriculum", description="curriculum: none in epoch 1, one more per query each epoch (the paper)")
+    band: tuple[float, float] = Field((0.05, 0.2), description="PPR rank band as fractions of the catalogue")
+    alpha: float = Field(0.3, gt=0, lt=1, description="PPR restart probability")
+    method: Literal["auto", "power", "montecarlo"] = "auto"
+
+    @model_validator(mode="after")
+    def _band(self):
+        lo, hi = self.band
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError(f"band must satisfy 0 <= lo < hi <= 1, got {self.band}")
+        return self
+
+
+class PinSageNegativesConfig(_Strict):
+    shared: int = Field(500, ge=1, description="uniform negatives shared by the whole minibatch")
+    hard: HardNegativesConfig = HardNegativesConfig()
+
+
+class UserVectorsConfig(_Strict):
+    """User vectors for user→item retrieval: the recency-weighted mean of the user's
+    item embeddings, weight ``0.5^(age / half_life)`` with age counted in interactions
+    from the latest one."""
+
+    half_life: float | None = Field(20.0, gt=0, description="None: plain mean")
+
+
+class PinSageConfig(_Strict):
+    """One PinSage run: item type, the interaction relation positives come from, walks,
+    model, negatives and optimisation."""
+
+    model: Literal["pinsage"] = "pinsage"
+    item_type: str = "item"
+    interactions: str = Field("user:rated:item", description="user→item relation: positives and user vectors")
+    features: list[str] | None = Field(None, description="item features to embed (None: all in the store; []: none)")
+    walks: WalksConfig
+    dim: int = Field(128, gt=0)
+    hidden_dim: int = Field(128, gt=0)
+    num_layers: int = Field(2, ge=0)
+    id_dim: int = Field(64, ge=0, description="learned ID embedding size (0: features only)")
+    feature_dim: int = Field(16, gt=0)
+    pooling: Literal["importance", "mean", "max"] = "importance"
+    normalize_output: bool = True
+    positives: PositivesConfig = PositivesConfig()
+    negatives: PinSageNegativesConfig = PinSageNegativesConfig()
+    margin: float = Field(0.1, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0, description="linear learning-rate warm-up")
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(512, ge=1)
+    loader_workers: int = Field(1, ge=0, description="DataLoader processes preparing minibatches (0: in the trainer)")
+    holdout_fraction: float = Field(0.02, ge=0, lt=1, description="co-engagement pairs held out for early stopping")
+    patience: int = Field(3, ge=1)
+    user_vectors: UserVectorsConfig = UserVectorsConfig()
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)
+    ray: RayConfig = RayConfig()
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.interactions.count(":") != 2:
+            raise ValueError(f"interactions: write the relation as src:name:dst, got {self.interactions!r}")
+        if self.interactions.split(":")[2] != self.item_type:
+            raise ValueError(f"interactions {self.interactions!r} must end at item_type {self.item_type!r}")
+        for m in self.walks.metapaths:
+            for r in m.path:
+                if r.count(":") != 2:
+                    raise ValueError(f"walks.metapaths: write relations as src:name:dst, got {r!r}")
+            if m.path[0].split(":")[0] != self.item_type or m.path[-1].split(":")[2] != self.item_type:
+                raise ValueError(f"walks.metapaths: {m.path} must start and end at item_type {self.item_type!r}")
+        return self
+
+
+RUN_CONFIGS = {"twhin": TwHINConfig, "pinsage": PinSageConfig}

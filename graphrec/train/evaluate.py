@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from graphrec.eval.link_prediction import KnownTriples, filtered_link_prediction
@@ -51,3 +52,41 @@ def link_prediction_on_split(model: TwHIN, split: Split, part: str = "test", ks:
     with torch.no_grad():
         return filtered_link_prediction(lambda et, h: model.score_tails(et, h), lambda et, t: model.score_heads(et, t),
                                         test, known, ks=ks)
+
+
+def last_items(split: Split) -> np.ndarray:
+    """Each user's most recent item of the split relation's train edges, int64 ``[U]``
+    (``-1`` for users without any)."""
+    rel = split.train.relation(split.relation)
+    src, dst = rel.coo()
+    ts = rel.edge_attr("timestamp") if "timestamp" in rel.attr_names else np.arange(src.shape[0])
+    ts = np.asarray(ts, dtype=np.int64)
+    n_users = split.train.num_nodes(split.relation[0])
+    order = np.lexsort((np.arange(src.shape[0]), ts, src))  # last of each user's run = latest
+    s = src[order]
+    last = np.r_[s[1:] != s[:-1], True]
+    out = np.full(n_users, -1, dtype=np.int64)
+    out[s[last]] = dst[order][last]
+    return out
+
+
+def vectors_ranking_on_split(user_vectors, item_vectors, split: Split, part: str = "test",
+                             ks: Sequence[int] = (10, 20)) -> dict:
+    """User→item ranking metrics with ``score(u, i) = user_vectors[u] · item_vectors[i]``."""
+    u = torch.as_tensor(np.asarray(user_vectors), dtype=torch.float32)
+    it = torch.as_tensor(np.asarray(item_vectors), dtype=torch.float32)
+    seen = split.seen_csr(include_valid=(part == "test"))
+    return evaluate_ranking(lambda b: u[b] @ it.T, split.heldout_csr(part), it.shape[0], seen=seen, ks=ks)
+
+
+def item_to_item_on_split(item_vectors, split: Split, part: str = "test", ks: Sequence[int] = (10, 20)) -> dict:
+    """Item→item retrieval: for each user with ``part`` items, the query is the user's
+    last train item; every item is ranked by ``item_vectors[query] · item_vectors[i]``
+    (the user's already-seen items, the query among them, masked); the targets are the
+    user's ``part`` items. Returns ``hit@K`` (HitRate), ``mrr``, ``recall@K``, …"""
+    it = torch.as_tensor(np.asarray(item_vectors), dtype=torch.float32)
+    q = torch.from_numpy(last_items(split))
+    users = np.flatnonzero(q.numpy() >= 0)
+    seen = split.seen_csr(include_valid=(part == "test"))
+    return evaluate_ranking(lambda b: it[q[b]] @ it.T, split.heldout_csr(part), it.shape[0], seen=seen, ks=ks,
+                            users=users)
