@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from graphrec.errors import DataError, GraphrecError
-from graphrec.graph.csr import build_csr, expand_indptr, reverse_csr
+from graphrec.graph.csr import build_csr, expand_indptr, reverse_csr, row_ranks
 from graphrec.graph.store import EdgeType, GraphStore, relation_key, write_store
 from graphrec.io import atomic_dir
 
@@ -44,10 +44,7 @@ def split_labels(indptr: np.ndarray, timestamps: np.ndarray, fractions, min_inte
     deg = np.diff(indptr)
     n_edges = int(indptr[-1])
     src = expand_indptr(indptr)
-    # order by user, then time, then original position (stable tie-break)
-    order = np.lexsort((np.arange(n_edges), timestamps, src))
-    pos = np.empty(n_edges, dtype=np.int64)
-    pos[order] = np.arange(n_edges) - indptr[src[order]]
+    pos = row_ranks(indptr, timestamps)  # rank by time within the user (ties: original order)
     n_test = np.where(f_test > 0, np.maximum(1, np.rint(deg * f_test)), 0).astype(np.int64)
     n_valid = np.where(f_valid > 0, np.maximum(1, np.rint(deg * f_valid)), 0).astype(np.int64)
     eligible = (deg >= min_interactions) & (deg - n_test - n_valid >= 1)

@@ -103,3 +103,27 @@ def reverse_csr(indptr: np.ndarray, indices: np.ndarray, num_dst: int):
                                np.arange(e, dtype=it), bp, bi, bx)
         return bp.astype(np.int64), bi, bx
     return build_csr(indices, expand_indptr(indptr), num_dst, num_src)
+
+
+def row_ranks(indptr: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
+    """Rank of every CSR position within its row when the row is ordered by ``keys``
+    (e.g. timestamps; ties and ``keys=None`` keep CSR order), int64 ``[E]``.
+
+    ``deg[row] - 1 - rank`` is then an edge's *age* in its row's timeline: the number
+    of the row's edges after it (0 for the latest)."""
+    indptr = np.asarray(indptr, dtype=np.int64)
+    e = int(indptr[-1])
+    src = expand_indptr(indptr)
+    if keys is None:
+        return np.arange(e, dtype=np.int64) - indptr[src]
+    order = np.lexsort((np.arange(e), np.asarray(keys), src))
+    rank = np.empty(e, dtype=np.int64)
+    rank[order] = np.arange(e, dtype=np.int64) - indptr[src[order]]
+    return rank
+
+
+def row_ages(indptr: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
+    """Age of every CSR position in its row's timeline ordered by ``keys``: the number of
+    the row's edges after it (0 for the latest), int64 ``[E]``."""
+    deg = np.diff(np.asarray(indptr, dtype=np.int64))
+    return np.repeat(deg, deg) - 1 - row_ranks(indptr, keys)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from graphrec.graph.csr import row_ages
 from graphrec.sampling.blocks import Block
 from graphrec.sampling.features import FeatureSpec, NodeFeatures
 
@@ -245,13 +246,7 @@ def recency_weighted_mean(item_vectors: Tensor, indptr: np.ndarray, indices: np.
     indices = np.asarray(indices, dtype=np.int64)
     n_users, e = indptr.shape[0] - 1, indices.shape[0]
     user = np.repeat(np.arange(n_users), np.diff(indptr))
-    if timestamps is not None:
-        order = np.lexsort((np.arange(e), np.asarray(timestamps), user))  # by user, then time
-    else:
-        order = np.arange(e)
-    pos = np.empty(e, dtype=np.int64)
-    pos[order] = np.arange(e) - indptr[user[order]]  # rank of each edge in its user's timeline
-    age = (indptr[user + 1] - indptr[user] - 1) - pos
+    age = row_ages(indptr, timestamps)
     w = np.ones(e) if half_life is None else np.power(0.5, age / half_life)
     w_t = torch.from_numpy(w.astype(np.float32))
     out = torch.zeros(n_users, item_vectors.shape[1], dtype=item_vectors.dtype)

@@ -11,7 +11,10 @@ and draws that step's positive edges from this worker's shard, all vectorised:
 * each worker owns a disjoint shard of every relation's edges (``perm[rank::world]`` of
   a seed-fixed permutation) and reshuffles it each epoch with ``(seed, epoch, rank)``;
 * ``holdout_fraction`` of every relation (seed-fixed) is kept out of training for
-  early stopping.
+  early stopping;
+* a relation with per-edge ``weight`` draws its positives with probability
+  ``∝ weight`` (with replacement) instead of a shuffled pass (e.g. recency weights:
+  recent interactions are drawn more often).
 """
 
 from __future__ import annotations
@@ -25,11 +28,23 @@ import torch
 
 @dataclass
 class RelationEdges:
-    """Edges of one relation as local ids: ``src``, ``dst`` int64 ``[E]``."""
+    """Edges of one relation as local ids: ``src``, ``dst`` int64 ``[E]``; optional
+    ``weight`` float ``[E]`` (>= 0), the relative probability of drawing each edge."""
 
     edge_type: tuple
     src: np.ndarray
     dst: np.ndarray
+    weight: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.weight is not None:
+            w = np.asarray(self.weight, dtype=np.float64)
+            if w.shape != self.src.shape:
+                raise ValueError(f"relation {':'.join(self.edge_type)}: {w.shape[0]} edge weights for "
+                                 f"{self.src.shape[0]} edges")
+            if not np.all(np.isfinite(w)) or (w < 0).any():
+                raise ValueError(f"relation {':'.join(self.edge_type)}: edge weights must be finite and >= 0")
+            self.weight = w
 
     @property
     def num_edges(self) -> int:
@@ -80,6 +95,12 @@ class RelationBatchSchedule:
             need = self.steps_per_relation[i] * self.batch_size
             if need == 0:
                 pools.append(ids[:0])
+                continue
+            w = self.relations[i].weight
+            if w is not None:
+                p = w[ids]
+                total = p.sum()
+                pools.append(rng.choice(ids, size=need, p=p / total) if total > 0 else rng.choice(ids, size=need))
                 continue
             reps = -(-need // ids.size)
             pools.append(np.concatenate([rng.permutation(ids) for _ in range(reps)])[:need])

@@ -32,6 +32,26 @@ class RayConfig(_Strict):
     object_store_mb: int = Field(256, ge=64)
 
 
+class EdgeWeightsConfig(_Strict):
+    """Per-edge sampling weights of a relation's positives (edges are drawn with
+    probability ∝ weight). The factors multiply:
+
+    * ``attribute``: an edge attribute of the store (e.g. ``weight`` = the rating);
+    * ``recency_half_life``: ``floor + (1 − floor) · 0.5^(age / half_life)`` with ``age``
+      the number of the source node's edges after this one by ``timestamp`` (0 for its
+      latest), so each user's recent interactions are drawn more often."""
+
+    attribute: str | None = None
+    recency_half_life: float | None = Field(None, gt=0)
+    recency_floor: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _some(self):
+        if self.attribute is None and self.recency_half_life is None:
+            raise ValueError("set attribute and/or recency_half_life")
+        return self
+
+
 class TwHINConfig(_Strict):
     """One TwHIN run. ``relations`` maps ``src:name:dst`` patterns (fnmatch, e.g.
     ``entity:*:entity``) to sampling weights: relation ``r`` contributes ``w_r · E_r``
@@ -53,6 +73,8 @@ class TwHINConfig(_Strict):
     lr: float = Field(0.1, gt=0)
     relation_lr: float | None = Field(None, gt=0)
     relations: dict[str, float] = Field(default_factory=dict)
+    edge_weights: dict[str, EdgeWeightsConfig] = Field(
+        default_factory=dict, description="src:name:dst pattern -> per-edge sampling weights (last match wins)")
     include_reverse: bool = False
     holdout_fraction: float = Field(0.0, ge=0, lt=1)
     patience: int = Field(3, ge=1)
@@ -68,6 +90,9 @@ class TwHINConfig(_Strict):
                 raise ValueError(f"relations[{pat!r}]: weight must be >= 0")
             if pat.count(":") != 2:
                 raise ValueError(f"relations[{pat!r}]: write relation patterns as src:name:dst")
+        for pat in self.edge_weights:
+            if pat.count(":") != 2:
+                raise ValueError(f"edge_weights[{pat!r}]: write relation patterns as src:name:dst")
         if self.score in ("complex", "rotate") and self.dim % 2:
             raise ValueError(f"score {self.score} needs an even dim")
         n = self.negatives

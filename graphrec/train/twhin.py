@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from graphrec.errors import GraphrecError
+from graphrec.graph.csr import row_ages
 from graphrec.graph.store import GraphStore
 from graphrec.models.twhin import TwHIN
 from graphrec.sampling import RelationBatchSchedule, RelationEdges, typed_negatives, uniform_typed_negatives
@@ -60,6 +62,32 @@ def select_relations(store: GraphStore, cfg: TwHINConfig) -> list[tuple[tuple, f
     if not out:
         raise ValueError("no relation to train on (all weights 0 or relations empty)")
     return out
+
+
+def edge_weights(store: GraphStore, edge_type, cfg: TwHINConfig) -> np.ndarray | None:
+    """Per-edge sampling weights ``[E]`` (CSR order) of ``edge_type`` from the last
+    matching ``cfg.edge_weights`` pattern, or ``None`` (uniform)."""
+    name = ":".join(edge_type)
+    spec = None
+    for pat, ew in cfg.edge_weights.items():
+        if fnmatch.fnmatchcase(name, pat):
+            spec = ew
+    if spec is None:
+        return None
+    rel = store.relation(edge_type)
+    w = np.ones(rel.num_edges)
+    if spec.attribute is not None:
+        if spec.attribute not in rel.attr_names:
+            raise GraphrecError(f"edge_weights[{name}]: relation has no edge attribute {spec.attribute!r} "
+                                f"(has {list(rel.attr_names)})")
+        w *= np.asarray(rel.edge_attr(spec.attribute), dtype=np.float64)
+    if spec.recency_half_life is not None:
+        if "timestamp" not in rel.attr_names:
+            raise GraphrecError(f"edge_weights[{name}]: recency needs a timestamp edge attribute")
+        age = row_ages(rel.indptr, rel.edge_attr("timestamp"))
+        f = spec.recency_floor
+        w *= f + (1.0 - f) * np.power(0.5, age / spec.recency_half_life)
+    return w
 
 
 def build_model(store: GraphStore, cfg: TwHINConfig, edge_types) -> TwHIN:
@@ -149,7 +177,8 @@ def train_loop_per_worker(config: dict) -> dict:
     relations = []
     for et in edge_types:
         s, d = store.relation(et).coo()
-        relations.append(RelationEdges(et, s.astype(np.int64, copy=False), np.asarray(d, dtype=np.int64)))
+        relations.append(RelationEdges(et, s.astype(np.int64, copy=False), np.asarray(d, dtype=np.int64),
+                                       edge_weights(store, et, cfg)))
     schedule = RelationBatchSchedule(relations, [w for _, w in selected], cfg.batch_size, seed=cfg.seed,
                                      rank=rank, world_size=world, holdout_fraction=cfg.holdout_fraction)
 
@@ -235,8 +264,6 @@ def save_run(run_dir: Path, model: TwHIN, cfg: TwHINConfig, store: GraphStore, s
 def load_run(run_dir: str | Path, graph: str | Path | None = None) -> tuple[TwHIN, dict, GraphStore]:
     """Open a finished run: ``(model, run_info, graph store)``; the graph's checksum must
     match the one trained on."""
-    from graphrec.errors import GraphrecError
-
     run_dir = Path(run_dir)
     if not (run_dir / RUN_FILE).is_file() or not (run_dir / MODEL_FILE).is_file():
         raise GraphrecError(f"{run_dir}: not a finished training run (needs {RUN_FILE} and {MODEL_FILE})")
@@ -261,8 +288,6 @@ def fit_twhin(cfg: TwHINConfig, graph: str | Path, out: str | Path, use_ray: boo
     (embedded Ray unless ``cfg.ray.address``); otherwise in this process. A finished run
     in ``out`` is never replaced unless ``overwrite`` (or continued with ``resume``).
     """
-    from graphrec.errors import GraphrecError
-
     out = Path(out).resolve()
     if (out / MODEL_FILE).exists() and not (overwrite or resume):
         raise GraphrecError(f"{out} holds a finished run ({MODEL_FILE}); pass --overwrite to replace it or --resume")

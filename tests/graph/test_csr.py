@@ -32,3 +32,13 @@ def test_empty_rows_and_no_edges():
     indptr, indices, perm = build_csr(np.array([], np.int64), np.array([], np.int64), 3)
     np.testing.assert_array_equal(indptr, [0, 0, 0, 0])
     assert indices.size == 0 and perm.size == 0
+
+
+def test_row_ranks_orders_each_row_by_key_with_position_ties():
+    from graphrec.graph.csr import row_ages, row_ranks
+
+    indptr = np.array([0, 3, 3, 6])
+    ts = np.array([30, 10, 20, 5, 5, 1])
+    np.testing.assert_array_equal(row_ranks(indptr, ts), [2, 0, 1, 1, 2, 0])
+    np.testing.assert_array_equal(row_ranks(indptr), [0, 1, 2, 0, 1, 2])
+    np.testing.assert_array_equal(row_ages(indptr, ts), [0, 2, 1, 1, 0, 2])

@@ -47,3 +47,25 @@ def test_typed_negatives_never_cross_types():
     m = TwHIN({"user": 50, "item": 70, "tag": 9}, [r.edge_type for r in _rels()], dim=4)
     ids = m.global_ids("tag", neg)
     assert ids.min() >= m.offsets["tag"] and ids.max() < m.offsets["tag"] + 9
+
+
+def test_edge_weights_draw_positives_in_proportion():
+    n = 1000
+    w = np.zeros(n)
+    w[:10] = 1.0  # only the first 10 edges can be drawn
+    w[:5] = 3.0  # ... the first 5 three times as often
+    rel = RelationEdges(("user", "rated", "item"), np.arange(n), np.arange(n) % 7, weight=w)
+    s = RelationBatchSchedule([rel], [1.0], batch_size=100, seed=0)
+    heads = torch.cat([h for _, h, _ in s.epoch(0)]).numpy()
+    assert heads.shape[0] == n and heads.max() < 10
+    counts = np.bincount(heads, minlength=10)
+    assert abs(counts[:5].sum() / n - 0.75) < 0.05
+
+
+def test_edge_weights_are_checked():
+    import pytest
+
+    with pytest.raises(ValueError, match="user:rated:item: 2 edge weights for 3 edges"):
+        RelationEdges(("user", "rated", "item"), np.arange(3), np.arange(3), weight=np.ones(2))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        RelationEdges(("user", "rated", "item"), np.arange(3), np.arange(3), weight=np.array([1.0, -1.0, 0.0]))

@@ -43,6 +43,29 @@ def test_relation_weights_and_patterns(small_pins_graph):
                    ("user", "follows_author", "author"): 0.5}
 
 
+def test_edge_weights_from_attribute_and_recency(small_pins_graph, tmp_path):
+    from graphrec.train.twhin import edge_weights
+
+    et = ("user", "saves", "pin")
+    rel = small_pins_graph.relation(et)
+    assert edge_weights(small_pins_graph, et, TwHINConfig()) is None
+    cfg = TwHINConfig(edge_weights={"user:saves:*": {"recency_half_life": 2.0, "recency_floor": 0.2}})
+    w = edge_weights(small_pins_graph, et, cfg)
+    ts = np.asarray(rel.edge_attr("timestamp"))
+    for u in (0, 7, 123):  # per user: the latest save weighs 1, each older one by its rank
+        lo, hi = rel.indptr[u], rel.indptr[u + 1]
+        order = np.lexsort((np.arange(hi - lo), ts[lo:hi]))[::-1]  # latest first
+        age = np.empty(hi - lo)
+        age[order] = np.arange(hi - lo)
+        np.testing.assert_allclose(w[lo:hi], 0.2 + 0.8 * 0.5 ** (age / 2.0))
+    with pytest.raises(GraphrecError, match="no edge attribute 'stars'"):
+        edge_weights(small_pins_graph, et, TwHINConfig(edge_weights={"*:*:*": {"attribute": "stars"}}))
+    # sampled training runs with the weights
+    info = fit_twhin(TwHINConfig(**{**FAST, "epochs": 1}, edge_weights={"user:saves:pin": {"recency_half_life": 5}}),
+                     small_pins_graph.path, tmp_path / "run", use_ray=False)
+    assert info["summary"]["history"][0]["loss"] > 0
+
+
 def test_early_stopping_on_holdout(small_pins_graph, tmp_path):
     cfg = TwHINConfig(**{**FAST, "epochs": 30, "lr": 0.5}, holdout_fraction=0.1, patience=1)
     info = fit_twhin(cfg, small_pins_graph.path, tmp_path / "run", use_ray=False)
