@@ -168,35 +168,42 @@ def train():
     """Train a model on a graph store."""
 
 
-@train.command("twhin")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="TwHIN run config YAML.")
-@click.option("--graph", required=True, type=click.Path(), help="Graph store to train on (e.g. SPLIT/train).")
-@click.option("--out", required=True, type=click.Path(), help="Run directory.")
-@click.option("--workers", type=int, default=None, help="Ray Train workers (overrides ray.workers).")
-@click.option("--epochs", type=int, default=None, help="Override the config's epochs.")
-@click.option("--no-ray", is_flag=True, help="Run the training loop in this process, without Ray.")
-@click.option("--address", default=None, help="Ray cluster address (default: start Ray embedded).")
-@click.option("--resume", is_flag=True, help="Continue from the run's last checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Replace a finished run in OUT.")
-@click.pass_context
-def train_twhin_cmd(ctx, config_path, graph, out, workers, epochs, no_ray, address, resume, overwrite):
-    """TwHIN knowledge-graph embeddings of every node and relation type."""
-    from graphrec.train.config import load_config
-    from graphrec.train.twhin import fit_twhin
+def _train_options(f):
+    for opt in reversed([
+        click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Run config YAML."),
+        click.option("--graph", required=True, type=click.Path(), help="Graph store to train on (e.g. SPLIT/train)."),
+        click.option("--out", required=True, type=click.Path(), help="Run directory."),
+        click.option("--workers", type=int, default=None, help="Ray Train workers (overrides ray.workers)."),
+        click.option("--epochs", type=int, default=None, help="Override the config's epochs."),
+        click.option("--no-ray", is_flag=True, help="Run the training loop in this process, without Ray."),
+        click.option("--address", default=None, help="Ray cluster address (default: start Ray embedded)."),
+        click.option("--resume", is_flag=True, help="Continue from the run's last checkpoint."),
+        click.option("--overwrite", is_flag=True, help="Replace a finished run in OUT."),
+    ]):
+        f = opt(f)
+    return click.pass_context(f)
 
-    cfg = load_config(config_path)
-    if workers is not None or address is not None:
-        cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={k: v for k, v in
-                                                                      (("workers", workers), ("address", address)) if v is not None})})
-    if epochs is not None:
-        cfg = cfg.model_copy(update={"epochs": epochs})
-    if workers is not None and workers < 1:
-        raise GraphrecError("--workers must be >= 1")
-    info = fit_twhin(cfg, graph, out, use_ray=not no_ray, resume=resume, overwrite=overwrite, progress=ctx.obj["progress"])
-    last = info["summary"]["history"][-1]
-    click.echo(f"trained twhin ({cfg.score}, dim {cfg.dim}) on {len(info['edge_types'])} relations: "
-               f"{info['summary']['epochs_run']} epochs, final loss {last['loss']:.4f}, "
-               f"{last['positives_per_s']:,.0f} positives/s -> {out}")
+
+def _train(model, ctx, config_path, graph, out, workers, epochs, no_ray, address, resume, overwrite):
+    from graphrec.train.runs import fit, load_run_config, summarize
+
+    cfg = load_run_config(model, config_path, workers=workers, epochs=epochs, address=address)
+    info = fit(cfg, graph, out, use_ray=not no_ray, resume=resume, overwrite=overwrite, progress=ctx.obj["progress"])
+    click.echo(f"{summarize(info)} -> {out}")
+
+
+@train.command("twhin")
+@_train_options
+def train_twhin_cmd(ctx, **kw):
+    """TwHIN knowledge-graph embeddings of every node and relation type."""
+    _train("twhin", ctx, **kw)
+
+
+@train.command("pinsage")
+@_train_options
+def train_pinsage_cmd(ctx, **kw):
+    """PinSage item embeddings over random-walk importance neighbourhoods."""
+    _train("pinsage", ctx, **kw)
 
 
 @cli.command()
@@ -207,14 +214,14 @@ def train_twhin_cmd(ctx, config_path, graph, out, workers, epochs, no_ray, addre
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def export(run_dir, out, retrieval, graph, overwrite):
     """Export node, relation and retrieval embeddings as Parquet + manifest."""
-    from graphrec.infer.export import export_twhin
-
-    path = export_twhin(run_dir, out, retrieval=list(retrieval) or None, graph=graph, overwrite=overwrite)
     import json as _json
 
+    from graphrec.infer.export import export_run
+
+    path = export_run(run_dir, out, retrieval=list(retrieval) or None, graph=graph, overwrite=overwrite)
     m = _json.loads((Path(path) / "manifest.json").read_text())
-    click.echo(f"exported {sum(m['node_counts'].values()):,} node embeddings ({', '.join(m['node_counts'])}), "
-               f"retrieval: {', '.join(m['retrieval']) or 'none'} -> {out}")
+    click.echo(f"exported {m['model']}: {sum(m['node_counts'].values()):,} node embeddings "
+               f"({', '.join(m['node_counts'])}), retrieval: {', '.join(m['retrieval']) or 'none'} -> {out}")
 
 
 @cli.command()
@@ -229,16 +236,9 @@ def evaluate(run_dir, split_dir, part, ks, link_prediction):
     import json as _json
 
     from graphrec.eval.split import load_split
-    from graphrec.train.evaluate import link_prediction_on_split, ranking_on_split
-    from graphrec.train.twhin import load_run
+    from graphrec.train.evaluate import evaluate_run
 
-    sp = load_split(split_dir)
-    model, _, _ = load_run(run_dir, graph=sp.path / "train")
-    out = {}
-    if sp.relation is not None:
-        out["ranking"] = ranking_on_split(model, sp, part, ks)
-    if link_prediction or (link_prediction is None and sp.relation is None):
-        out["link_prediction"] = link_prediction_on_split(model, sp, part)
+    out = evaluate_run(run_dir, load_split(split_dir), part, ks, link_prediction)
     click.echo(_json.dumps(out, indent=1))
 
 

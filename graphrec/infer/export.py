@@ -140,3 +140,43 @@ def export_twhin(run_dir: str | Path, out: str | Path, retrieval: list[str] | No
                 "training": {k: v for k, v in info["summary"].items() if k != "history"},
                 "final_epoch": info["summary"]["history"][-1] if info["summary"]["history"] else None}
     return export_embeddings(out, store, nodes, manifest, rels, retr, overwrite=overwrite)
+
+
+def export_pinsage(run_dir: str | Path, out: str | Path, retrieval: list[str] | None = None,
+                   graph: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Export a finished PinSage run: ``nodes/<item_type>.parquet`` (item vectors),
+    ``nodes/<user_type>.parquet`` (user vectors) and retrieval vectors of the
+    interaction relation (query = user vectors, candidate = item vectors: PinSage scores
+    by dot product, so they are the node vectors themselves)."""
+    from graphrec.train.pinsage import PinSageRun
+
+    run = PinSageRun(run_dir, graph)
+    info, cfg = run.info, run.config
+    inter = parse_edge_type(cfg.interactions)
+    if retrieval:
+        for text in retrieval:
+            try:
+                et = parse_edge_type(text)
+            except ValueError as err:
+                raise GraphrecError(f"--retrieval: {err}") from None
+            if et != inter:
+                raise GraphrecError(f"--retrieval {text}: a PinSage run scores only its interaction relation "
+                                    f"{cfg.interactions}")
+    users, items = run.user_vectors, run.item_vectors
+    nodes = {cfg.item_type: items, info["user_type"]: users}
+    manifest = {"model": "pinsage", "score": "dot", "dim": int(items.shape[1]), "run": str(Path(run_dir).resolve()),
+                "user_vectors": ("recency-weighted mean of the user's item vectors, half-life "
+                                 f"{cfg.user_vectors.half_life} interactions" if cfg.user_vectors.half_life
+                                 else "mean of the user's item vectors"),
+                "training": {k: v for k, v in info["summary"].items() if k != "history"},
+                "final_epoch": info["summary"]["history"][-1] if info["summary"]["history"] else None}
+    return export_embeddings(out, run.store, nodes, manifest, retrieval={inter: (users, items)}, overwrite=overwrite)
+
+
+def export_run(run_dir: str | Path, out: str | Path, retrieval: list[str] | None = None,
+               graph: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Export a finished run of any model (dispatch on its ``run.json``)."""
+    from graphrec.train.runs import run_model
+
+    fn = export_pinsage if run_model(run_dir) == "pinsage" else export_twhin
+    return fn(run_dir, out, retrieval=retrieval, graph=graph, overwrite=overwrite)

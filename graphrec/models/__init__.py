@@ -1,6 +1,7 @@
-"""Models: TwHIN knowledge-graph embeddings (PinSage to come)."""
+"""Models: TwHIN knowledge-graph embeddings and PinSage."""
 
+from graphrec.models.pinsage import PinSage, PinSageConv, max_margin_loss, recency_weighted_mean
 from graphrec.models.scores import SCORES, make_score
 from graphrec.models.twhin import TwHIN
 
-__all__ = ["SCORES", "TwHIN", "make_score"]
+__all__ = ["SCORES", "PinSage", "PinSageConv", "TwHIN", "make_score", "max_margin_loss", "recency_weighted_mean"]

@@ -208,8 +208,8 @@ class PinSage(nn.Module):
         h = torch.cat([self.embed_input(torch.arange(lo, hi), features(torch.arange(lo, hi))) for lo, hi in spans])
         for conv in self.convs:
             m = torch.cat([conv.message(h[lo:hi]) for lo, hi in spans])
-            h = torch.cat([conv.combine(h[lo:hi], m, Block(torch.as_tensor(np.asarray(neighbors[lo:hi]), dtype=torch.long),
-                                                           torch.as_tensor(np.asarray(weights[lo:hi]), dtype=torch.float32)))
+            h = torch.cat([conv.combine(h[lo:hi], m, Block(torch.from_numpy(np.array(neighbors[lo:hi], dtype=np.int64)),
+                                                           torch.from_numpy(np.array(weights[lo:hi], dtype=np.float32))))
                            for lo, hi in spans])
         return torch.cat([self.head(h[lo:hi]) for lo, hi in spans])
 

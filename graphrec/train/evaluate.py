@@ -90,3 +90,40 @@ def item_to_item_on_split(item_vectors, split: Split, part: str = "test", ks: Se
     seen = split.seen_csr(include_valid=(part == "test"))
     return evaluate_ranking(lambda b: it[q[b]] @ it.T, split.heldout_csr(part), it.shape[0], seen=seen, ks=ks,
                             users=users)
+
+
+def evaluate_run(run_dir, split: Split, part: str = "test", ks: Sequence[int] = (10, 20),
+                 link_prediction: bool | None = None) -> dict:
+    """Metrics of a finished run (any model) on ``split``'s ``part``.
+
+    TwHIN: ``ranking`` (user→item, chronological splits) and ``link_prediction``
+    (filtered; default on for random splits). PinSage: ``ranking`` with its exported
+    user and item vectors, and ``item_to_item`` (query = each user's last train item)."""
+    from graphrec.errors import GraphrecError
+    from graphrec.train.runs import run_model
+
+    model_name = run_model(run_dir)
+    out = {}
+    if model_name == "pinsage":
+        from graphrec.train.pinsage import PinSageRun
+
+        if split.relation is None:
+            raise GraphrecError(f"{split.path}: a random split; PinSage runs are evaluated on a chronological split")
+        if link_prediction:
+            raise GraphrecError("--link-prediction applies to TwHIN runs only")
+        run = PinSageRun(run_dir, graph=split.path / "train")
+        trained = run.info["config"]["interactions"]
+        if ":".join(split.relation) != trained:
+            raise GraphrecError(f"{split.path}: split relation {':'.join(split.relation)} is not the run's interactions "
+                                f"{trained}")
+        out["ranking"] = vectors_ranking_on_split(run.user_vectors, run.item_vectors, split, part, ks)
+        out["item_to_item"] = item_to_item_on_split(run.item_vectors, split, part, ks)
+        return out
+    from graphrec.train.twhin import load_run
+
+    model, _, _ = load_run(run_dir, graph=split.path / "train")
+    if split.relation is not None:
+        out["ranking"] = ranking_on_split(model, split, part, ks)
+    if link_prediction or (link_prediction is None and split.relation is None):
+        out["link_prediction"] = link_prediction_on_split(model, split, part)
+    return out

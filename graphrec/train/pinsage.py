@@ -12,7 +12,8 @@ linearly over ``warmup_steps``. Early stopping watches item→item HitRate@10 of
 co-engagement pairs, computed with layer-wise full-catalogue inference.
 
 ``config`` keys: ``pinsage`` (a :class:`~graphrec.train.config.PinSageConfig` as dict),
-``graph``, ``out``, ``reporter`` (``local`` | ``ray``), ``resume``, ``progress``.
+``graph``, ``out``, ``reporter`` (``local`` | ``ray``), ``resume``, ``progress``, ``fault``
+(tests only, see :func:`~graphrec.train.reporting.inject_fault`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from graphrec.sampling.pinsage import PinSageBatch, PinSageBatches, PPRHardNegat
 from graphrec.sampling.walks import ImportanceNeighborhoods, RandomWalkSampler, importance_neighbors
 from graphrec.train.checkpoint import save_checkpoint
 from graphrec.train.config import PinSageConfig, parse_config
-from graphrec.train.reporting import LocalReporter, RayReporter, dist_info, write_json_atomic
+from graphrec.train.reporting import LocalReporter, RayReporter, dist_info, inject_fault, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,7 @@ def train_loop_per_worker(config: dict) -> dict:
 
     t_start, stopped_early = time.perf_counter(), False
     for epoch in range(start_epoch, cfg.epochs):
+        inject_fault(config.get("fault"), epoch, rank)
         n_hard = hard_negatives_for_epoch(cfg, epoch) if hard is not None else 0
         ds = PinSageBatches(query, pos, n_items, cfg.batch_size, cfg.num_layers, neighborhood, features,
                             cfg.negatives.shared, hard, n_hard, epoch, seed=cfg.seed, rank=rank, world=world)
@@ -326,7 +328,7 @@ class PinSageRun:
 
 
 def fit_pinsage(cfg: PinSageConfig, graph: str | Path, out: str | Path, use_ray: bool = True, resume: bool = False,
-                overwrite: bool = False, progress: bool = False) -> dict:
+                overwrite: bool = False, progress: bool = False, fault: dict | None = None) -> dict:
     """Train PinSage on ``graph`` into the run directory ``out``; returns ``run.json``
     (same run-directory rules as :func:`graphrec.train.twhin.fit_twhin`)."""
     out = Path(out).resolve()
@@ -354,6 +356,8 @@ def fit_pinsage(cfg: PinSageConfig, graph: str | Path, out: str | Path, use_ray:
     out.mkdir(parents=True, exist_ok=True)
     loop_config = {"pinsage": cfg.model_dump(mode="json"), "graph": str(Path(store.path).resolve()), "out": str(out),
                    "resume": resume, "progress": progress}
+    if fault:
+        loop_config["fault"] = fault
     if use_ray:
         from graphrec.train.ray_runner import run_with_ray
 

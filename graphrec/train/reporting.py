@@ -60,6 +60,14 @@ class RayReporter:
             ray.train.report(metrics)
 
 
+def inject_fault(fault: dict | None, epoch: int, rank: int) -> None:
+    """Tests only: ``fault = {"epoch", "rank", "marker"}`` makes that worker die once (a
+    hard exit, as a crashed process) at the start of that epoch; ``marker`` records it."""
+    if fault and fault["epoch"] == epoch and fault["rank"] == rank and not Path(fault["marker"]).exists():
+        Path(fault["marker"]).write_text("killed")
+        os._exit(1)
+
+
 def dist_info() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()

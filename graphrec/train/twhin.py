@@ -20,7 +20,6 @@ import copy
 import fnmatch
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from graphrec.graph.store import GraphStore
 from graphrec.models.twhin import TwHIN
 from graphrec.sampling import RelationBatchSchedule, RelationEdges, typed_negatives, uniform_typed_negatives
 from graphrec.train.checkpoint import save_checkpoint
-from graphrec.train.reporting import LocalReporter, RayReporter, dist_info, write_json_atomic
+from graphrec.train.reporting import LocalReporter, RayReporter, dist_info, inject_fault, write_json_atomic
 from graphrec.train.config import TwHINConfig, parse_config
 
 log = logging.getLogger(__name__)
@@ -201,9 +200,7 @@ def train_loop_per_worker(config: dict) -> dict:
     t_start = time.perf_counter()
     stopped_early = False
     for epoch in range(start_epoch, cfg.epochs):
-        if fault and fault["epoch"] == epoch and fault["rank"] == rank and not Path(fault["marker"]).exists():
-            Path(fault["marker"]).write_text("killed")
-            os._exit(1)  # simulate a crashed worker (tests)
+        inject_fault(fault, epoch, rank)
         gen.manual_seed(cfg.seed * 1000003 + rank * 7919 + epoch)
         t0, loss_sum, n_steps, n_pos = time.perf_counter(), 0.0, 0, 0
         bar = tqdm(schedule.epoch(epoch), total=schedule.steps_per_epoch, desc=f"epoch {epoch}", unit="batch",

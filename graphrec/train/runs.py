@@ -1,0 +1,100 @@
+"""One way to start and open a training run of any model: the CLI, ``jobs/`` scripts
+and the pipeline go through here.
+
+A run directory holds ``run.json`` (``model``: ``twhin`` | ``pinsage``, config, graph
+checksum, training summary) and ``model.pt`` once finished; checkpoints of an unfinished
+run live under ``checkpoints/`` (local) or ``ray/`` (Ray Train).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from graphrec.errors import GraphrecError
+from graphrec.train.config import RUN_CONFIGS, load_config
+
+RUN_FILE = "run.json"
+MODELS = tuple(RUN_CONFIGS)
+
+
+def load_run_config(model: str, path: str | Path, workers: int | None = None, epochs: int | None = None,
+                    address: str | None = None):
+    """The typed config of ``model`` from YAML ``path`` with command-line overrides."""
+    if model not in RUN_CONFIGS:
+        raise GraphrecError(f"unknown model {model!r} (choose from {MODELS})")
+    cfg = load_config(path, RUN_CONFIGS[model])
+    if cfg.model != model:
+        raise GraphrecError(f"{path}: a {cfg.model!r} config, not {model!r}")
+    if workers is not None and workers < 1:
+        raise GraphrecError("--workers must be >= 1")
+    if epochs is not None and epochs < 1:
+        raise GraphrecError("--epochs must be >= 1")
+    ray_update = {k: v for k, v in (("workers", workers), ("address", address)) if v is not None}
+    if ray_update:
+        cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update=ray_update)})
+    if epochs is not None:
+        cfg = cfg.model_copy(update={"epochs": epochs})
+    return cfg
+
+
+def fit(cfg, graph: str | Path, out: str | Path, use_ray: bool = True, resume: bool = False, overwrite: bool = False,
+        progress: bool = False) -> dict:
+    """Train the model ``cfg`` describes on ``graph`` into run directory ``out``; returns
+    the finished run's ``run.json``."""
+    if cfg.model == "twhin":
+        from graphrec.train.twhin import fit_twhin as fit_model
+    else:
+        from graphrec.train.pinsage import fit_pinsage as fit_model
+    return fit_model(cfg, graph, out, use_ray=use_ray, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def run_model(run_dir: str | Path) -> str:
+    """``twhin`` | ``pinsage``: the model of a finished run directory."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise GraphrecError(f"{run_dir}: not a finished training run (no {RUN_FILE})")
+    try:
+        model = json.loads(path.read_text()).get("model")
+    except json.JSONDecodeError as err:
+        raise GraphrecError(f"{path}: not valid JSON ({err})") from None
+    if model not in MODELS:
+        raise GraphrecError(f"{path}: unknown model {model!r}")
+    return model
+
+
+def summarize(info: dict) -> str:
+    """One line about a finished run for the command line."""
+    s = info["summary"]
+    last = s["history"][-1] if s["history"] else {}
+    rate = (f"{last['positives_per_s']:,.0f} positives/s" if "positives_per_s" in last
+            else f"{last.get('pairs_per_s', 0):,.0f} pairs/s")
+    return (f"trained {info['model']} on {info['graph']}: {s['epochs_run']} epochs"
+            f"{' (stopped early)' if s.get('stopped_early') else ''}, final loss {last.get('loss', float('nan')):.4f}, "
+            f"{rate}")
+
+
+def job_main(model: str, argv=None) -> int:
+    """Entry of ``jobs/train_<model>.py`` for ``ray job submit``: joins the job's Ray
+    cluster (``address="auto"``) unless ``--local``, trains, prints the summary."""
+    ap = argparse.ArgumentParser(description=f"Train {model} on Ray (ray job submit entry point).")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--graph", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--local", action="store_true", help="start Ray embedded instead of joining the job's cluster")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_run_config(model, args.config, workers=args.workers, epochs=args.epochs)
+        cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"address": None if args.local else "auto"})})
+        info = fit(cfg, args.graph, args.out, use_ray=True, resume=args.resume, overwrite=args.overwrite)
+    except GraphrecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in info["summary"].items() if k != "history"}, indent=1))
+    return 0

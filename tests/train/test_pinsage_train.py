@@ -1,0 +1,119 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from graphrec.cli import main
+from graphrec.errors import GraphrecError
+from graphrec.infer.export import read_vectors
+from graphrec.train.config import PinSageConfig, RayConfig, load_config
+from graphrec.train.pinsage import PinSageRun, fit_pinsage, hard_negatives_for_epoch
+from tests.conftest import ROOT
+
+WALKS = {"metapaths": [{"path": ["pin:saved_by:user", "user:saves:pin"]},
+                       {"path": ["pin:in_board:board", "board:has_pin:pin"], "weight": 0.5}],
+         "num_walks": 30, "top_t": 10}
+FAST = dict(item_type="pin", interactions="user:saves:pin", walks=WALKS, dim=16, hidden_dim=16, id_dim=8, epochs=3,
+            batch_size=256, lr=3e-3, warmup_steps=10, negatives={"shared": 64, "hard": {"max_per_query": 2}},
+            loader_workers=0, threads=1)
+
+
+def test_curriculum_schedule():
+    cfg = PinSageConfig(**{**FAST, "negatives": {"hard": {"max_per_query": 3}}})
+    assert [hard_negatives_for_epoch(cfg, e) for e in range(6)] == [0, 1, 2, 3, 3, 3]
+    cfg = PinSageConfig(**{**FAST, "negatives": {"hard": {"max_per_query": 2, "schedule": "constant"}}})
+    assert [hard_negatives_for_epoch(cfg, e) for e in range(3)] == [2, 2, 2]
+
+
+def test_local_training_loss_falls_run_reloads_and_is_deterministic(small_pins_graph, tmp_path):
+    info = fit_pinsage(PinSageConfig(**FAST), small_pins_graph.path, tmp_path / "a", use_ray=False)
+    hist = info["summary"]["history"]
+    assert [h["hard_negatives"] for h in hist] == [0, 1, 2]
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    assert all(0 <= h["valid_hr@10"] <= 1 for h in hist)
+    run = PinSageRun(tmp_path / "a")
+    assert run.item_vectors.shape == (600, 16) and run.user_vectors.shape == (400, 16)
+    np.testing.assert_allclose(np.linalg.norm(run.item_vectors, axis=1), 1.0, rtol=1e-5)
+    assert run.neighborhoods.neighbors.shape == (600, 10)
+    # the saved item vectors are the model's layer-wise embeddings over the saved neighbourhoods
+    from graphrec.train.pinsage import item_embeddings, make_features
+
+    again = item_embeddings(run.model, make_features(run.store, run.config), run.neighborhoods)
+    np.testing.assert_allclose(again.numpy(), run.item_vectors, atol=1e-6)
+    # same seed, same run; a background loader worker changes nothing
+    cfg_b = PinSageConfig(**{**FAST, "epochs": 1, "loader_workers": 1})
+    b = fit_pinsage(cfg_b, small_pins_graph.path, tmp_path / "b", use_ray=False)
+    assert b["summary"]["history"][0]["loss"] == pytest.approx(hist[0]["loss"], rel=1e-6)
+    with pytest.raises(GraphrecError, match="finished run"):
+        fit_pinsage(PinSageConfig(**FAST), small_pins_graph.path, tmp_path / "a", use_ray=False)
+
+
+def test_local_resume_continues_from_checkpoint(small_pins_graph, tmp_path):
+    fit_pinsage(PinSageConfig(**{**FAST, "epochs": 1}), small_pins_graph.path, tmp_path / "run", use_ray=False)
+    info = fit_pinsage(PinSageConfig(**{**FAST, "epochs": 2}), small_pins_graph.path, tmp_path / "run",
+                       use_ray=False, resume=True)
+    assert info["summary"]["starts"] == [0, 1] and info["summary"]["epochs_run"] == 2
+
+
+def test_config_errors(small_pins_graph, tmp_path):
+    with pytest.raises(Exception, match="must start and end at item_type"):
+        PinSageConfig(**{**FAST, "walks": {"metapaths": [{"path": ["user:saves:pin"]}]}})
+    p = tmp_path / "c.yaml"
+    p.write_text("model: pinsage\nwalks: {metapaths: [{path: [item:rated_by:user, user:rated:item]}], top_tt: 5}\n")
+    with pytest.raises(GraphrecError, match=r"walks\.top_tt: unknown key"):
+        load_config(p, PinSageConfig)
+    bad = PinSageConfig(**{**FAST, "walks": {**WALKS, "metapaths": [{"path": ["pin:liked_by:user", "user:saves:pin"]}]}})
+    with pytest.raises(GraphrecError, match="pin:liked_by:user"):
+        fit_pinsage(bad, small_pins_graph.path, tmp_path / "r", use_ray=False)
+    assert not (tmp_path / "r").exists()
+    for cfg in ("pinsage-ml100k.yaml", "pinsage-pinterest.yaml"):
+        load_config(ROOT / "configs" / cfg, PinSageConfig)
+
+
+def test_cli_train_export_evaluate(small_pins_graph, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps({**FAST, "model": "pinsage", "epochs": 2}))
+    assert main(["-q", "split", str(small_pins_graph.path), "--relation", "user:saves:pin", "--out", str(tmp_path / "s")]) == 0
+    assert main(["-q", "train", "pinsage", "--config", str(cfg), "--graph", str(tmp_path / "s" / "train"),
+                 "--out", str(tmp_path / "run"), "--no-ray"]) == 0
+    assert main(["-q", "export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "emb")]) == 0
+    m = json.loads((tmp_path / "emb" / "manifest.json").read_text())
+    assert m["model"] == "pinsage" and m["node_counts"] == {"pin": 600, "user": 400}
+    ids, vecs = read_vectors(tmp_path / "emb" / "nodes" / "pin.parquet")
+    run = PinSageRun(tmp_path / "run")
+    np.testing.assert_array_equal(ids, run.store.node_ids("pin").to_numpy())
+    np.testing.assert_array_equal(vecs, run.item_vectors)
+    q_ids, q = read_vectors(tmp_path / "emb" / "retrieval" / "user__saves__pin" / "query.parquet")
+    _, c = read_vectors(tmp_path / "emb" / "retrieval" / "user__saves__pin" / "candidate.parquet")
+    np.testing.assert_array_equal(q, run.user_vectors)
+    np.testing.assert_array_equal(c, run.item_vectors)
+    capsys.readouterr()
+    assert main(["-q", "evaluate", "--run", str(tmp_path / "run"), "--split", str(tmp_path / "s")]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert 0 < res["ranking"]["recall@20"] <= 1 and 0 < res["item_to_item"]["hit@10"] <= 1
+    # a mistyped config key: exit 2, message names the key, nothing written
+    cfg.write_text("model: pinsage\nwalks: {metapaths: [{path: [pin:saved_by:user, user:saves:pin]}]}\nepochz: 3\n")
+    assert main(["-q", "train", "pinsage", "--config", str(cfg), "--graph", str(tmp_path / "s" / "train"),
+                 "--out", str(tmp_path / "run2"), "--no-ray"]) == 2
+    assert "epochz: unknown key" in capsys.readouterr().err
+    assert not (tmp_path / "run2").exists()
+    assert main(["-q", "export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "emb2"),
+                 "--retrieval", "user:follows_board:board"]) == 2
+    assert "interaction relation" in capsys.readouterr().err and not (tmp_path / "emb2").exists()
+
+
+@pytest.mark.slow
+def test_ray_two_workers_loss_falls_and_worker_killed_resumes(small_pins_graph, tmp_path):
+    marker = tmp_path / "killed"
+    cfg = PinSageConfig(**{**FAST, "epochs": 4}, ray=RayConfig(workers=2, max_failures=2))
+    info = fit_pinsage(cfg, small_pins_graph.path, tmp_path / "run", use_ray=True,
+                       fault={"epoch": 2, "rank": 1, "marker": str(marker)})
+    s = info["summary"]
+    assert marker.read_text() == "killed"
+    assert s["world_size"] == 2 and all(h["workers"] == 2 for h in s["history"])
+    assert len(s["starts"]) == 2 and 0 < s["starts"][1] <= 2  # resumed from a checkpoint, not from scratch
+    assert [h["epoch"] for h in s["history"]] == list(range(4))
+    assert s["history"][-1]["loss"] < s["history"][0]["loss"]
+    assert PinSageRun(tmp_path / "run").item_vectors.shape == (600, 16)
+    _ = torch
