@@ -40,11 +40,10 @@ from graphrec.sampling.walks import ImportanceNeighborhoods, RandomWalkSampler, 
 from graphrec.train.checkpoint import save_checkpoint
 from graphrec.train.config import PinSageConfig, parse_config
 from graphrec.train.reporting import LocalReporter, RayReporter, dist_info, inject_fault, write_json_atomic
+from graphrec.train.runs import MODEL_FILE, RUN_FILE, run_training
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
-RUN_FILE = "run.json"
 NEIGHBORHOODS_DIR = "neighborhoods"
 ITEM_VECTORS = "item_embeddings.npy"
 USER_VECTORS = "user_embeddings.npy"
@@ -330,38 +329,16 @@ class PinSageRun:
 def fit_pinsage(cfg: PinSageConfig, graph: str | Path, out: str | Path, use_ray: bool = True, resume: bool = False,
                 overwrite: bool = False, progress: bool = False, fault: dict | None = None) -> dict:
     """Train PinSage on ``graph`` into the run directory ``out``; returns ``run.json``
-    (same run-directory rules as :func:`graphrec.train.twhin.fit_twhin`)."""
-    out = Path(out).resolve()
-    if (out / MODEL_FILE).exists() and not (overwrite or resume):
-        raise GraphrecError(f"{out} holds a finished run ({MODEL_FILE}); pass --overwrite to replace it or --resume")
-    has_ckpt = any((out / d).is_dir() and any((out / d).iterdir()) for d in ("checkpoints", "ray"))
-    if has_ckpt and not (overwrite or resume):
-        raise GraphrecError(f"{out} holds checkpoints of an unfinished run; pass --resume to continue it "
-                            "or --overwrite to start over")
-    store = GraphStore(graph)
-    for m in cfg.walks.metapaths:  # fail before starting workers
-        for r in m.path:
-            try:
-                store.relation(r)
-            except KeyError:
-                raise GraphrecError(f"walks.metapaths: relation {r!r} is not in {store.path} "
-                                    f"(has {[':'.join(e) for e in store.edge_types]})") from None
-    try:
-        store.relation(cfg.interactions)
-    except KeyError:
-        raise GraphrecError(f"interactions: relation {cfg.interactions!r} is not in {store.path}") from None
-    if not resume:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        shutil.rmtree(out / "ray", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    loop_config = {"pinsage": cfg.model_dump(mode="json"), "graph": str(Path(store.path).resolve()), "out": str(out),
-                   "resume": resume, "progress": progress}
-    if fault:
-        loop_config["fault"] = fault
-    if use_ray:
-        from graphrec.train.ray_runner import run_with_ray
+    (see :func:`graphrec.train.runs.run_training` for the run-directory rules)."""
 
-        run_with_ray(train_loop_per_worker, loop_config, cfg.ray, out, name="pinsage")
-    else:
-        train_loop_per_worker(loop_config)
-    return json.loads((out / RUN_FILE).read_text())
+    def validate(store: GraphStore) -> None:  # fail before starting workers
+        for m in cfg.walks.metapaths:
+            for r in m.path:
+                if parse_edge_type(r) not in store.edge_types:
+                    raise GraphrecError(f"walks.metapaths: relation {r!r} is not in {store.path} "
+                                        f"(has {[':'.join(e) for e in store.edge_types]})")
+        if parse_edge_type(cfg.interactions) not in store.edge_types:
+            raise GraphrecError(f"interactions: relation {cfg.interactions!r} is not in {store.path}")
+
+    return run_training(train_loop_per_worker, cfg, graph, out, use_ray=use_ray, resume=resume, overwrite=overwrite,
+                        progress=progress, fault=fault, validate=validate)

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from graphrec.errors import GraphrecError
+from graphrec.graph.store import GraphStore
 from graphrec.train.config import RUN_CONFIGS, load_config
 
 RUN_FILE = "run.json"
+MODEL_FILE = "model.pt"
 MODELS = tuple(RUN_CONFIGS)
 
 
@@ -49,6 +53,45 @@ def fit(cfg, graph: str | Path, out: str | Path, use_ray: bool = True, resume: b
     else:
         from graphrec.train.pinsage import fit_pinsage as fit_model
     return fit_model(cfg, graph, out, use_ray=use_ray, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def run_training(loop: Callable[[dict], dict], cfg, graph: str | Path, out: str | Path, use_ray: bool = True,
+                 resume: bool = False, overwrite: bool = False, progress: bool = False, fault: dict | None = None,
+                 validate: Callable[[GraphStore], None] | None = None) -> dict:
+    """Run ``loop(config)`` (a ``train_loop_per_worker``) for ``cfg`` on ``graph`` into the
+    run directory ``out``; returns the finished run's ``run.json``.
+
+    A finished run in ``out`` is never replaced unless ``overwrite`` (or continued with
+    ``resume``), nor are checkpoints of an unfinished one. ``validate(store)`` checks the
+    config against the graph before anything is touched. With ``use_ray`` the loop runs on
+    ``cfg.ray.workers`` Ray Train workers (embedded Ray unless ``cfg.ray.address``);
+    otherwise in this process. ``fault``: tests only (see ``reporting.inject_fault``).
+    """
+    out = Path(out).resolve()
+    if (out / MODEL_FILE).exists() and not (overwrite or resume):
+        raise GraphrecError(f"{out} holds a finished run ({MODEL_FILE}); pass --overwrite to replace it or --resume")
+    has_ckpt = any((out / d).is_dir() and any((out / d).iterdir()) for d in ("checkpoints", "ray"))
+    if has_ckpt and not (overwrite or resume):
+        raise GraphrecError(f"{out} holds checkpoints of an unfinished run; pass --resume to continue it "
+                            "or --overwrite to start over")
+    store = GraphStore(graph)  # fail early on a bad graph path
+    if validate is not None:
+        validate(store)
+    if not resume:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        shutil.rmtree(out / "ray", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    loop_config = {cfg.model: cfg.model_dump(mode="json"), "graph": str(Path(store.path).resolve()), "out": str(out),
+                   "resume": resume, "progress": progress}
+    if fault:
+        loop_config["fault"] = fault
+    if use_ray:
+        from graphrec.train.ray_runner import run_with_ray
+
+        run_with_ray(loop, loop_config, cfg.ray, out, name=cfg.model)
+    else:
+        loop(loop_config)
+    return json.loads((out / RUN_FILE).read_text())
 
 
 def run_model(run_dir: str | Path) -> str:

@@ -20,7 +20,6 @@ import copy
 import fnmatch
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -36,12 +35,11 @@ from graphrec.models.twhin import TwHIN
 from graphrec.sampling import RelationBatchSchedule, RelationEdges, typed_negatives, uniform_typed_negatives
 from graphrec.train.checkpoint import save_checkpoint
 from graphrec.train.reporting import LocalReporter, RayReporter, dist_info, inject_fault, write_json_atomic
+from graphrec.train.runs import MODEL_FILE, RUN_FILE, run_training
 from graphrec.train.config import TwHINConfig, parse_config
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
-RUN_FILE = "run.json"
 
 
 def select_relations(store: GraphStore, cfg: TwHINConfig) -> list[tuple[tuple, float]]:
@@ -279,32 +277,7 @@ def load_run(run_dir: str | Path, graph: str | Path | None = None) -> tuple[TwHI
 
 def fit_twhin(cfg: TwHINConfig, graph: str | Path, out: str | Path, use_ray: bool = True, resume: bool = False,
               overwrite: bool = False, progress: bool = False, fault: dict | None = None) -> dict:
-    """Train TwHIN on ``graph`` into the run directory ``out``; returns ``run.json``.
-
-    With ``use_ray`` (default) the loop runs on ``cfg.ray.workers`` Ray Train workers
-    (embedded Ray unless ``cfg.ray.address``); otherwise in this process. A finished run
-    in ``out`` is never replaced unless ``overwrite`` (or continued with ``resume``).
-    """
-    out = Path(out).resolve()
-    if (out / MODEL_FILE).exists() and not (overwrite or resume):
-        raise GraphrecError(f"{out} holds a finished run ({MODEL_FILE}); pass --overwrite to replace it or --resume")
-    has_ckpt = any((out / d).is_dir() and any((out / d).iterdir()) for d in ("checkpoints", "ray"))
-    if has_ckpt and not (overwrite or resume):
-        raise GraphrecError(f"{out} holds checkpoints of an unfinished run; pass --resume to continue it "
-                            "or --overwrite to start over")
-    store = GraphStore(graph)  # fail early on a bad graph path
-    if not resume:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        shutil.rmtree(out / "ray", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    loop_config = {"twhin": cfg.model_dump(mode="json"), "graph": str(Path(store.path).resolve()), "out": str(out),
-                   "resume": resume, "progress": progress}
-    if fault:
-        loop_config["fault"] = fault
-    if use_ray:
-        from graphrec.train.ray_runner import run_with_ray
-
-        run_with_ray(train_loop_per_worker, loop_config, cfg.ray, out, name="twhin")
-    else:
-        train_loop_per_worker(loop_config)
-    return json.loads((out / RUN_FILE).read_text())
+    """Train TwHIN on ``graph`` into the run directory ``out``; returns ``run.json``
+    (see :func:`graphrec.train.runs.run_training` for the run-directory rules)."""
+    return run_training(train_loop_per_worker, cfg, graph, out, use_ray=use_ray, resume=resume, overwrite=overwrite,
+                        progress=progress, fault=fault)
