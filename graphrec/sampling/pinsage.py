@@ -227,6 +227,8 @@ def table_neighborhood(table: ImportanceNeighborhoods) -> Callable:
 
 def walk_neighborhood(sampler: RandomWalkSampler, top_t: int, num_walks: int, walk_length: int,
                       rng: np.random.Generator) -> Callable:
+    """``neighborhood(nodes)`` that walks afresh (PinSage's per-minibatch neighbourhoods)."""
+
     def walk(nodes: np.ndarray):
         nb = importance_neighbors(sampler, nodes, top_t, num_walks, walk_length, rng)
         return nb.neighbors, nb.weights

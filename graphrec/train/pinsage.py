@@ -19,6 +19,7 @@ co-engagement pairs, computed with layer-wise full-catalogue inference.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import shutil
@@ -35,7 +36,8 @@ from graphrec.errors import GraphrecError
 from graphrec.graph.store import GraphStore, parse_edge_type
 from graphrec.models.pinsage import PinSage, max_margin_loss, recency_weighted_mean
 from graphrec.sampling.features import FeatureSpec, NodeFeatureTable
-from graphrec.sampling.pinsage import PinSageBatch, PinSageBatches, PPRHardNegatives, co_engagement_pairs, collate_identity
+from graphrec.sampling.pinsage import (PinSageBatch, PinSageBatches, PPRHardNegatives, co_engagement_pairs,
+                                      collate_identity, walk_neighborhood)
 from graphrec.sampling.walks import ImportanceNeighborhoods, RandomWalkSampler, importance_neighbors
 from graphrec.train.checkpoint import save_checkpoint
 from graphrec.train.config import PinSageConfig, parse_config
@@ -193,14 +195,9 @@ def train_loop_per_worker(config: dict) -> dict:
 
     if cfg.walks.refresh == "fixed":
         neighborhood = nbh
-    else:
+    else:  # walked afresh for each minibatch, from the batch's own generator
         w = cfg.walks
-
-        def neighborhood(rng):
-            def walk(nodes):
-                nb = importance_neighbors(sampler, nodes, w.top_t, w.num_walks, w.walk_length, rng)
-                return nb.neighbors, nb.weights
-            return walk
+        neighborhood = functools.partial(walk_neighborhood, sampler, w.top_t, w.num_walks, w.walk_length)
 
     t_start, stopped_early = time.perf_counter(), False
     for epoch in range(start_epoch, cfg.epochs):

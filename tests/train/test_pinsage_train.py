@@ -117,3 +117,9 @@ def test_ray_two_workers_loss_falls_and_worker_killed_resumes(small_pins_graph, 
     assert s["history"][-1]["loss"] < s["history"][0]["loss"]
     assert PinSageRun(tmp_path / "run").item_vectors.shape == (600, 16)
     _ = torch
+
+
+def test_per_batch_neighborhoods(small_pins_graph, tmp_path):
+    cfg = PinSageConfig(**{**FAST, "epochs": 1, "walks": {**WALKS, "refresh": "per_batch"}, "loader_workers": 1})
+    info = fit_pinsage(cfg, small_pins_graph.path, tmp_path / "run", use_ray=False)
+    assert info["summary"]["history"][0]["loss"] > 0
