@@ -178,11 +178,17 @@ class PinSageNegativesConfig(_Strict):
 
 
 class UserVectorsConfig(_Strict):
-    """User vectors for user→item retrieval: the recency-weighted mean of the user's
-    item embeddings, weight ``0.5^(age / half_life)`` with age counted in interactions
-    from the latest one."""
+    """User vectors for user→item retrieval (scored by dot product with item vectors).
 
-    half_life: float | None = Field(20.0, gt=0, description="None: plain mean")
+    ``recency``: the recency-weighted mean of the user's item embeddings, weight
+    ``0.5^(age / half_life)`` with age counted in interactions from the latest one
+    (``half_life: null``: plain mean). ``learned``: a user table trained jointly with the
+    item encoder by the same max-margin loss on (user, engaged item) pairs against the
+    minibatch's shared negatives, weighted ``loss_weight`` next to the item-pair loss."""
+
+    kind: Literal["recency", "learned"] = "recency"
+    half_life: float | None = Field(20.0, gt=0, description="recency: None = plain mean")
+    loss_weight: float = Field(1.0, gt=0, description="learned: weight of the user→item loss")
 
 
 class PinSageConfig(_Strict):

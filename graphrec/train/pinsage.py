@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -91,16 +92,32 @@ def hard_negatives_for_epoch(cfg: PinSageConfig, epoch: int) -> int:
 
 class PinSageLoss(nn.Module):
     """``forward(batch) -> loss`` so that DDP sees the training computation as the
-    module's forward."""
+    module's forward; holds everything trained (the item encoder and, for learned user
+    vectors, the user table).
 
-    def __init__(self, model: PinSage, margin: float):
+    Loss: the max-margin loss of the batch's item pairs, plus ``user_weight`` times the
+    same loss of (user vector, engaged item) pairs against the shared negatives when
+    ``num_users`` is given (user vectors L2-normalised like the item outputs)."""
+
+    def __init__(self, model: PinSage, margin: float, num_users: int = 0, user_weight: float = 1.0):
         super().__init__()
-        self.model, self.margin = model, margin
+        self.model, self.margin, self.user_weight = model, margin, user_weight
+        self.user_emb = nn.Embedding(num_users, model.dim) if num_users > 0 else None
+        if self.user_emb is not None:
+            nn.init.normal_(self.user_emb.weight, std=1.0 / model.dim ** 0.5)
+
+    def user_vectors(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        u = self.user_emb.weight if index is None else self.user_emb(index)
+        return F.normalize(u, dim=1) if self.model.normalize_output else u
 
     def forward(self, batch: PinSageBatch):
         z = self.model(batch.nodes, batch.feats, batch.blocks)
         hard = z[batch.hard] if batch.hard.shape[1] > 0 else None
-        return max_margin_loss(z[batch.query], z[batch.pos], z[batch.shared], hard, self.margin, batch.shared_mask)
+        loss = max_margin_loss(z[batch.query], z[batch.pos], z[batch.shared], hard, self.margin, batch.shared_mask)
+        if self.user_emb is not None and batch.users is not None and batch.users.numel() > 0:
+            loss = loss + self.user_weight * max_margin_loss(self.user_vectors(batch.users), z[batch.user_pos],
+                                                             z[batch.shared], None, self.margin, batch.user_mask)
+        return loss
 
 
 def item_embeddings(model: PinSage, features: NodeFeatureTable | None, nbh: ImportanceNeighborhoods) -> torch.Tensor:
@@ -171,17 +188,20 @@ def train_loop_per_worker(config: dict) -> dict:
              query.shape[0], n_hold, t_walk, hard)
 
     model = build_model(n_items, spec, cfg)
-    loss_module: nn.Module = PinSageLoss(model, cfg.margin)
+    learned_users = cfg.user_vectors.kind == "learned"
+    trainer = PinSageLoss(model, cfg.margin, num_users=rel.num_src if learned_users else 0,
+                          user_weight=cfg.user_vectors.loss_weight)
+    loss_module: nn.Module = trainer
     if world > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(trainer.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = max(cfg.warmup_steps, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
 
     start_epoch, history, best, best_state, bad_epochs, starts = 0, [], -1.0, None, 0, []
     state = reporter.latest()
     if state is not None:
-        model.load_state_dict(state["model"])
+        trainer.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"]) + 1
@@ -199,12 +219,17 @@ def train_loop_per_worker(config: dict) -> dict:
         w = cfg.walks
         neighborhood = functools.partial(walk_neighborhood, sampler, w.top_t, w.num_walks, w.walk_length)
 
+    interactions = None
+    if learned_users:
+        u, i = rel.coo()
+        interactions = (u.astype(np.int64), np.asarray(i, dtype=np.int64))
     t_start, stopped_early = time.perf_counter(), False
     for epoch in range(start_epoch, cfg.epochs):
         inject_fault(config.get("fault"), epoch, rank)
         n_hard = hard_negatives_for_epoch(cfg, epoch) if hard is not None else 0
         ds = PinSageBatches(query, pos, n_items, cfg.batch_size, cfg.num_layers, neighborhood, features,
-                            cfg.negatives.shared, hard, n_hard, epoch, seed=cfg.seed, rank=rank, world=world)
+                            cfg.negatives.shared, hard, n_hard, epoch, seed=cfg.seed, rank=rank, world=world,
+                            interactions=interactions)
         loader = DataLoader(ds, batch_size=None, collate_fn=collate_identity, num_workers=cfg.loader_workers,
                             prefetch_factor=4 if cfg.loader_workers > 0 else None)
         t0, loss_sum, n_steps, wait = time.perf_counter(), 0.0, 0, 0.0
@@ -233,7 +258,7 @@ def train_loop_per_worker(config: dict) -> dict:
             metrics["valid_hr@10"], metrics["valid_mrr"] = hr, mrr
             if hr > best:
                 best, bad_epochs = hr, 0
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = copy.deepcopy(trainer.state_dict())
             else:
                 bad_epochs += 1
         history.append(metrics)
@@ -242,7 +267,7 @@ def train_loop_per_worker(config: dict) -> dict:
                      metrics["loss"], metrics["pairs_per_s"], 100 * metrics["loader_wait_fraction"], n_hard,
                      f", valid HR@10 {metrics['valid_hr@10']:.4f}" if "valid_hr@10" in metrics else "")
         stop = n_hold > 0 and bad_epochs >= cfg.patience
-        ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        ckpt = {"model": trainer.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "epoch": epoch, "history": json.dumps(history), "best": best, "bad_epochs": bad_epochs,
                 "starts": json.dumps(starts)}
         if best_state is not None:
@@ -252,14 +277,18 @@ def train_loop_per_worker(config: dict) -> dict:
             stopped_early = True
             break
     if best_state is not None:
-        model.load_state_dict(best_state)
+        trainer.load_state_dict(best_state)
     summary = {"epochs_run": len(history), "stopped_early": stopped_early,
                "best_valid_hr@10": best if best >= 0 else None, "seconds": time.perf_counter() - t_start,
                "neighborhood_seconds": t_walk, "train_pairs": int(query.shape[0]), "heldout_pairs": int(n_hold),
                "starts": starts, "world_size": world, "history": history}
     if rank == 0:
         items = item_embeddings(model, features, nbh)
-        users = recency_weighted_mean(items, rel.indptr, rel.indices, ts, cfg.user_vectors.half_life)
+        if learned_users:
+            with torch.no_grad():  # users without a train interaction get no vector (zeros)
+                users = trainer.user_vectors() * torch.from_numpy(np.diff(np.asarray(rel.indptr)) > 0)[:, None]
+        else:
+            users = recency_weighted_mean(items, rel.indptr, rel.indices, ts, cfg.user_vectors.half_life)
         save_run(run_dir, model, cfg, store, spec, nbh, items, users, summary)
     return summary
 

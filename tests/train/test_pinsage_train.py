@@ -123,3 +123,20 @@ def test_per_batch_neighborhoods(small_pins_graph, tmp_path):
     cfg = PinSageConfig(**{**FAST, "epochs": 1, "walks": {**WALKS, "refresh": "per_batch"}, "loader_workers": 1})
     info = fit_pinsage(cfg, small_pins_graph.path, tmp_path / "run", use_ray=False)
     assert info["summary"]["history"][0]["loss"] > 0
+
+
+def test_learned_user_vectors(small_pins_graph, tmp_path):
+    cfg = PinSageConfig(**{**FAST, "epochs": 2, "user_vectors": {"kind": "learned"}})
+    info = fit_pinsage(cfg, small_pins_graph.path, tmp_path / "run", use_ray=False)
+    hist = info["summary"]["history"]
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    run = PinSageRun(tmp_path / "run")
+    u = run.user_vectors
+    assert u.shape == (400, 16)
+    deg = np.diff(np.asarray(small_pins_graph.relation("user:saves:pin").indptr))
+    np.testing.assert_allclose(np.linalg.norm(u[deg > 0], axis=1), 1.0, rtol=1e-5)
+    # trained towards the users' own items: they score above the average item
+    rel = small_pins_graph.relation("user:saves:pin")
+    src, dst = rel.coo()
+    own = (u[src] * run.item_vectors[dst]).sum(1).mean()
+    assert own > float((u[deg > 0] @ run.item_vectors.T).mean()) + 0.05
