@@ -51,7 +51,7 @@ def deep_update(base: dict, upd: dict) -> dict:
     return out
 
 
-def train_lightgcn(s, n_users, n_items, dim=64, layers=3, lr=5e-3, batch=2048, reg=1e-4, max_epochs=300, every=5,
+def train_lightgcn(s, n_users, n_items, dim=64, layers=3, lr=5e-3, batch=2048, reg=1e-4, max_epochs=600, every=5,
                    patience=5, seed=0, log=print):
     """LightGCN + BPR (one uniform negative per train edge per epoch), early-stopped on
     valid Recall@20; returns (user [U, d], item [I, d]) of the best epoch."""
@@ -64,6 +64,10 @@ def train_lightgcn(s, n_users, n_items, dim=64, layers=3, lr=5e-3, batch=2048, r
     u, i = rel.coo()
     u, i = torch.from_numpy(u), torch.from_numpy(np.asarray(i, dtype=np.int64))
     edge_index = torch.cat([torch.stack([u, i + n_users]), torch.stack([i + n_users, u])], 1)
+    # the same graph as a CSR adjacency: PyG's LGConv gives identical embeddings ~4x faster on CPU
+    from torch_geometric.utils import to_torch_csr_tensor
+
+    edge_index = to_torch_csr_tensor(edge_index.flip(0), size=(n_users + n_items, n_users + n_items))
     model = LightGCN(n_users + n_items, dim, layers)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
@@ -85,7 +89,7 @@ def train_lightgcn(s, n_users, n_items, dim=64, layers=3, lr=5e-3, batch=2048, r
             with torch.no_grad():
                 emb = model.get_embedding(edge_index)
             r = vectors_ranking_on_split(emb[:n_users], emb[n_users:], s, "valid", ks=(20,))["recall@20"]
-            log(f"  lightgcn epoch {epoch + 1}: loss {float(loss):.4f}, valid R@20 {r:.4f} ({time.perf_counter() - t0:.0f}s)")
+            log(f"  lightgcn epoch {epoch + 1}: loss {float(loss.detach()):.4f}, valid R@20 {r:.4f} ({time.perf_counter() - t0:.0f}s)")
             if r > best:
                 best, best_emb, bad = r, emb.clone(), 0
             else:
