@@ -150,10 +150,14 @@ class WalksConfig(_Strict):
 
 class PositivesConfig(_Strict):
     """Co-engagement positives: items of one user at most ``window`` interactions and
-    ``max_gap`` seconds apart."""
+    ``max_gap`` seconds apart. ``sampling: all`` trains on every such pair each epoch;
+    ``per_interaction`` draws ``per_interaction`` partners per interaction afresh each
+    epoch (an epoch then costs the same whatever the window)."""
 
     window: int = Field(3, ge=1)
     max_gap: float | None = Field(None, gt=0)
+    sampling: Literal["all", "per_interaction"] = "all"
+    per_interaction: int = Field(1, ge=1)
 
 
 class HardNegativesConfig(_Strict):

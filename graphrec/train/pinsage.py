@@ -37,7 +37,7 @@ from graphrec.errors import GraphrecError
 from graphrec.graph.store import GraphStore, parse_edge_type
 from graphrec.models.pinsage import PinSage, max_margin_loss, recency_weighted_mean
 from graphrec.sampling.features import FeatureSpec, NodeFeatureTable
-from graphrec.sampling.pinsage import (PinSageBatch, PinSageBatches, PPRHardNegatives, co_engagement_pairs,
+from graphrec.sampling.pinsage import (CoEngagement, PinSageBatch, PinSageBatches, PPRHardNegatives,
                                       collate_identity, walk_neighborhood)
 from graphrec.sampling.walks import ImportanceNeighborhoods, RandomWalkSampler, importance_neighbors
 from graphrec.train.checkpoint import save_checkpoint
@@ -88,6 +88,41 @@ def hard_negatives_for_epoch(cfg: PinSageConfig, epoch: int) -> int:
     epoch after a first epoch without any."""
     h = cfg.negatives.hard
     return min(epoch, h.max_per_query) if h.schedule == "curriculum" else h.max_per_query
+
+
+def positive_pairs(rel, timestamps, cfg: PinSageConfig):
+    """Co-engagement positives: ``(pairs_of_epoch(epoch) -> (query, pos), held-out
+    (query, pos) for early stopping, training pairs per epoch)``.
+
+    ``all``: every pair within the window, a fixed ``holdout_fraction`` of them held
+    out. ``per_interaction``: each epoch draws ``per_interaction`` partners per
+    interaction afresh (seeded by ``(seed, epoch)``); a ``holdout_fraction`` of the
+    interactions are never queries in training and give the held-out pairs."""
+    p = cfg.positives
+    eng = CoEngagement(rel.indptr, rel.indices, timestamps, p.window, p.max_gap)
+    if eng.num_interactions == 0:
+        raise GraphrecError(f"{cfg.interactions}: the interaction relation is empty")
+    if p.sampling == "all":
+        query, pos = eng.all_pairs()
+        if query.shape[0] == 0:
+            raise GraphrecError(f"{cfg.interactions}: no co-engagement pairs (window {p.window}, max_gap {p.max_gap})")
+        perm = np.random.default_rng([cfg.seed, 7]).permutation(query.shape[0])
+        n_hold = min(int(round(cfg.holdout_fraction * query.shape[0])), 20000)
+        hold, keep = perm[:n_hold], perm[n_hold:]
+        query_t, pos_t = query[keep], pos[keep]
+        return (lambda epoch: (query_t, pos_t)), (query[hold], pos[hold]), int(keep.shape[0])
+    perm = np.random.default_rng([cfg.seed, 7]).permutation(eng.num_interactions)
+    n_hold = min(int(round(cfg.holdout_fraction * eng.num_interactions)), 20000)
+    held, train_q = perm[:n_hold], np.sort(perm[n_hold:])
+    held_pairs = eng.sample(np.random.default_rng([cfg.seed, 8]), 1, queries=held)
+
+    def pairs_of_epoch(epoch: int):
+        q, x = eng.sample(np.random.default_rng([cfg.seed, epoch, 11]), p.per_interaction, queries=train_q)
+        if q.shape[0] == 0:
+            raise GraphrecError(f"{cfg.interactions}: no co-engagement pairs (window {p.window}, max_gap {p.max_gap})")
+        return q, x
+
+    return pairs_of_epoch, held_pairs, int(train_q.shape[0] * p.per_interaction)
 
 
 class PinSageLoss(nn.Module):
@@ -165,15 +200,8 @@ def train_loop_per_worker(config: dict) -> dict:
     spec = features.spec if features is not None else FeatureSpec()
 
     ts = rel.edge_attr("timestamp") if "timestamp" in rel.attr_names else None
-    query, pos = co_engagement_pairs(rel.indptr, rel.indices, ts, cfg.positives.window, cfg.positives.max_gap)
-    if query.shape[0] == 0:
-        raise GraphrecError(f"{cfg.interactions}: no co-engagement pairs (window {cfg.positives.window}); "
-                            "is the interaction relation empty?")
-    perm = np.random.default_rng([cfg.seed, 7]).permutation(query.shape[0])
-    n_hold = min(int(round(cfg.holdout_fraction * query.shape[0])), 20000)
-    hold, train_idx = perm[:n_hold], perm[n_hold:]
-    vq, vp = query[hold], pos[hold]
-    query, pos = query[train_idx], pos[train_idx]
+    pairs_of_epoch, (vq, vp), n_train_pairs = positive_pairs(rel, ts, cfg)
+    n_hold = int(vq.shape[0])
 
     t0 = time.perf_counter()
     nbh = fixed_neighborhoods(sampler, cfg)
@@ -185,7 +213,7 @@ def train_loop_per_worker(config: dict) -> dict:
         if hard.method == "power":
             hard.band_table()  # once, before the loader workers fork
     log.info("rank %d: %d items, %d training pairs, %d held out; neighbourhoods in %.1fs; %s", rank, n_items,
-             query.shape[0], n_hold, t_walk, hard)
+             n_train_pairs, n_hold, t_walk, hard)
 
     model = build_model(n_items, spec, cfg)
     learned_users = cfg.user_vectors.kind == "learned"
@@ -227,6 +255,7 @@ def train_loop_per_worker(config: dict) -> dict:
     for epoch in range(start_epoch, cfg.epochs):
         inject_fault(config.get("fault"), epoch, rank)
         n_hard = hard_negatives_for_epoch(cfg, epoch) if hard is not None else 0
+        query, pos = pairs_of_epoch(epoch)
         ds = PinSageBatches(query, pos, n_items, cfg.batch_size, cfg.num_layers, neighborhood, features,
                             cfg.negatives.shared, hard, n_hard, epoch, seed=cfg.seed, rank=rank, world=world,
                             interactions=interactions)
@@ -280,7 +309,7 @@ def train_loop_per_worker(config: dict) -> dict:
         trainer.load_state_dict(best_state)
     summary = {"epochs_run": len(history), "stopped_early": stopped_early,
                "best_valid_hr@10": best if best >= 0 else None, "seconds": time.perf_counter() - t_start,
-               "neighborhood_seconds": t_walk, "train_pairs": int(query.shape[0]), "heldout_pairs": int(n_hold),
+               "neighborhood_seconds": t_walk, "train_pairs": n_train_pairs, "heldout_pairs": int(n_hold),
                "starts": starts, "world_size": world, "history": history}
     if rank == 0:
         items = item_embeddings(model, features, nbh)

@@ -115,3 +115,23 @@ def test_neighborhoods_roundtrip(tmp_path):
     nb.save(tmp_path)
     back = ImportanceNeighborhoods.load(tmp_path)
     assert back.neighbors.tolist() == [[1, -1]] and len(back) == 1
+
+
+def test_sampled_co_engagement_stays_in_window_and_user():
+    from graphrec.sampling import CoEngagement
+
+    rng = np.random.default_rng(0)
+    n_users, per_user = 30, 40
+    indptr = np.arange(0, n_users * per_user + 1, per_user)
+    items = rng.permutation(np.tile(np.arange(500), 3))[: n_users * per_user]
+    ts = rng.integers(0, 10_000, size=items.shape[0])
+    eng = CoEngagement(indptr, items, ts, window=5)
+    allq, allp = eng.all_pairs()
+    allowed = set(zip(allq.tolist(), allp.tolist()))
+    q, p = eng.sample(np.random.default_rng(1), per_interaction=3)
+    assert q.shape[0] > 0.95 * 3 * items.shape[0]  # (almost) every interaction finds partners
+    assert set(zip(q.tolist(), p.tolist())) <= allowed  # only pairs of the window, same user
+    # a fresh draw differs, the same seed repeats
+    q2, p2 = eng.sample(np.random.default_rng(2), per_interaction=3)
+    q3, p3 = eng.sample(np.random.default_rng(1), per_interaction=3)
+    assert not np.array_equal(p, p2) and np.array_equal(p, p3)

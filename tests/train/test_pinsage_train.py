@@ -140,3 +140,14 @@ def test_learned_user_vectors(small_pins_graph, tmp_path):
     src, dst = rel.coo()
     own = (u[src] * run.item_vectors[dst]).sum(1).mean()
     assert own > float((u[deg > 0] @ run.item_vectors.T).mean()) + 0.05
+
+
+def test_per_interaction_positives(small_pins_graph, tmp_path):
+    cfg = PinSageConfig(**{**FAST, "epochs": 2, "positives": {"window": 10, "sampling": "per_interaction"}})
+    info = fit_pinsage(cfg, small_pins_graph.path, tmp_path / "run", use_ray=False)
+    s = info["summary"]
+    n_inter = small_pins_graph.relation("user:saves:pin").num_edges
+    n_held = round(0.02 * n_inter)  # interactions held out as validation queries
+    assert s["train_pairs"] == n_inter - n_held  # one partner per training interaction and epoch
+    assert 0.9 * n_held <= s["heldout_pairs"] <= n_held
+    assert s["history"][-1]["loss"] < s["history"][0]["loss"]
