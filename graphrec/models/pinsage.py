@@ -12,7 +12,12 @@ paper's CONVOLVE (Algorithm 1):
 with ``N(v)`` the top-T importance neighbourhood and ``α`` its L1-normalised visit
 counts; ``γ`` is the importance-weighted mean (``pooling="importance"``), the plain
 mean or the element-wise max over the neighbours (ablations). A final dense head gives
-``z_v = G_2 \\mathrm{ReLU}(G_1 h^K_v + g)`` (L2-normalised when ``normalize_output``).
+``z_v = G_2 \\mathrm{ReLU}(G_1 h^K_v + g)``, L2-normalised when ``normalize_output`` (the
+paper) and then, with ``learned_norm``, scaled by a learned magnitude
+``\\sigma(s^\\top h^K_v + b) \\in (0, 1)``: the dot product of two items becomes
+``m_u m_v \\cos(z_u, z_v)``, so for a fixed query the ranking weighs the candidate's
+magnitude (the model learns to give frequently engaged items a larger one, as
+matrix-factorisation norms do) — still a plain dot product for retrieval.
 
 Neighbourhoods arrive as a :class:`Block` per layer: ``neighbors [n_dst, T]`` are
 positions in the layer's source nodes (``-1`` padding) and ``weights [n_dst, T]`` the
@@ -147,16 +152,20 @@ class PinSage(nn.Module):
     """
 
     def __init__(self, num_nodes: int, spec: FeatureSpec, dim: int = 128, hidden_dim: int = 128, num_layers: int = 2,
-                 id_dim: int = 64, feature_dim: int = 16, pooling: str = "importance", normalize_output: bool = True):
+                 id_dim: int = 64, feature_dim: int = 16, pooling: str = "importance", normalize_output: bool = True,
+                 learned_norm: bool = False):
         super().__init__()
         if num_layers < 0:
             raise ValueError("num_layers must be >= 0")
         self.num_nodes, self.dim, self.hidden_dim, self.num_layers = num_nodes, dim, hidden_dim, num_layers
-        self.pooling, self.normalize_output = pooling, normalize_output
+        if learned_norm and not normalize_output:
+            raise ValueError("learned_norm scales the normalised output: it needs normalize_output")
+        self.pooling, self.normalize_output, self.learned_norm = pooling, normalize_output, learned_norm
         self.input = PinSageInput(num_nodes, spec, id_dim, feature_dim, hidden_dim)
         self.convs = nn.ModuleList(PinSageConv(hidden_dim, hidden_dim, hidden_dim, pooling) for _ in range(num_layers))
         self.G1 = nn.Linear(hidden_dim, hidden_dim)
         self.G2 = nn.Linear(hidden_dim, dim)
+        self.norm = nn.Linear(hidden_dim, 1) if learned_norm else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -165,10 +174,12 @@ class PinSage(nn.Module):
             c.reset_parameters()
         self.G1.reset_parameters()
         self.G2.reset_parameters()
+        if self.norm is not None:
+            self.norm.reset_parameters()
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(nodes={self.num_nodes}, dim={self.dim}, hidden={self.hidden_dim}, "
-                f"layers={self.num_layers}, pooling={self.pooling!r})")
+                f"layers={self.num_layers}, pooling={self.pooling!r}{', learned_norm' if self.learned_norm else ''})")
 
     def embed_input(self, nodes: Tensor, feats: NodeFeatures | None) -> Tensor:
         """Layer-0 representations ``h⁰`` ``[n, hidden]``."""
@@ -179,9 +190,13 @@ class PinSage(nn.Module):
         return self.convs[k](x_src, block)
 
     def head(self, h: Tensor) -> Tensor:
-        """``z = G₂ ReLU(G₁ h + g)``, L2-normalised if ``normalize_output``."""
+        """``z = G₂ ReLU(G₁ h + g)``, L2-normalised if ``normalize_output``, times
+        ``σ(s·h + b)`` if ``learned_norm``."""
         z = self.G2(F.relu(self.G1(h)))
-        return F.normalize(z, dim=1) if self.normalize_output else z
+        if not self.normalize_output:
+            return z
+        z = F.normalize(z, dim=1)
+        return z * torch.sigmoid(self.norm(h)) if self.norm is not None else z
 
     def forward(self, nodes: Tensor, feats: NodeFeatures | None, blocks: list[Block]) -> Tensor:
         if len(blocks) != self.num_layers:

@@ -211,6 +211,7 @@ class PinSageConfig(_Strict):
     feature_dim: int = Field(16, gt=0)
     pooling: Literal["importance", "mean", "max"] = "importance"
     normalize_output: bool = True
+    learned_norm: bool = Field(False, description="scale the unit output by a learned magnitude in (0, 1)")
     positives: PositivesConfig = PositivesConfig()
     negatives: PinSageNegativesConfig = PinSageNegativesConfig()
     margin: float = Field(0.1, gt=0)

@@ -73,7 +73,8 @@ def make_features(store: GraphStore, cfg: PinSageConfig) -> NodeFeatureTable | N
 def build_model(num_items: int, spec: FeatureSpec, cfg: PinSageConfig) -> PinSage:
     torch.manual_seed(cfg.seed)
     return PinSage(num_items, spec, dim=cfg.dim, hidden_dim=cfg.hidden_dim, num_layers=cfg.num_layers, id_dim=cfg.id_dim,
-                   feature_dim=cfg.feature_dim, pooling=cfg.pooling, normalize_output=cfg.normalize_output)
+                   feature_dim=cfg.feature_dim, pooling=cfg.pooling, normalize_output=cfg.normalize_output,
+                   learned_norm=cfg.learned_norm)
 
 
 def fixed_neighborhoods(sampler: RandomWalkSampler, cfg: PinSageConfig) -> ImportanceNeighborhoods:

@@ -107,3 +107,16 @@ def test_recency_weighted_mean():
     torch.testing.assert_close(u[2], items[2])
     plain = recency_weighted_mean(items, indptr, indices, ts, half_life=None)
     torch.testing.assert_close(plain[0], items[:2].mean(0))
+
+
+def test_learned_norm_scales_unit_outputs():
+    spec = FeatureSpec()
+    torch.manual_seed(0)
+    model = PinSage(30, spec, dim=8, hidden_dim=8, num_layers=1, id_dim=4, learned_norm=True).eval()
+    nbr, w = _random_neighborhoods(30, 4)
+    z = model.inference(lambda nodes: None, nbr, w)
+    norms = z.norm(dim=1)
+    assert (norms > 0).all() and (norms < 1).all() and norms.std() > 0
+    assert "learned_norm" in repr(model)
+    with pytest.raises(ValueError, match="needs normalize_output"):
+        PinSage(30, spec, id_dim=4, normalize_output=False, learned_norm=True)
