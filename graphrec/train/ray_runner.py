@@ -19,6 +19,22 @@ from graphrec.train.config import RayConfig
 log = logging.getLogger(__name__)
 
 
+def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 256) -> bool:
+    """Start (or join, with ``address``) Ray unless it is running; returns whether this
+    call started it. Local Ray gets ``num_cpus`` logical CPUs (default: the machine's)
+    and a small object store."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=object_store_mb * 1024 * 1024,
+                 include_dashboard=False, configure_logging=False, log_to_driver=True)
+    return True
+
+
 def run_with_ray(loop, loop_config: dict, ray_cfg: RayConfig, run_dir: str | Path, name: str = "train"):
     """Run ``loop(loop_config)`` on ``ray_cfg.workers`` Ray Train workers; returns the
     ``ray.train.Result``."""
@@ -28,15 +44,7 @@ def run_with_ray(loop, loop_config: dict, ray_cfg: RayConfig, run_dir: str | Pat
     from ray.train.torch import TorchConfig, TorchTrainer
 
     run_dir = Path(run_dir).resolve()
-    started = False
-    if not ray.is_initialized():
-        if ray_cfg.address:
-            ray.init(address=ray_cfg.address)
-        else:
-            ray.init(num_cpus=ray_cfg.workers * ray_cfg.cpus_per_worker + 1,
-                     object_store_memory=ray_cfg.object_store_mb * 1024 * 1024,
-                     include_dashboard=False, configure_logging=False, log_to_driver=True)
-        started = True
+    started = init_ray(ray_cfg.address, ray_cfg.workers * ray_cfg.cpus_per_worker + 1, ray_cfg.object_store_mb)
     try:
         trainer = TorchTrainer(
             loop,
