@@ -211,14 +211,17 @@ def train_pinsage_cmd(ctx, **kw):
 @click.option("--out", required=True, type=click.Path(), help="Embedding directory to create.")
 @click.option("--retrieval", multiple=True, help="src:rel:dst to export query/candidate vectors for (repeatable).")
 @click.option("--graph", default=None, type=click.Path(), help="Graph store (default: the one the run trained on).")
+@click.option("--inference", default=None, type=click.Path(),
+              help="PinSage: take the vectors from this `graphrec infer` directory.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-def export(run_dir, out, retrieval, graph, overwrite):
+def export(run_dir, out, retrieval, graph, inference, overwrite):
     """Export node, relation and retrieval embeddings as Parquet + manifest."""
     import json as _json
 
     from graphrec.infer.export import export_run
 
-    path = export_run(run_dir, out, retrieval=list(retrieval) or None, graph=graph, overwrite=overwrite)
+    path = export_run(run_dir, out, retrieval=list(retrieval) or None, graph=graph, inference=inference,
+                      overwrite=overwrite)
     m = _json.loads((Path(path) / "manifest.json").read_text())
     click.echo(f"exported {m['model']}: {sum(m['node_counts'].values()):,} node embeddings "
                f"({', '.join(m['node_counts'])}), retrieval: {', '.join(m['retrieval']) or 'none'} -> {out}")
@@ -240,6 +243,96 @@ def evaluate(run_dir, split_dir, part, ks, link_prediction):
 
     out = evaluate_run(run_dir, load_split(split_dir), part, ks, link_prediction)
     click.echo(_json.dumps(out, indent=1))
+
+
+# ---- infer / index / search / recommend ----------------------------------------------
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="A finished PinSage run.")
+@click.option("--out", default=None, type=click.Path(), help="Inference directory [default: RUN/inference].")
+@click.option("--shard-size", type=int, default=65536, show_default=True, help="Nodes per shard (bounds memory).")
+@click.option("--ray/--no-ray", "use_ray", default=False, show_default=True,
+              help="Run shards as Ray tasks (local Ray unless --address).")
+@click.option("--address", default=None, help="Ray cluster address (e.g. auto under `ray job submit`).")
+@click.pass_context
+def infer(ctx, run_dir, out, shard_size, use_ray, address):
+    """Layer-wise PinSage inference of every item, sharded and resumable."""
+    from graphrec.infer.layerwise import infer_pinsage
+
+    work = infer_pinsage(run_dir, out, shard_size=shard_size, use_ray=use_ray or bool(address), address=address,
+                         progress=ctx.obj["progress"])
+    click.echo(f"item and user embeddings -> {work} (embeddings.npy, user_embeddings.npy); "
+               f"`graphrec export --run {run_dir} --inference {work}` exports them")
+
+
+@cli.command()
+@click.option("--embeddings", "emb_dir", required=True, type=click.Path(), help="An exported embedding directory.")
+@click.option("--target", required=True, help="Node type to index (the candidates).")
+@click.option("--query", default=None, help="src:rel:dst whose candidate vectors to index (for user→item recommend).")
+@click.option("--kind", type=click.Choice(["auto", "flat", "hnsw", "ivf"]), default="auto", show_default=True)
+@click.option("--flat-max", type=int, default=200_000, show_default=True, help="auto: exact Flat up to this many vectors.")
+@click.option("--hnsw-m", type=int, default=32, show_default=True)
+@click.option("--ef-search", type=int, default=128, show_default=True)
+@click.option("--nlist", type=int, default=None, help="IVF lists [default: 4·sqrt(N)].")
+@click.option("--nprobe", type=int, default=32, show_default=True)
+@click.option("--pq-m", type=int, default=None, help="IVF-PQ sub-quantisers [default: IVF-Flat].")
+@click.option("--out", required=True, type=click.Path(), help="Index directory to create.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def index(emb_dir, target, query, kind, flat_max, hnsw_m, ef_search, nlist, nprobe, pq_m, out, overwrite):
+    """Build a FAISS inner-product index over exported embeddings."""
+    from graphrec.retrieval.index import IndexConfig, build_index
+
+    cfg = IndexConfig(kind=kind, flat_max=flat_max, hnsw_m=hnsw_m, ef_search=ef_search, nlist=nlist, nprobe=nprobe,
+                      pq_m=pq_m)
+    m = build_index(emb_dir, target, out, query=query, cfg=cfg, overwrite=overwrite)
+    click.echo(f"indexed {m['count']:,} {target} vectors (dim {m['dim']}, {m['kind']}, inner product) "
+               f"in {m['build_seconds']:.1f}s -> {out}")
+
+
+@cli.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(), help="An index directory.")
+@click.option("--id", "ids", required=True, multiple=True, help="Item id to find neighbours of (repeatable).")
+@click.option("--k", type=int, default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+def search(index_dir, ids, k, as_json):
+    """Item→item: the k most similar items of each --id."""
+    from graphrec.retrieval import Index, similar_items
+
+    df, unknown = similar_items(Index(index_dir), list(ids), k)
+    for u in unknown:
+        click.echo(f"unknown id: {u}", err=True)
+    click.echo(df.to_json(orient="records", lines=True).rstrip("\n") if as_json else df.to_string(index=False))
+    if unknown and len(unknown) == len(ids):
+        raise GraphrecError(f"none of the ids is in {index_dir}")
+
+
+@cli.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(), help="An index built with --query.")
+@click.option("--users", "users_file", type=click.Path(), default=None, help="User ids (text, CSV or Parquet).")
+@click.option("--all", "all_users", is_flag=True, help="Every user with a query vector.")
+@click.option("--k", type=int, default=100, show_default=True)
+@click.option("--exclude-seen", type=click.Path(), default=None, help="Graph store whose interactions to exclude.")
+@click.option("--embeddings", "emb_dir", type=click.Path(), default=None,
+              help="Embedding directory of the query vectors [default: the index's].")
+@click.option("--out", required=True, type=click.Path(), help="Parquet file to write (user, rank, item, score).")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.pass_context
+def recommend(ctx, index_dir, users_file, all_users, k, exclude_seen, emb_dir, out, overwrite):
+    """Batch user→items: top-k per user, seen items excluded."""
+    from graphrec.retrieval import Index
+    from graphrec.retrieval import recommend as _recommend
+    from graphrec.retrieval.search import read_id_list
+
+    if bool(users_file) == bool(all_users):
+        raise click.UsageError("give exactly one of --users FILE or --all")
+    users = None if all_users else read_id_list(users_file)
+    r = _recommend(Index(index_dir), out, users=users, k=k, exclude_seen=exclude_seen, embeddings=emb_dir,
+                   overwrite=overwrite, progress=ctx.obj["progress"])
+    if r["unknown_users"]:
+        click.echo(f"{len(r['unknown_users'])} unknown user id(s) skipped: {', '.join(r['unknown_users'][:10])}",
+                   err=True)
+    click.echo(f"{r['rows']:,} recommendations for {r['users']:,} users -> {out}")
 
 
 # ---- generate -----------------------------------------------------------------------

@@ -37,3 +37,20 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     os.rename(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_file(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling path that replaces the file ``out`` when the block
+    succeeds (removed on error; ``out`` untouched)."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise GraphrecError(f"{out} already exists (pass --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

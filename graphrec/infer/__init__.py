@@ -1,1 +1,1 @@
-"""Layer-wise (MapReduce-style) inference and embedding export (to come)."""
+"""Layer-wise (MapReduce-style) inference (:mod:`.layerwise`) and embedding export (:mod:`.export`)."""

@@ -143,11 +143,14 @@ def export_twhin(run_dir: str | Path, out: str | Path, retrieval: list[str] | No
 
 
 def export_pinsage(run_dir: str | Path, out: str | Path, retrieval: list[str] | None = None,
-                   graph: str | Path | None = None, overwrite: bool = False) -> Path:
+                   graph: str | Path | None = None, inference: str | Path | None = None,
+                   overwrite: bool = False) -> Path:
     """Export a finished PinSage run: ``nodes/<item_type>.parquet`` (item vectors),
     ``nodes/<user_type>.parquet`` (user vectors) and retrieval vectors of the
     interaction relation (query = user vectors, candidate = item vectors: PinSage scores
-    by dot product, so they are the node vectors themselves)."""
+    by dot product, so they are the node vectors themselves). ``inference``: a finished
+    :func:`graphrec.infer.layerwise.infer_pinsage` directory to take the vectors from
+    (default: those computed at the end of training)."""
     from graphrec.train.pinsage import PinSageRun
 
     run = PinSageRun(run_dir, graph)
@@ -163,8 +166,21 @@ def export_pinsage(run_dir: str | Path, out: str | Path, retrieval: list[str] | 
                 raise GraphrecError(f"--retrieval {text}: a PinSage run scores only its interaction relation "
                                     f"{cfg.interactions}")
     users, items = run.user_vectors, run.item_vectors
+    source = "end of training (in-memory layer-wise pass)"
+    if inference is not None:
+        from graphrec.infer.layerwise import OUTPUT, STATE_FILE, model_fingerprint
+
+        inf = Path(inference)
+        state = json.loads((inf / STATE_FILE).read_text()) if (inf / STATE_FILE).is_file() else None
+        if state is None or not (inf / "user_embeddings.npy").is_file():
+            raise GraphrecError(f"--inference {inf}: not a finished `graphrec infer` directory")
+        if state["fingerprint"] != model_fingerprint(run.model):
+            raise GraphrecError(f"--inference {inf}: computed with another model than {run_dir}'s")
+        items, users = np.load(inf / OUTPUT, mmap_mode="r"), np.load(inf / "user_embeddings.npy", mmap_mode="r")
+        source = f"sharded layer-wise inference ({inf.resolve()})"
     nodes = {cfg.item_type: items, info["user_type"]: users}
     manifest = {"model": "pinsage", "score": "dot", "dim": int(items.shape[1]), "run": str(Path(run_dir).resolve()),
+                "item_vectors": source,
                 "user_vectors": ("recency-weighted mean of the user's item vectors, half-life "
                                  f"{cfg.user_vectors.half_life} interactions" if cfg.user_vectors.half_life
                                  else "mean of the user's item vectors"),
@@ -174,9 +190,12 @@ def export_pinsage(run_dir: str | Path, out: str | Path, retrieval: list[str] | 
 
 
 def export_run(run_dir: str | Path, out: str | Path, retrieval: list[str] | None = None,
-               graph: str | Path | None = None, overwrite: bool = False) -> Path:
+               graph: str | Path | None = None, inference: str | Path | None = None, overwrite: bool = False) -> Path:
     """Export a finished run of any model (dispatch on its ``run.json``)."""
     from graphrec.train.runs import run_model
 
-    fn = export_pinsage if run_model(run_dir) == "pinsage" else export_twhin
-    return fn(run_dir, out, retrieval=retrieval, graph=graph, overwrite=overwrite)
+    if run_model(run_dir) == "pinsage":
+        return export_pinsage(run_dir, out, retrieval=retrieval, graph=graph, inference=inference, overwrite=overwrite)
+    if inference is not None:
+        raise GraphrecError("--inference applies to PinSage runs only (TwHIN embeddings are the trained tables)")
+    return export_twhin(run_dir, out, retrieval=retrieval, graph=graph, overwrite=overwrite)

@@ -319,7 +319,7 @@ def infer_pinsage(run_dir: str | Path, work_dir: str | Path | None = None, shard
         else:
             rel = run.store.relation(parse_edge_type(cfg.interactions))
             ts = rel.edge_attr("timestamp") if "timestamp" in rel.attr_names else None
-            users = recency_weighted_mean(torch.from_numpy(np.asarray(items)), rel.indptr, rel.indices, ts,
+            users = recency_weighted_mean(torch.from_numpy(np.array(items)), rel.indptr, rel.indices, ts,
                                           cfg.user_vectors.half_life).numpy()
         tmp = users_path.with_name(".user_embeddings.tmp.npy")
         np.save(tmp, users.astype(np.float32))

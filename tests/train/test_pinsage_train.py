@@ -101,6 +101,37 @@ def test_cli_train_export_evaluate(small_pins_graph, tmp_path, capsys):
     assert main(["-q", "export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "emb2"),
                  "--retrieval", "user:follows_board:board"]) == 2
     assert "interaction relation" in capsys.readouterr().err and not (tmp_path / "emb2").exists()
+    # sharded layer-wise inference -> export -> index -> search / recommend
+    assert main(["-q", "infer", "--run", str(tmp_path / "run"), "--shard-size", "128"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "run" / "inference" / "embeddings.npy"), run.item_vectors, atol=1e-5)
+    assert main(["-q", "export", "--run", str(tmp_path / "run"), "--inference", str(tmp_path / "run" / "inference"),
+                 "--out", str(tmp_path / "emb3")]) == 0
+    assert "sharded layer-wise" in json.loads((tmp_path / "emb3" / "manifest.json").read_text())["item_vectors"]
+    assert main(["-q", "index", "--embeddings", str(tmp_path / "emb3"), "--target", "pin", "--query", "user:saves:pin",
+                 "--out", str(tmp_path / "idx")]) == 0
+    capsys.readouterr()
+    pin0 = str(ids[0])
+    assert main(["-q", "search", "--index", str(tmp_path / "idx"), "--id", pin0, "--id", "no-such-pin", "--k", "5",
+                 "--json"]) == 0
+    out = capsys.readouterr()
+    rows = [json.loads(line) for line in out.out.splitlines() if line.strip()]
+    assert len(rows) == 5 and all(str(r["id"]) != pin0 for r in rows) and "unknown id: no-such-pin" in out.err
+    expect = np.argsort(-(vecs @ vecs[0]), kind="stable")[1:6]
+    assert [str(r["id"]) for r in rows] == [str(i) for i in ids[expect]]
+    users = tmp_path / "users.txt"
+    users.write_text(f"{q_ids[0]}\n{q_ids[1]}\nghost\n")
+    assert main(["-q", "recommend", "--index", str(tmp_path / "idx"), "--users", str(users), "--k", "10",
+                 "--exclude-seen", str(tmp_path / "s" / "train"), "--out", str(tmp_path / "cands.parquet")]) == 0
+    assert "1 unknown user id(s) skipped: ghost" in capsys.readouterr().err
+    import pandas as pd
+
+    cands = pd.read_parquet(tmp_path / "cands.parquet")
+    assert len(cands) == 20 and list(cands.columns) == ["user", "rank", "item", "score"]
+    train = PinSageRun(tmp_path / "run").store.relation("user:saves:pin")
+    seen = set(np.asarray(train.indices[train.indptr[0]:train.indptr[1]]).tolist())
+    u0 = cands[cands.user == q_ids[0]]
+    assert not seen & set(run.store.lookup("pin", u0.item.to_numpy()).tolist())
+    assert (np.diff(u0.score.to_numpy()) <= 1e-6).all() and u0["rank"].tolist() == list(range(1, 11))
 
 
 @pytest.mark.slow

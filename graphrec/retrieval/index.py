@@ -1,0 +1,236 @@
+"""FAISS indexes over exported embeddings, with the metric the model scores by.
+
+Every graphrec export ranks by inner product (``retrieval/<src>__<rel>__<dst>/`` holds
+query and candidate vectors with ``dot(query, candidate)`` ≡ the model's score order;
+``nodes/<type>.parquet`` are the node vectors themselves), so every index here is an
+inner-product (``METRIC_INNER_PRODUCT``) index:
+
+- ``flat``: exact (``IndexFlatIP``), the default up to ``flat_max`` vectors;
+- ``hnsw``: ``IndexHNSWFlat(d, M, METRIC_INNER_PRODUCT)`` with ``ef_construction`` /
+  ``ef_search``;
+- ``ivf``: ``IndexIVFFlat`` (or ``IndexIVFPQ`` with ``pq_m`` sub-quantisers) with
+  ``nlist`` lists (default ``4·√N``) probed ``nprobe`` at a time, optionally with exact
+  re-ranking of ``refine × k`` PQ candidates.
+
+``INDEX_DIR`` holds ``index.faiss``, ``ids.parquet`` (row ``i`` = the original id of
+FAISS label ``i``), ``vectors.npy`` (the indexed vectors, for item→item queries) and
+``manifest.json`` (metric, dim, count, kind and parameters, the embeddings it came
+from and their checksum). Written to a temporary directory and renamed. Searches run on
+a GPU copy of the index when faiss-gpu sees a CUDA device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from graphrec.errors import GraphrecError
+from graphrec.infer.export import read_vectors
+from graphrec.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.parquet"
+VECTORS_FILE = "vectors.npy"
+MANIFEST = "manifest.json"
+
+
+class IndexConfig(BaseModel):
+    """How to index (``kind="auto"``: ``flat`` up to ``flat_max`` vectors, else ``above``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    flat_max: int = Field(200_000, ge=0)
+    above: Literal["hnsw", "ivf"] = "hnsw"
+    hnsw_m: int = Field(32, ge=4)
+    ef_construction: int = Field(200, ge=8)
+    ef_search: int = Field(128, ge=1)
+    nlist: int | None = Field(None, ge=1, description="IVF lists (None: 4·sqrt(N))")
+    nprobe: int = Field(32, ge=1)
+    pq_m: int | None = Field(None, ge=1, description="IVF-PQ sub-quantisers (None: IVF-Flat)")
+    refine: int = Field(0, ge=0, description="IVF-PQ: re-rank k·refine PQ hits exactly (0: off)")
+    train_sample: int = Field(200_000, ge=1000, description="vectors used to train IVF centroids")
+    seed: int = 0
+
+
+def _emb_manifest(emb_dir: Path) -> dict:
+    path = emb_dir / "manifest.json"
+    if not path.is_file():
+        raise GraphrecError(f"{emb_dir}: not an embedding directory (no manifest.json; see `graphrec export`)")
+    return json.loads(path.read_text())
+
+
+def candidate_file(emb_dir: Path, target: str, query: str | None) -> Path:
+    """The vectors to index: the candidate side of ``query``'s retrieval vectors, or the
+    ``target`` node vectors."""
+    man = _emb_manifest(emb_dir)
+    if query is None:
+        path = emb_dir / "nodes" / f"{target}.parquet"
+        if not path.is_file():
+            raise GraphrecError(f"{emb_dir}: no embeddings of node type {target!r} "
+                                f"(has {sorted(man.get('node_counts', {}))})")
+        return path
+    retr = man.get("retrieval", {})
+    if query not in retr:
+        raise GraphrecError(f"--query {query}: {emb_dir} has no retrieval vectors for it "
+                            f"(has {sorted(retr) or 'none'}; see `graphrec export --retrieval`)")
+    if query.split(":")[2] != target:
+        raise GraphrecError(f"--query {query}: its candidates are {query.split(':')[2]!r} nodes, not {target!r}")
+    return emb_dir / retr[query]["path"] / "candidate.parquet"
+
+
+def _gpu_available(faiss) -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def make_index(vectors: np.ndarray, cfg: IndexConfig):
+    """A trained, filled FAISS inner-product index over ``vectors [N, d]`` (labels 0..N-1)
+    and the parameters used."""
+    import faiss
+
+    n, d = vectors.shape
+    kind = cfg.kind if cfg.kind != "auto" else ("flat" if n <= cfg.flat_max else cfg.above)
+    params: dict = {"kind": kind}
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = cfg.ef_construction
+        index.hnsw.efSearch = cfg.ef_search
+        params.update(M=cfg.hnsw_m, ef_construction=cfg.ef_construction, ef_search=cfg.ef_search)
+    else:
+        nlist = cfg.nlist or max(1, min(n // 39, int(4 * np.sqrt(n))))  # FAISS wants >= 39 points per list
+        quantizer = faiss.IndexFlatIP(d)
+        if cfg.pq_m:
+            if d % cfg.pq_m:
+                raise GraphrecError(f"pq_m={cfg.pq_m} must divide the dimension {d}")
+            index = faiss.IndexIVFPQ(quantizer, d, nlist, cfg.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(cfg.seed)
+        sample = vectors if n <= cfg.train_sample else vectors[np.sort(rng.choice(n, cfg.train_sample, replace=False))]
+        index.cp.seed = cfg.seed
+        index.train(np.ascontiguousarray(sample))
+        index.nprobe = cfg.nprobe
+        params.update(nlist=nlist, nprobe=cfg.nprobe, pq_m=cfg.pq_m, refine=cfg.refine if cfg.pq_m else 0)
+        if cfg.pq_m and cfg.refine:  # exact re-ranking of the compressed hits (keeps full vectors too)
+            index = faiss.IndexRefineFlat(index)
+            index.k_factor = float(cfg.refine)
+    index.add(np.ascontiguousarray(vectors))
+    return index, params
+
+
+def build_index(emb_dir: str | Path, target: str, out: str | Path, query: str | None = None,
+                cfg: IndexConfig | None = None, overwrite: bool = False) -> dict:
+    """Index the ``target`` vectors of an embedding directory (the candidate side of
+    ``query``'s retrieval vectors when given); returns the index manifest."""
+    import faiss
+
+    emb_dir, cfg = Path(emb_dir), cfg or IndexConfig()
+    src = candidate_file(emb_dir, target, query)
+    ids, vecs = read_vectors(src)
+    if vecs.shape[0] == 0:
+        raise GraphrecError(f"{src}: no vectors to index")
+    t0 = time.perf_counter()
+    index, params = make_index(vecs, cfg)
+    man = _emb_manifest(emb_dir)
+    manifest = {"format": "graphrec-index", "format_version": 1, "metric": "inner_product", "dim": int(vecs.shape[1]),
+                "count": int(vecs.shape[0]), "target": target, "query": query, **params,
+                "embeddings": str(emb_dir.resolve()), "vectors": str(src.relative_to(emb_dir)),
+                "embeddings_model": man.get("model"), "graph_checksum": man.get("graph_checksum"),
+                "build_seconds": time.perf_counter() - t0, "faiss": faiss.__version__}
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        faiss.write_index(index, str(tmp / INDEX_FILE))
+        pq.write_table(pa.table({"id": ids}), tmp / IDS_FILE)
+        np.save(tmp / VECTORS_FILE, vecs)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    log.info("indexed %d %s vectors (dim %d, %s) in %.1fs -> %s", vecs.shape[0], target, vecs.shape[1],
+             params["kind"], manifest["build_seconds"], out)
+    return manifest
+
+
+class IdPositions:
+    """Positions of original ids in an id column (``int64`` or strings). Query ids typed
+    as text (from a command line or a text file) match integer ids by their decimal
+    form, so ``"42"`` finds ``42``."""
+
+    def __init__(self, ids: np.ndarray):
+        import pandas as pd
+
+        self.ids = ids
+        self._index = pd.Index(ids)
+        self._text = None
+
+    def __call__(self, query) -> tuple[np.ndarray, np.ndarray]:
+        import pandas as pd
+
+        query = np.asarray(query)
+        if self.ids.dtype.kind in "iu" and query.dtype.kind not in "iu":
+            if self._text is None:
+                self._text = pd.Index(self.ids.astype(str))
+            rows = self._text.get_indexer(query.astype(str))
+        elif self.ids.dtype.kind not in "iu":
+            rows = self._index.get_indexer(query.astype(str).astype(object))
+        else:
+            rows = self._index.get_indexer(query)
+        return rows, rows >= 0
+
+
+class Index:
+    """A built index: ``search(vectors, k) -> (scores [n, k], ids [n, k])`` with original
+    ids, ``lookup(ids) -> (rows, unknown)``, ``vectors`` (memory-mapped)."""
+
+    def __init__(self, index_dir: str | Path, gpu: bool | None = None):
+        import faiss
+
+        self.dir = Path(index_dir)
+        path = self.dir / MANIFEST
+        if not path.is_file():
+            raise GraphrecError(f"{self.dir}: not an index directory (no {MANIFEST}; see `graphrec index`)")
+        self.manifest = json.loads(path.read_text())
+        self.dim, self.count = int(self.manifest["dim"]), int(self.manifest["count"])
+        self.index = faiss.read_index(str(self.dir / INDEX_FILE))
+        if self.manifest["kind"] == "hnsw":
+            self.index.hnsw.efSearch = self.manifest["ef_search"]
+        elif self.manifest["kind"] == "ivf":
+            faiss.extract_index_ivf(self.index).nprobe = self.manifest["nprobe"]
+        self.on_gpu = False
+        if (gpu is None or gpu) and _gpu_available(faiss) and self.manifest["kind"] != "hnsw":
+            self._res = faiss.StandardGpuResources()
+            self.index = faiss.index_cpu_to_gpu(self._res, 0, self.index)
+            self.on_gpu = True
+        elif gpu:
+            raise GraphrecError("a GPU index was asked for but faiss-gpu sees no CUDA device")
+        self.ids = pq.read_table(self.dir / IDS_FILE).column("id").to_numpy(zero_copy_only=False)
+        self.vectors = np.load(self.dir / VECTORS_FILE, mmap_mode="r")
+        self._pos = None
+
+    def __repr__(self) -> str:
+        return f"Index({self.dir}, {self.manifest['kind']}, count={self.count}, dim={self.dim})"
+
+    def lookup(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, known)``: index rows of the original ``ids`` and a bool mask of those
+        found (see :func:`id_positions`)."""
+        if self._pos is None:
+            self._pos = IdPositions(self.ids)
+        return self._pos(ids)
+
+    def check_dim(self, vectors: np.ndarray, what: str) -> None:
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise GraphrecError(f"{what}: query vectors of dimension {vectors.shape[-1]} for an index of dimension "
+                                f"{self.dim} ({self.dir}, built from {self.manifest['embeddings']})")
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by inner product: ``(scores [n, k] float32, rows [n, k] int64)``
+        (``-1`` rows when fewer than ``k`` exist)."""
+        self.check_dim(vectors, "search")
+        return self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(k, self.count))
