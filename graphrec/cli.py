@@ -364,6 +364,25 @@ def generate_pinterest_cmd(ctx, users, pins, boards, authors, saves, clusters, s
     click.echo("wrote " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + f" -> {out}")
 
 
+@cli.command("run")
+@click.argument("config_path", type=click.Path(dir_okay=False))
+@click.option("--out", default=None, type=click.Path(), help="Output directory [default: out/<name>].")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.pass_context
+def run_cmd(ctx, config_path, out, overwrite):
+    """The whole pipeline as one job: data -> graph -> split -> TwHIN + PinSage -> infer ->
+    export -> index -> evaluate -> report.md."""
+    from graphrec.pipeline import run_job
+
+    s = run_job(config_path, out, overwrite=overwrite, progress=ctx.obj["progress"])
+    for m, r in s["evaluation"]["models"].items():
+        cr = s.get("cluster_recovery", {}).get(m)
+        click.echo(f"{m}: test Recall@20 {r['user_to_item']['recall@20']:.4f}, item->item HR@10 "
+                   f"{r['item_to_item']['hit@10']:.4f}"
+                   + (f", planted-cluster NMI {cr['nmi']:.3f} (random {cr['random_nmi']:.3f})" if cr else ""))
+    click.echo(f"done in {s['seconds']:.0f}s -> {out or 'out/' + s['name']}/report.md")
+
+
 @cli.command()
 @click.option("--out", default="out/demo", show_default=True, type=click.Path(), help="Output directory.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")

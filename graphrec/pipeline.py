@@ -1,8 +1,12 @@
 """End-to-end jobs composed from the package's layers.
 
-``run_demo`` is the built-in default job (``make demo`` / ``graphrec demo``): synthetic
-Pinterest-like tables -> graph store -> chronological split -> analytics, with every
-artefact written under one output directory.
+- :func:`run_job` (``graphrec run configs/quickstart.yaml``): the whole pipeline as one
+  job — generate (or read) tables -> build the graph -> chronological split -> train
+  TwHIN and PinSage (Ray Train) -> layer-wise PinSage inference (Ray tasks) -> export ->
+  FAISS index -> evaluate -> batch recommendations -> ``report.md`` with plots.
+- :func:`run_demo` (``graphrec demo``): synthetic tables -> graph -> split -> analytics.
+
+Every artefact is written under one output directory.
 """
 
 from __future__ import annotations
@@ -11,12 +15,17 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from graphrec.analytics import bipartite_projection_stats, connected_components, graph_summary, pagerank_topk
 from graphrec.analytics.degrees import powerlaw_exponent
 from graphrec.datasets import PinterestConfig, generate_pinterest
+from graphrec.errors import GraphrecError
 from graphrec.eval.split import chronological_split
 from graphrec.graph import build_graph, load_schema
+from graphrec.retrieval.index import IndexConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +37,6 @@ def run_demo(out: str | Path, cfg: PinterestConfig | None = None, schema_path: s
     """Generate -> build -> split -> analytics. Returns (and writes ``summary.json``)."""
     out = Path(out)
     if out.exists() and not overwrite:
-        from graphrec.errors import GraphrecError
-
         raise GraphrecError(f"{out} already exists (pass --overwrite to replace it)")
     out.mkdir(parents=True, exist_ok=True)
     cfg = cfg or PinterestConfig(users=5000, pins=10000, boards=800, authors=400, saves=200_000, clusters=20)
@@ -53,3 +60,258 @@ def run_demo(out: str | Path, cfg: PinterestConfig | None = None, schema_path: s
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
+
+
+# ---- the whole pipeline as one job (`graphrec run configs/quickstart.yaml`) ------------
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSection(_Strict):
+    """Exactly one of ``generate`` (synthetic Pinterest-like tables) or ``dir`` (tables)."""
+
+    generate: PinterestConfig | None = None
+    dir: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.generate is None) == (self.dir is None):
+            raise ValueError("give exactly one of data.generate or data.dir")
+        return self
+
+
+class SplitSection(_Strict):
+    relation: str = "user:saves:pin"
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    min_interactions: int = Field(3, ge=1)
+
+
+class ModelSection(_Strict):
+    """A run config file (relative to the job config's directory, else the project root)
+    and overrides deep-merged into it (validated like the file)."""
+
+    config: str
+    overrides: dict[str, Any] = {}
+
+
+class RaySection(_Strict):
+    enabled: bool = True
+    workers: int = Field(2, ge=1)
+    address: str | None = None
+
+
+class ClusterLabels(_Strict):
+    """Ground-truth clusters of a node type, for the recovery score (a table column)."""
+
+    node_type: str = "pin"
+    table: str = "pins.parquet"
+    id: str = "pin_id"
+    column: str = "cluster"
+
+
+class JobConfig(_Strict):
+    """The end-to-end job: data -> graph -> split -> TwHIN and PinSage -> inference ->
+    export -> FAISS index -> evaluation -> report."""
+
+    name: str = "quickstart"
+    data: DataSection
+    graph_schema: str = Field(alias="schema")
+    split: SplitSection = SplitSection()
+    twhin: ModelSection | None = None
+    pinsage: ModelSection | None = None
+    ray: RaySection = RaySection()
+    inference_shard_size: int = Field(65536, ge=1)
+    index: IndexConfig = IndexConfig()
+    ks: list[int] = [1, 5, 10, 20, 50, 100]
+    recommend_k: int = Field(100, ge=1)
+    clusters: ClusterLabels | None = ClusterLabels()
+
+    @model_validator(mode="after")
+    def _models(self):
+        if self.twhin is None and self.pinsage is None:
+            raise ValueError("the job trains nothing: give twhin and/or pinsage")
+        return self
+
+
+def _resolve(path: str, base: Path) -> Path:
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    return base / p if (base / p).exists() else ROOT / p
+
+
+def load_job_config(path: str | Path) -> tuple[JobConfig, Path]:
+    from graphrec.train.config import load_config
+
+    path = Path(path)
+    return load_config(path, JobConfig), path.resolve().parent
+
+
+def _model_config(section: ModelSection, model: str, base: Path, ray: RaySection):
+    import yaml
+
+    from graphrec.train.config import RUN_CONFIGS, parse_config
+
+    path = _resolve(section.config, base)
+    if not path.is_file():
+        raise GraphrecError(f"{model}.config: file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+
+    def merge(a, b):
+        return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+                        for k, v in b.items()}}
+
+    data = merge(data, section.overrides)
+    data = merge(data, {"ray": {"workers": ray.workers, **({"address": ray.address} if ray.address else {})}})
+    cfg = parse_config(data, RUN_CONFIGS[model], origin=f"{path} (+ {model}.overrides)")
+    if cfg.model != model:
+        raise GraphrecError(f"{path}: a {cfg.model!r} config, not {model!r}")
+    return cfg
+
+
+def run_job(config_path: str | Path, out: str | Path | None = None, overwrite: bool = False,
+            progress: bool = True, address: str | None = None) -> dict:
+    """Run the whole pipeline of a job config; returns (and writes) ``summary.json`` and
+    writes ``report.md``. Local Ray (started once, ``workers + 1`` logical CPUs) unless
+    ``ray.address`` (or ``address``, e.g. ``"auto"`` inside ``ray job submit``) names a
+    cluster, or ``ray.enabled`` is false."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from graphrec.analytics.clusters import cluster_recovery
+    from graphrec.eval.split import load_split
+    from graphrec.graph.store import parse_edge_type
+    from graphrec.infer.export import export_run, read_vectors
+    from graphrec.infer.layerwise import infer_pinsage
+    from graphrec.report import write_report
+    from graphrec.retrieval import Index, build_index, recommend
+    from graphrec.train.evaluate import item_to_item_on_split, vectors_ranking_on_split
+    from graphrec.train.runs import fit
+
+    cfg, base = load_job_config(config_path)
+    if address:
+        cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"address": address, "enabled": True})})
+    out = Path(out) if out is not None else Path("out") / cfg.name
+    models = {m: _model_config(s, m, base, cfg.ray) for m, s in (("twhin", cfg.twhin), ("pinsage", cfg.pinsage))
+              if s is not None}
+    try:
+        relation = parse_edge_type(cfg.split.relation)
+    except ValueError as err:
+        raise GraphrecError(f"split.relation: {err}") from None
+    schema = load_schema(_resolve(cfg.graph_schema, base))
+    if out.exists():
+        if not overwrite:
+            raise GraphrecError(f"{out} already exists (pass --overwrite to replace it)")
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    timings: dict[str, float] = {}
+    t_job = time.perf_counter()
+
+    def step(name):
+        class _T:
+            def __enter__(self):
+                log.info("== %s", name)
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timings[name] = time.perf_counter() - self.t
+
+        return _T()
+
+    started_ray = False
+    if cfg.ray.enabled:
+        from graphrec.train.ray_runner import init_ray
+
+        started_ray = init_ray(cfg.ray.address, num_cpus=cfg.ray.workers + 1)
+    try:
+        with step("data"):
+            if cfg.data.generate is not None:
+                data_dir = out / "data"
+                generate_pinterest(cfg.data.generate, data_dir, overwrite=True, progress=progress)
+            else:
+                data_dir = _resolve(cfg.data.dir, base)
+        with step("build"):
+            store = build_graph(schema, out / "graph", data_dir=data_dir, overwrite=True, progress=progress)
+        with step("split"):
+            chronological_split(store, relation, cfg.split.fractions, cfg.split.min_interactions, out=out / "split",
+                                overwrite=True)
+            split = load_split(out / "split")
+        training, histories, evaluation, pin_embs, index_info = {}, {}, {}, {}, {}
+        for m, mcfg in models.items():
+            with step(f"train {m}"):
+                info = fit(mcfg, out / "split" / "train", out / "runs" / m, use_ray=cfg.ray.enabled, progress=progress)
+                s = info["summary"]
+                training[m] = {"epochs_run": s["epochs_run"], "seconds": s["seconds"], "workers": s.get("world_size", 1)}
+                histories[m] = s["history"]
+            inference = None
+            if m == "pinsage":
+                with step("infer pinsage"):
+                    inference = infer_pinsage(out / "runs" / m, shard_size=cfg.inference_shard_size,
+                                              use_ray=cfg.ray.enabled, progress=progress)
+            with step(f"export {m}"):
+                emb = export_run(out / "runs" / m, out / "embeddings" / m, retrieval=[cfg.split.relation],
+                                 inference=inference)
+            with step(f"index {m}"):
+                man = build_index(emb, relation[2], out / "index" / m, query=cfg.split.relation, cfg=cfg.index)
+                index_info[m] = {"path": str(Path("index") / m), "count": man["count"], "kind": man["kind"],
+                                 "dim": man["dim"]}
+            with step(f"evaluate {m}"):
+                _, q = read_vectors(emb / "retrieval" / relation_dir(relation) / "query.parquet")
+                _, c = read_vectors(emb / "retrieval" / relation_dir(relation) / "candidate.parquet")
+                _, items = read_vectors(emb / "nodes" / f"{relation[2]}.parquet")
+                evaluation[m] = {"user_to_item": vectors_ranking_on_split(q, c, split, "test", cfg.ks),
+                                 "item_to_item": item_to_item_on_split(items, split, "test", cfg.ks)}
+                pin_embs[m] = items
+        rec = None
+        best = "pinsage" if "pinsage" in models else "twhin"
+        with step("recommend"):
+            r = recommend(Index(out / "index" / best), out / "candidates.parquet", k=cfg.recommend_k,
+                          exclude_seen=out / "split" / "train", progress=progress)
+            rec = {"path": "candidates.parquet", "model": best, "k": cfg.recommend_k, "users": r["users"], "rows": r["rows"]}
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    summary = {"name": cfg.name, "config": str(Path(config_path).resolve()), "split_relation": cfg.split.relation,
+               "graph": {"total_nodes": int(sum(store.num_nodes(t) for t in store.node_types)),
+                         "total_edges": int(store.num_edges()), "nodes": {t: store.num_nodes(t) for t in store.node_types}},
+               "split": split_counts(out / "split"), "training": training,
+               "evaluation": {"ks": cfg.ks, "models": evaluation}, "index": index_info, "recommend": rec}
+    labels = None
+    if cfg.clusters is not None:
+        table = data_dir / cfg.clusters.table
+        if table.is_file() and cfg.clusters.column in pq.read_schema(table).names:
+            t = pq.read_table(table, columns=[cfg.clusters.id, cfg.clusters.column]).to_pandas()
+            ids = store.original_ids(cfg.clusters.node_type)
+            lab = t.set_index(cfg.clusters.id)[cfg.clusters.column].reindex(ids).to_numpy()
+            if np.isnan(lab.astype(float)).any():
+                raise GraphrecError(f"{table}: {cfg.clusters.column} missing for some {cfg.clusters.node_type} ids")
+            labels = lab.astype(np.int64)
+            with step("cluster recovery"):
+                summary["cluster_recovery"] = {m: cluster_recovery(e, labels, k=10) for m, e in pin_embs.items()}
+        else:
+            log.warning("no %s column in %s: no cluster-recovery score", cfg.clusters.column, table)
+    summary["timings"] = timings
+    summary["seconds"] = time.perf_counter() - t_job
+    write_report(out, summary, histories, pin_embs, labels)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def relation_dir(et) -> str:
+    from graphrec.graph.store import relation_key
+
+    return relation_key(et)
+
+
+def split_counts(split_dir: Path) -> dict:
+    info = json.loads((split_dir / "split.json").read_text())
+    return info["counts"]

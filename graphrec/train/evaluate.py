@@ -73,8 +73,8 @@ def last_items(split: Split) -> np.ndarray:
 def vectors_ranking_on_split(user_vectors, item_vectors, split: Split, part: str = "test",
                              ks: Sequence[int] = (10, 20)) -> dict:
     """User→item ranking metrics with ``score(u, i) = user_vectors[u] · item_vectors[i]``."""
-    u = torch.as_tensor(np.asarray(user_vectors), dtype=torch.float32)
-    it = torch.as_tensor(np.asarray(item_vectors), dtype=torch.float32)
+    u = torch.tensor(np.asarray(user_vectors), dtype=torch.float32)
+    it = torch.tensor(np.asarray(item_vectors), dtype=torch.float32)
     seen = split.seen_csr(include_valid=(part == "test"))
     return evaluate_ranking(lambda b: u[b] @ it.T, split.heldout_csr(part), it.shape[0], seen=seen, ks=ks)
 
@@ -84,7 +84,7 @@ def item_to_item_on_split(item_vectors, split: Split, part: str = "test", ks: Se
     last train item; every item is ranked by ``item_vectors[query] · item_vectors[i]``
     (the user's already-seen items, the query among them, masked); the targets are the
     user's ``part`` items. Returns ``hit@K`` (HitRate), ``mrr``, ``recall@K``, …"""
-    it = torch.as_tensor(np.asarray(item_vectors), dtype=torch.float32)
+    it = torch.tensor(np.asarray(item_vectors), dtype=torch.float32)
     q = torch.from_numpy(last_items(split))
     users = np.flatnonzero(q.numpy() >= 0)
     seen = split.seen_csr(include_valid=(part == "test"))
