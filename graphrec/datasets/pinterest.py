@@ -46,6 +46,13 @@ YEAR = 365 * 24 * 3600
 COUNTRIES = ["US", "BR", "DE", "FR", "GB", "IN", "JP", "MX", "CA", "ES"]
 
 
+def _strings(arr: np.ndarray) -> pa.Array:
+    """A numpy unicode array as one Arrow string array (pyarrow converts large numpy
+    string arrays into a ChunkedArray, which ListArray.from_arrays does not accept)."""
+    out = pa.array(arr, type=pa.string())
+    return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
+
+
 class PinterestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -156,11 +163,11 @@ def generate_pinterest(cfg: PinterestConfig, out: str | Path, overwrite: bool = 
         tag_ids = pin_c[:, None] * cfg.tags_per_cluster + tag_local
         global_tag = rng.random((cfg.pins, n_tags)) > cfg.feature_signal
         tag_ids = np.where(global_tag, k * cfg.tags_per_cluster + rng.integers(0, 50, (cfg.pins, n_tags)), tag_ids)
-        flat = pa.array(np.char.add("t", tag_ids.reshape(-1).astype(str)))
+        flat = _strings(np.char.add("t", tag_ids.reshape(-1).astype(str)))
         tags = pa.LargeListArray.from_arrays(pa.array(np.arange(0, cfg.pins * n_tags + 1, n_tags, dtype=np.int64)), flat)
         pq.write_table(pa.table({
             "pin_id": pin_ids, "cluster": pin_c.astype(np.int32),
-            "category": pa.array(np.char.add("cat", category.astype(str))),
+            "category": _strings(np.char.add("cat", category.astype(str))),
             "tags": tags,
             "quality": rng.beta(2, 5, cfg.pins).astype(np.float32),
             "created_at": T0 - rng.integers(0, YEAR, cfg.pins),
@@ -168,7 +175,7 @@ def generate_pinterest(cfg: PinterestConfig, out: str | Path, overwrite: bool = 
         counts["pins"] = cfg.pins
         pq.write_table(pa.table({
             "board_id": board_ids, "cluster": board_c.astype(np.int32),
-            "title": pa.array(np.char.add("board topic ", (board_c * cfg.tags_per_cluster).astype(str))),
+            "title": _strings(np.char.add("board topic ", (board_c * cfg.tags_per_cluster).astype(str))),
         }), tmp / "boards.parquet")
         counts["boards"] = cfg.boards
         pq.write_table(pa.table({"author_id": author_ids, "cluster": author_c.astype(np.int32)}), tmp / "authors.parquet")
