@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-DEMO   ?= out/demo
+DEMO   ?= out/quickstart
 
 .PHONY: setup demo test bench clean
 
@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# The main job on the built-in default: synthetic Pinterest-like data -> graph store ->
-# statistics -> chronological split -> analytics summary.
+# The main job: the whole pipeline on synthetic Pinterest-like data (configs/quickstart.yaml):
+# graph -> split -> TwHIN + PinSage on local Ray -> inference -> export -> FAISS -> report.md
 demo: $(STAMP)
-	$(VENV)/bin/graphrec demo --out $(DEMO) --overwrite
+	$(VENV)/bin/graphrec run configs/quickstart.yaml --out $(DEMO) --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q
