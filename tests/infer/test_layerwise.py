@@ -95,3 +95,48 @@ def test_layerwise_on_local_ray_matches_in_process(tmp_path):
     local = np.asarray(LayerwiseInference(model, feats, nbh, tmp_path / "a", shard_size=64).run(progress=False))
     ray_out = LayerwiseInference(model, feats, nbh, tmp_path / "b", shard_size=64).run(use_ray=True, progress=False)
     np.testing.assert_array_equal(np.asarray(ray_out), local)
+
+
+CHILD = """
+import sys, time
+import numpy as np
+sys.path.insert(0, {root!r})
+from tests.infer.test_layerwise import _setup
+from graphrec.infer.layerwise import LayerwiseInference, ShardTask
+
+run = ShardTask.run
+def slow(self, *a):
+    time.sleep(0.2)  # slow enough to be killed mid-way
+    return run(self, *a)
+ShardTask.run = slow
+model, feats, nbh = _setup()
+LayerwiseInference(model, feats, nbh, {work!r}, shard_size=20).run(progress=False)
+"""
+
+
+def test_sigkilled_inference_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    work = tmp_path / "inf"
+    proc = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT), work=str(work))])
+    def finished():
+        return len(list((work / "done").glob("[0-9]*"))) if (work / "done").exists() else 0
+
+    deadline = time.time() + 120
+    while time.time() < deadline and finished() < 5 and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = {p.name: p.stat().st_mtime_ns for p in (work / "done").iterdir() if not p.name.startswith(".")}
+    assert 5 <= len(done) < 45  # 15 shards x 3 phases: killed mid-way
+    model, feats, nbh = _setup()
+    job = LayerwiseInference(model, feats, nbh, work, shard_size=20)
+    out = job.run(progress=False)
+    assert {k: (work / "done" / k).stat().st_mtime_ns for k in done} == done  # finished shards not redone
+    np.testing.assert_allclose(np.asarray(out), minibatch_inference(model, feats, nbh), atol=1e-5, rtol=0)
