@@ -20,8 +20,9 @@ and ANN recall / queries per second on exported embeddings of the same graph.
      to all pins (every batch does the same kind of work; running all of them takes hours).
 
    Each method runs in its own fresh process, single thread; the table reports its CPU
-   seconds and peak RSS (``ru_maxrss`` of that process, setup included).
-4. ANN (with ``--ann``): TwHIN trained for one epoch on the graph, exported; the pin
+   seconds and peak RSS (``VmHWM`` of that process, setup included: torch and the pin
+   feature table; pages of memory-mapped files count once touched).
+4. ANN (with ``--ann``): TwHIN trained for one epoch on the graph's 14M saves, exported; the pin
    candidate vectors of ``user:saves:pin`` indexed by FAISS Flat (exact), HNSW and IVF
    (:mod:`graphrec.retrieval`), queried with ``--queries`` user vectors: recall@10
    against exact search and queries per second (single thread).
@@ -94,6 +95,15 @@ def make_model(store):
                    feature_dim=16).eval(), feats
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS (``VmHWM``: per address space, so unlike ``ru_maxrss`` it is
+    not inherited from the parent that spawned it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _child(method: str, graph_dir: str, nbh_dir: str, work: str, args: dict, q) -> None:
     import torch
 
@@ -123,7 +133,7 @@ def _child(method: str, graph_dir: str, nbh_dir: str, work: str, args: dict, q) 
         out_dir = None
     cpu, wall = time.process_time() - t, time.perf_counter() - w
     q.put({"method": method, "nodes": int(nodes), "cpu_s": cpu, "wall_s": wall, "cpu_s_per_node": cpu / nodes,
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "peak_rss_mb": peak_rss_mb(),
            "checksum": float(np.abs(sample).sum())})
 
 
@@ -163,8 +173,12 @@ def ann(store, work: Path, queries: int, threads: int) -> list[dict]:
     faiss.omp_set_num_threads(threads)
     run, emb = work / "twhin-run", work / "twhin-emb"
     if not (emb / "manifest.json").exists():
+        # one epoch over the saves only, uniform negatives (in-batch negatives cost O(batch²))
         cfg = load_config(ROOT / "configs" / "twhin-pinterest.yaml", TwHINConfig,
-                          overrides={"epochs": 1, "threads": threads})
+                          overrides={"epochs": 1, "threads": threads, "relations": {"user:saves:pin": 1.0},
+                                     "negatives": {"uniform": 100, "in_batch": False, "chunk_size": 0,
+                                                   "corrupt": "tail"},
+                                     "batch_size": 4096})
         t = time.perf_counter()
         fit_twhin(cfg, store.path, run, use_ray=False, overwrite=True)
         print(f"# TwHIN 1 epoch: {time.perf_counter() - t:.0f}s", flush=True)
@@ -212,6 +226,7 @@ def main():
     ap.add_argument("--shard-size", type=int, default=65536)
     ap.add_argument("--naive-batches", type=int, default=10)
     ap.add_argument("--ann", action="store_true")
+    ap.add_argument("--ann-only", action="store_true", help="skip the inference comparison")
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2, help="threads for TwHIN training and index builds")
     args = ap.parse_args()
@@ -219,10 +234,10 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     store = graph(work, args.saves)
-    print(f"# graph: {store.num_nodes('pin'):,} pins, {store.num_edges():,} edges ({time.perf_counter() - t:.0f}s)",
-          flush=True)
+    edges = sum(r.num_edges for r in store.relations() if not r.is_reverse)
+    print(f"# graph: {store.num_nodes('pin'):,} pins, {edges:,} edges ({time.perf_counter() - t:.0f}s)", flush=True)
     rows = []
-    for top_t in args.top_t:
+    for top_t in [] if args.ann_only else args.top_t:
         nbh = neighborhoods(store, work, top_t)
         cfg = {"shard_size": args.shard_size, "naive_batches": args.naive_batches}
         lw = run_child("layerwise", store.path, nbh, work, cfg)
@@ -235,14 +250,15 @@ def main():
                "ratio": nv["cpu_s_per_node"] / lw["cpu_s_per_node"], "max_abs_diff": err}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    print("\n| T | pins | layer-wise CPU s | naive CPU s (extrapolated) | naive / layer-wise | peak RSS layer-wise | "
-          "peak RSS naive | max abs diff |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['T']} | {r['pins']:,} | {r['layerwise_cpu_s']:.0f} | {r['naive_cpu_s_extrapolated']:.0f} "
-              f"({r['naive_nodes_measured']:,} pins measured) | {r['ratio']:.1f}× | {r['layerwise_peak_rss_mb']:.0f} MB | "
-              f"{r['naive_peak_rss_mb']:.0f} MB | {r['max_abs_diff']:.1e} |")
-    if args.ann:
+    if rows:
+        print("\n| T | pins | layer-wise CPU s | naive CPU s (extrapolated) | naive / layer-wise | peak RSS layer-wise | "
+              "peak RSS naive | max abs diff |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['T']} | {r['pins']:,} | {r['layerwise_cpu_s']:.0f} | {r['naive_cpu_s_extrapolated']:.0f} "
+                  f"({r['naive_nodes_measured']:,} pins measured) | {r['ratio']:.1f}× | {r['layerwise_peak_rss_mb']:.0f} MB | "
+                  f"{r['naive_peak_rss_mb']:.0f} MB | {r['max_abs_diff']:.1e} |")
+    if args.ann or args.ann_only:
         res = ann(store, work, args.queries, args.threads)
         print("\n| index | vectors | build s | queries/s (1 thread) | recall@10 vs exact |")
         print("|---|---|---|---|---|")
