@@ -198,7 +198,7 @@ def ann(store, work: Path, queries: int, threads: int) -> list[dict]:
         t = time.perf_counter()
         if name.startswith("HNSW M32 efSearch64") and rows and rows[-1]["index"].startswith("HNSW"):
             index = prev  # same graph, other efSearch
-            index.hnsw.efSearch = 64
+            index.index.hnsw.efSearch = 64
             build = rows[-1]["build_s"]
         else:
             index, _ = make_index(cand, cfg)

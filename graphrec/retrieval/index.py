@@ -3,12 +3,13 @@
 Every graphrec export ranks by inner product (``retrieval/<src>__<rel>__<dst>/`` holds
 query and candidate vectors with ``dot(query, candidate)`` ≡ the model's score order;
 ``nodes/<type>.parquet`` are the node vectors themselves), so every index here is an
-inner-product (``METRIC_INNER_PRODUCT``) index:
+index answers maximum-inner-product queries:
 
 - ``flat``: exact (``IndexFlatIP``), the default up to ``flat_max`` vectors;
 - ``hnsw``: ``IndexHNSWFlat(d, M, METRIC_INNER_PRODUCT)`` with ``ef_construction`` /
   ``ef_search``;
-- ``ivf``: ``IndexIVFFlat`` (or ``IndexIVFPQ`` with ``pq_m`` sub-quantisers) with
+- ``ivf``: ``IndexIVFFlat`` (or ``IndexIVFPQ`` with ``pq_m`` sub-quantisers) over the
+  MIPS→L2 augmentation of the vectors (:class:`SearchIndex`), with
   ``nlist`` lists (default ``4·√N``) probed ``nprobe`` at a time, optionally with exact
   re-ranking of ``refine × k`` PQ candidates.
 
@@ -57,6 +58,9 @@ class IndexConfig(BaseModel):
     nlist: int | None = Field(None, ge=1, description="IVF lists (None: 4·sqrt(N))")
     nprobe: int = Field(32, ge=1)
     pq_m: int | None = Field(None, ge=1, description="IVF-PQ sub-quantisers (None: IVF-Flat)")
+    mips: Literal["auto", "augment", "raw"] = Field(
+        "auto", description="approximate kinds: index the MIPS->L2 augmentation or raw inner products "
+                            "(auto: augment for IVF, raw for HNSW — what measured best for each)")
     refine: int = Field(0, ge=0, description="IVF-PQ: re-rank k·refine PQ hits exactly (0: off)")
     train_sample: int = Field(200_000, ge=1000, description="vectors used to train IVF centroids")
     seed: int = 0
@@ -92,9 +96,61 @@ def _gpu_available(faiss) -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def make_index(vectors: np.ndarray, cfg: IndexConfig):
-    """A trained, filled FAISS inner-product index over ``vectors [N, d]`` (labels 0..N-1)
-    and the parameters used."""
+class SearchIndex:
+    """A FAISS index answering inner-product queries: ``search(q [n, d], k) -> (scores
+    [n, k] inner products, rows [n, k])``.
+
+    With ``max_norm`` set, the index holds the MIPS→nearest-neighbour reduction of
+    Bachrach et al. (RecSys 2014): candidates ``c`` stored as ``[c, √(M² − ‖c‖²), 0…]``
+    (``M`` = the largest candidate norm), queries searched as ``[q, 0, 0…]`` under L2, so
+    ``‖q' − c'‖² = ‖q‖² + M² − 2 q·c`` — the L2 order *is* the inner-product order, and
+    the scores are converted back. Graph (HNSW) and clustering (IVF) indexes work well
+    for L2 and badly for raw inner product when norms vary (popular items get long
+    vectors), which is why the approximate kinds use it.
+    """
+
+    def __init__(self, index, max_norm: float | None = None):
+        self.index, self.max_norm = index, max_norm
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def augment_queries(self, q: np.ndarray) -> np.ndarray:
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        if self.max_norm is None:
+            return q
+        return np.ascontiguousarray(np.hstack([q, np.zeros((q.shape[0], self.index.d - q.shape[1]), np.float32)]))
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        dist, rows = self.index.search(self.augment_queries(q), k)
+        if self.max_norm is None:
+            return dist, rows
+        qn = np.einsum("ij,ij->i", q, q, dtype=np.float64)[:, None]
+        ip = ((qn + self.max_norm ** 2 - dist) / 2).astype(np.float32)
+        return np.where(rows >= 0, ip, -np.inf).astype(np.float32), rows
+
+
+def mips_augment(vectors: np.ndarray, multiple: int = 1) -> tuple[np.ndarray, float]:
+    """``([c, √(M² − ‖c‖²), 0…] [N, d'], M)`` with ``d' ≥ d + 1`` a multiple of ``multiple``."""
+    v = np.asarray(vectors, dtype=np.float32)
+    norms2 = np.einsum("ij,ij->i", v, v, dtype=np.float64)
+    m2 = float(norms2.max()) if v.shape[0] else 0.0
+    d_out = -(-(v.shape[1] + 1) // multiple) * multiple
+    out = np.zeros((v.shape[0], d_out), dtype=np.float32)
+    out[:, : v.shape[1]] = v
+    out[:, v.shape[1]] = np.sqrt(np.maximum(m2 - norms2, 0.0))
+    return out, float(np.sqrt(m2))
+
+
+def make_index(vectors: np.ndarray, cfg: IndexConfig) -> tuple[SearchIndex, dict]:
+    """A trained, filled FAISS index answering inner-product queries over ``vectors [N,
+    d]`` (labels 0..N-1), and the parameters used: ``flat`` is exact inner product; the
+    approximate kinds index raw inner products or the MIPS→L2 augmentation (see
+    :class:`SearchIndex`; ``cfg.mips``). Measured (tests/retrieval, benchmarks/inference.py):
+    IVF's k-means lists need the augmentation when norms vary (raw inner-product lists
+    collect the long vectors), while HNSW navigates raw inner products better than the
+    augmented sphere."""
     import faiss
 
     n, d = vectors.shape
@@ -102,22 +158,32 @@ def make_index(vectors: np.ndarray, cfg: IndexConfig):
     params: dict = {"kind": kind}
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        return SearchIndex(index), params
+    augment = cfg.mips == "augment" or (cfg.mips == "auto" and kind == "ivf")
+    if augment:
+        x, max_norm = mips_augment(vectors, cfg.pq_m if (kind == "ivf" and cfg.pq_m) else 1)
+        metric = faiss.METRIC_L2
+    else:
+        x, max_norm, metric = np.ascontiguousarray(vectors, dtype=np.float32), None, faiss.METRIC_INNER_PRODUCT
+        if cfg.pq_m and x.shape[1] % cfg.pq_m:
+            raise GraphrecError(f"pq_m={cfg.pq_m} must divide the dimension {x.shape[1]}")
+    da = x.shape[1]
+    params.update(mips="augment" if augment else "raw", mips_max_norm=max_norm, index_dim=da)
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(da, cfg.hnsw_m, metric)
         index.hnsw.efConstruction = cfg.ef_construction
         index.hnsw.efSearch = cfg.ef_search
         params.update(M=cfg.hnsw_m, ef_construction=cfg.ef_construction, ef_search=cfg.ef_search)
     else:
         nlist = cfg.nlist or max(1, min(n // 39, int(4 * np.sqrt(n))))  # FAISS wants >= 39 points per list
-        quantizer = faiss.IndexFlatIP(d)
+        quantizer = faiss.IndexFlatL2(da) if augment else faiss.IndexFlatIP(da)
         if cfg.pq_m:
-            if d % cfg.pq_m:
-                raise GraphrecError(f"pq_m={cfg.pq_m} must divide the dimension {d}")
-            index = faiss.IndexIVFPQ(quantizer, d, nlist, cfg.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexIVFPQ(quantizer, da, nlist, cfg.pq_m, 8, metric)
         else:
-            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexIVFFlat(quantizer, da, nlist, metric)
         rng = np.random.default_rng(cfg.seed)
-        sample = vectors if n <= cfg.train_sample else vectors[np.sort(rng.choice(n, cfg.train_sample, replace=False))]
+        sample = x if n <= cfg.train_sample else x[np.sort(rng.choice(n, cfg.train_sample, replace=False))]
         index.cp.seed = cfg.seed
         index.train(np.ascontiguousarray(sample))
         index.nprobe = cfg.nprobe
@@ -125,8 +191,8 @@ def make_index(vectors: np.ndarray, cfg: IndexConfig):
         if cfg.pq_m and cfg.refine:  # exact re-ranking of the compressed hits (keeps full vectors too)
             index = faiss.IndexRefineFlat(index)
             index.k_factor = float(cfg.refine)
-    index.add(np.ascontiguousarray(vectors))
-    return index, params
+    index.add(x)
+    return SearchIndex(index, max_norm), params
 
 
 def build_index(emb_dir: str | Path, target: str, out: str | Path, query: str | None = None,
@@ -149,7 +215,7 @@ def build_index(emb_dir: str | Path, target: str, out: str | Path, query: str | 
                 "embeddings_model": man.get("model"), "graph_checksum": man.get("graph_checksum"),
                 "build_seconds": time.perf_counter() - t0, "faiss": faiss.__version__}
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        faiss.write_index(index, str(tmp / INDEX_FILE))
+        faiss.write_index(index.index, str(tmp / INDEX_FILE))
         pq.write_table(pa.table({"id": ids}), tmp / IDS_FILE)
         np.save(tmp / VECTORS_FILE, vecs)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -198,7 +264,7 @@ class Index:
             raise GraphrecError(f"{self.dir}: not an index directory (no {MANIFEST}; see `graphrec index`)")
         self.manifest = json.loads(path.read_text())
         self.dim, self.count = int(self.manifest["dim"]), int(self.manifest["count"])
-        self.index = faiss.read_index(str(self.dir / INDEX_FILE))
+        self.index = faiss.read_index(str(self.dir / INDEX_FILE))  # the raw FAISS index
         if self.manifest["kind"] == "hnsw":
             self.index.hnsw.efSearch = self.manifest["ef_search"]
         elif self.manifest["kind"] == "ivf":
@@ -210,6 +276,7 @@ class Index:
             self.on_gpu = True
         elif gpu:
             raise GraphrecError("a GPU index was asked for but faiss-gpu sees no CUDA device")
+        self._searcher = SearchIndex(self.index, self.manifest.get("mips_max_norm"))
         self.ids = pq.read_table(self.dir / IDS_FILE).column("id").to_numpy(zero_copy_only=False)
         self.vectors = np.load(self.dir / VECTORS_FILE, mmap_mode="r")
         self._pos = None
@@ -233,4 +300,4 @@ class Index:
         """Top-``k`` by inner product: ``(scores [n, k] float32, rows [n, k] int64)``
         (``-1`` rows when fewer than ``k`` exist)."""
         self.check_dim(vectors, "search")
-        return self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(k, self.count))
+        return self._searcher.search(np.asarray(vectors, dtype=np.float32), min(k, self.count))

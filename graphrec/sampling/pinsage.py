@@ -117,25 +117,59 @@ def co_engagement_pairs(indptr: np.ndarray, indices: np.ndarray, timestamps: np.
     return CoEngagement(indptr, indices, timestamps, window, max_gap).all_pairs()
 
 
-def metapath_transition(store: GraphStore, sampler: RandomWalkSampler) -> sp.csr_matrix:
-    """Row-stochastic ``[N, N]`` transition of one walk round: ``Σ_m w_m Π_{r∈m} D_r⁻¹ A_r``
-    (nodes without a way out of a metapath keep their mass on themselves, as the walk
-    restarts there)."""
-    n = sampler.num_nodes
-    total = sp.csr_matrix((n, n), dtype=np.float64)
+def _hop_matrices(store: GraphStore, sampler: RandomWalkSampler):
+    """Per metapath: ``(w_m, [D_r⁻¹ A_r for r in m], stuck_m)`` (``stuck``: float mask of
+    the nodes with no way out of the metapath)."""
+    out = []
     for path, w in zip(sampler.paths, sampler.weights):
-        m = None
+        hops = []
         for et in path:
             rel = store.relation(et)
             indptr = np.asarray(rel.indptr)
             deg = np.diff(indptr).astype(np.float64)
             vals = np.repeat(np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0), np.diff(indptr))
-            a = sp.csr_matrix((vals, np.asarray(rel.indices), indptr), shape=(rel.num_src, rel.num_dst))
-            m = a if m is None else m @ a
-        stuck = np.asarray(m.sum(1)).ravel() < 0.5
-        m = m + sp.diags(stuck.astype(np.float64))
-        total = total + w * m
+            hops.append(sp.csr_matrix((vals, np.asarray(rel.indices), indptr), shape=(rel.num_src, rel.num_dst)))
+        prod_rowsum = np.ones(hops[-1].shape[1])  # row sums of the product, without forming it
+        for a in reversed(hops):
+            prod_rowsum = a @ prod_rowsum
+        out.append((float(w), hops, (prod_rowsum < 0.5).astype(np.float64)))
+    return out
+
+
+def metapath_transition(store: GraphStore, sampler: RandomWalkSampler) -> sp.csr_matrix:
+    """Row-stochastic ``[N, N]`` transition of one walk round: ``Σ_m w_m Π_{r∈m} D_r⁻¹ A_r``
+    (nodes without a way out of a metapath keep their mass on themselves, as the walk
+    restarts there). Materialised: for inspection and small graphs; PPR applies the
+    factors instead (:class:`MetapathTransition`)."""
+    n = sampler.num_nodes
+    total = sp.csr_matrix((n, n), dtype=np.float64)
+    for w, hops, stuck in _hop_matrices(store, sampler):
+        m = hops[0]
+        for a in hops[1:]:
+            m = m @ a
+        total = total + w * (m + sp.diags(stuck))
     return total.tocsr()
+
+
+class MetapathTransition:
+    """The transition ``P`` of :func:`metapath_transition` kept as its sparse factors:
+    ``transpose_matmul(x) = Pᵀ x`` costs ``O(Σ nnz(A_r) · cols)`` — the item×item product
+    of an item→user→item walk is nearly dense on popular users (the 6,000-pin quickstart
+    graph: tens of millions of entries), its factors are the edge lists."""
+
+    def __init__(self, store: GraphStore, sampler: RandomWalkSampler):
+        # float32 factors: with float32 vectors (band_table) the products stay float32 (2x faster)
+        self.parts = [(w, [a.T.tocsr().astype(np.float32) for a in hops], stuck.astype(np.float32))
+                      for w, hops, stuck in _hop_matrices(store, sampler)]
+
+    def transpose_matmul(self, x: np.ndarray) -> np.ndarray:
+        out = np.zeros_like(x)
+        for w, hops_t, stuck in self.parts:
+            y = x
+            for at in hops_t:  # (A_1 A_2)ᵀ x = A_2ᵀ (A_1ᵀ x)
+                y = at @ y
+            out += w * (y + stuck[:, None] * x)
+        return out
 
 
 class PPRHardNegatives:
@@ -173,24 +207,25 @@ class PPRHardNegatives:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(ranks [{self.lo}, {self.hi}) of {self.num_nodes}, alpha={self.alpha}, {self.method})"
 
-    def ppr(self, queries: np.ndarray) -> np.ndarray:
-        """Exact PPR vectors ``[Q, N]`` (float64, rows sum to 1) by power iteration:
+    def ppr(self, queries: np.ndarray, dtype=np.float64) -> np.ndarray:
+        """Exact PPR vectors ``[Q, N]`` (rows sum to 1) by power iteration:
         ``x ← α e_q + (1 − α) x P``."""
         if self._transition is None:
-            self._transition = metapath_transition(self.store, self.sampler).T.tocsr()
+            self._transition = MetapathTransition(self.store, self.sampler)
         q = np.asarray(queries, dtype=np.int64)
-        e = np.zeros((self.num_nodes, q.shape[0]))
+        e = np.zeros((self.num_nodes, q.shape[0]), dtype=dtype)
         e[q, np.arange(q.shape[0])] = 1.0
         x = e.copy()
+        a = dtype(self.alpha)
         for _ in range(self.iterations):
-            x = self.alpha * e + (1.0 - self.alpha) * (self._transition @ x)
+            x = a * e + (1 - a) * self._transition.transpose_matmul(x)
         return x.T
 
-    def ranking(self, queries: np.ndarray) -> np.ndarray:
+    def ranking(self, queries: np.ndarray, dtype=np.float64) -> np.ndarray:
         """Items ordered by decreasing exact PPR w.r.t. each query, ``[Q, N]`` int64 (the
         query first, ties by id)."""
         queries = np.asarray(queries, dtype=np.int64)
-        scores = self.ppr(queries)
+        scores = self.ppr(queries, dtype)
         scores[np.arange(queries.shape[0]), queries] = np.inf
         return np.argsort(-scores, axis=1, kind="stable")
 
@@ -200,7 +235,7 @@ class PPRHardNegatives:
             parts = []
             for start in range(0, self.num_nodes, chunk):
                 q = np.arange(start, min(self.num_nodes, start + chunk))
-                parts.append(self.ranking(q)[:, self.lo : self.hi].astype(np.int32))
+                parts.append(self.ranking(q, np.float32)[:, self.lo : self.hi].astype(np.int32))
             self._table = np.concatenate(parts)
         return self._table
 
