@@ -270,12 +270,14 @@ class Index:
         elif self.manifest["kind"] == "ivf":
             faiss.extract_index_ivf(self.index).nprobe = self.manifest["nprobe"]
         self.on_gpu = False
-        if (gpu is None or gpu) and _gpu_available(faiss) and self.manifest["kind"] != "hnsw":
+        if gpu and not _gpu_available(faiss):
+            raise GraphrecError("a GPU index was asked for but faiss-gpu sees no CUDA device")
+        if gpu and self.manifest["kind"] == "hnsw":
+            raise GraphrecError(f"{self.dir}: FAISS has no GPU HNSW; build a flat or ivf index for GPU search")
+        if gpu is not False and _gpu_available(faiss) and self.manifest["kind"] != "hnsw":
             self._res = faiss.StandardGpuResources()
             self.index = faiss.index_cpu_to_gpu(self._res, 0, self.index)
             self.on_gpu = True
-        elif gpu:
-            raise GraphrecError("a GPU index was asked for but faiss-gpu sees no CUDA device")
         self._searcher = SearchIndex(self.index, self.manifest.get("mips_max_norm"))
         self.ids = pq.read_table(self.dir / IDS_FILE).column("id").to_numpy(zero_copy_only=False)
         self.vectors = np.load(self.dir / VECTORS_FILE, mmap_mode="r")
