@@ -271,7 +271,8 @@ def infer(ctx, run_dir, out, shard_size, use_ray, address):
 @click.option("--target", required=True, help="Node type to index (the candidates).")
 @click.option("--query", default=None, help="src:rel:dst whose candidate vectors to index (for user→item recommend).")
 @click.option("--kind", type=click.Choice(["auto", "flat", "hnsw", "ivf"]), default="auto", show_default=True)
-@click.option("--flat-max", type=int, default=200_000, show_default=True, help="auto: exact Flat up to this many vectors.")
+@click.option("--flat-max", type=int, default=200_000, show_default=True,
+              help="auto: exact Flat up to this many vectors, IVF (MIPS-augmented) above.")
 @click.option("--hnsw-m", type=int, default=32, show_default=True)
 @click.option("--ef-search", type=int, default=128, show_default=True)
 @click.option("--nlist", type=int, default=None, help="IVF lists [default: 4·sqrt(N)].")

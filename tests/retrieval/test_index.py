@@ -66,9 +66,14 @@ def test_approximate_indexes_recall_against_exact(kind, params):
 
 def test_auto_kind_switches_above_flat_max(small_pins_graph, tmp_path):
     emb, _, _ = _emb_dir(small_pins_graph, tmp_path / "emb")
-    man = build_index(emb, "pin", tmp_path / "idx", cfg=IndexConfig(flat_max=100, ef_search=64))
-    assert man["kind"] == "hnsw" and man["ef_search"] == 64 and man["query"] is None
-    assert Index(tmp_path / "idx").index.hnsw.efSearch == 64
+    man = build_index(emb, "pin", tmp_path / "idx", cfg=IndexConfig(flat_max=100, nprobe=4))
+    assert man["kind"] == "ivf" and man["nprobe"] == 4 and man["mips"] == "augment" and man["query"] is None
+    import faiss
+
+    assert faiss.extract_index_ivf(Index(tmp_path / "idx").index).nprobe == 4
+    man = build_index(emb, "pin", tmp_path / "h", cfg=IndexConfig(flat_max=100, above="hnsw", ef_search=64))
+    assert man["kind"] == "hnsw" and man["ef_search"] == 64
+    assert Index(tmp_path / "h").index.hnsw.efSearch == 64
 
 
 def test_recommend_excludes_seen_and_reports_unknown_users(small_pins_graph, tmp_path):
