@@ -133,17 +133,34 @@ def _edge_type(text: str, option: str):
 @click.option("--min-interactions", type=int, default=3, show_default=True,
               help="Users with fewer interactions keep them all in train.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random.")
+@click.option("--valid-triples", type=click.Path(dir_okay=False), default=None,
+              help="Given split: a benchmark's valid triples (head, relation, tail TSV); GRAPH is its train graph.")
+@click.option("--test-triples", type=click.Path(dir_okay=False), default=None,
+              help="Given split: the benchmark's test triples (with --valid-triples).")
 @click.option("--out", required=True, type=click.Path(), help="Split directory to create.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-def split(graph_dir, relation, random_, fractions, min_interactions, seed, out, overwrite):
-    """Train/valid/test split: per-user chronological (--relation) or random (--random).
+def split(graph_dir, relation, random_, fractions, min_interactions, seed, valid_triples, test_triples, out, overwrite):
+    """Train/valid/test split: per-user chronological (--relation), random (--random) or
+    given by a benchmark's files (--valid-triples/--test-triples).
 
     Writes OUT/train (a graph store without the held-out edges) and OUT/valid.parquet,
     OUT/test.parquet (relation, src, dst internal ids, original ids, edge attributes).
     """
-    from graphrec.eval.split import chronological_split, random_split
+    from graphrec.eval.split import chronological_split, given_split, random_split
     from graphrec.graph import GraphStore
 
+    given = valid_triples is not None or test_triples is not None
+    if given:
+        if relation or random_:
+            raise click.UsageError("--valid-triples/--test-triples exclude --relation and --random")
+        if valid_triples is None or test_triples is None:
+            raise click.UsageError("give both --valid-triples and --test-triples")
+        res = given_split(GraphStore(graph_dir), valid_triples, test_triples, out=out, overwrite=overwrite)
+        c = res.counts
+        d = c["dropped_unknown"]
+        click.echo(f"given split: train {c['train']:,}, valid {c['valid']:,}, test {c['test']:,} triples "
+                   f"({d['valid'] + d['test']:,} naming unknown entities left out) -> {out}")
+        return
     if bool(relation) == bool(random_):
         raise click.UsageError("give exactly one of --relation or --random")
     if random_:

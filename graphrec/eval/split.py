@@ -127,14 +127,73 @@ def _check_fractions(fractions) -> tuple:
     return fractions
 
 
-def write_split(store: GraphStore, labels: dict, info: dict, out, overwrite: bool, extra: dict | None = None) -> SplitResult:
+def given_split(store: GraphStore, valid: str | Path, test: str | Path, out: str | Path = "split",
+                overwrite: bool = False) -> SplitResult:
+    """A split whose held-out triples come from files (a benchmark's published
+    ``valid.txt`` / ``test.txt``: head, relation, tail TSV), with ``store`` (built from
+    its ``train.txt`` by ``graphrec build --triples``) as the train graph.
+
+    Entities are matched by original id on every node type of the relation; relations by
+    name. Triples naming an entity or relation that the train graph lacks cannot be
+    scored: they are left out, counted in ``split.json`` (``dropped_unknown``) and logged
+    with the first examples. Entities new to the test set are the inductive case, which a
+    transductive link-prediction benchmark excludes as well."""
+    from graphrec.graph.schema import Source
+    from graphrec.graph.sources import Table
+
+    by_name: dict[str, list] = {}
+    for rel in store.relations():
+        if not rel.is_reverse:
+            by_name.setdefault(rel.edge_type[1], []).append(rel.edge_type)
+    parts, dropped = {1: [], 2: []}, {}
+    for code, part, path in ((1, "valid", valid), (2, "test", test)):
+        table = Table(Source(path=str(path), format="triples")).read(["head", "relation", "tail"])
+        names = table.column("relation").to_numpy(zero_copy_only=False)
+        keep = np.zeros(table.num_rows, dtype=bool)
+        for name in np.unique(names):
+            rows = np.flatnonzero(names == name)
+            for et in by_name.get(str(name), []):
+                sub = table.take(pa.array(rows))
+                src = store.lookup(et[0], sub.column("head"))
+                dst = store.lookup(et[2], sub.column("tail"))
+                ok = (src >= 0) & (dst >= 0)
+                keep[rows[ok]] = True
+                parts[code].append(_heldout_table(store, et, src[ok], dst[ok], {}))
+                rows = rows[~ok]  # a relation name shared by several edge types: try the next one
+        n_drop = int((~keep).sum())
+        if n_drop:
+            bad = np.flatnonzero(~keep)[:3]
+            examples = ", ".join("\t".join(str(table.column(c)[int(i)]) for c in ("head", "relation", "tail")) for i in bad)
+            log.warning("%s: %d of %d triples name an entity or relation the train graph lacks; left out (e.g. %s)",
+                        path, n_drop, table.num_rows, examples)
+        dropped[part] = n_drop
+    info = {"kind": "given", "relation": None, "files": {"valid": str(valid), "test": str(test)}}
+    return write_split(store, {}, info, out, overwrite, {"dropped_unknown": dropped}, heldout=parts)
+
+
+def _heldout_table(store: GraphStore, et, src: np.ndarray, dst: np.ndarray, attrs: dict) -> pa.Table:
+    """Held-out edges as written to ``valid/test.parquet``: ``relation, src, dst, src_id,
+    dst_id`` and edge attributes."""
+    n = src.shape[0]
+    cols = {"relation": pa.array(np.full(n, ":".join(et), dtype=object), pa.string()),
+            "src": np.asarray(src, np.int64), "dst": np.asarray(dst, np.int64),
+            "src_id": pa.array(store.original_ids(et[0], src)),
+            "dst_id": pa.array(store.original_ids(et[2], dst))}
+    return pa.table({**cols, **attrs})
+
+
+def write_split(store: GraphStore, labels: dict, info: dict, out, overwrite: bool, extra: dict | None = None,
+                heldout: dict | None = None) -> SplitResult:
     """Write ``out/train`` (the store with only label-0 edges in the split relations and
     their reverse views) and ``out/{valid,test}.parquet`` (label 1 / 2 edges, columns
-    ``relation, src, dst, src_id, dst_id`` plus edge attributes)."""
+    ``relation, src, dst, src_id, dst_id`` plus edge attributes). Edges labelled 3 leave
+    the train graph without being held out (side edges cut to avoid leakage).
+    ``heldout`` (``{1: [tables], 2: [tables]}``) adds held-out edges that are not in
+    ``store`` (a given split)."""
     arrays = dict(store.arrays())
     entries = {r["key"]: dict(r) for r in store.manifest["relations"]}
-    parts = {1: [], 2: []}
-    counts = {"train": 0, "valid": 0, "test": 0}
+    parts = {1: list((heldout or {}).get(1, [])), 2: list((heldout or {}).get(2, []))}
+    counts = {"train": 0, "valid": sum(t.num_rows for t in parts[1]), "test": sum(t.num_rows for t in parts[2])}
     for et, lab in labels.items():
         rel = store.relation(et)
         key = relation_key(et)
@@ -158,15 +217,11 @@ def write_split(store: GraphStore, labels: dict, info: dict, out, overwrite: boo
         counts["train"] += n_train
         for code, part in ((1, "valid"), (2, "test")):
             sel = lab == code
-            n = int(sel.sum())
-            counts[part] += n
-            cols = {"relation": pa.array(np.full(n, ":".join(et), dtype=object), pa.string()),
-                    "src": src[sel], "dst": dst[sel].astype(np.int64),
-                    "src_id": pa.array(store.original_ids(et[0], src[sel])),
-                    "dst_id": pa.array(store.original_ids(et[2], dst[sel]))}
-            for a in rel.attr_names:
-                cols[a] = np.asarray(rel.edge_attr(a))[sel]
-            parts[code].append(pa.table(cols))
+            counts[part] += int(sel.sum())
+            parts[code].append(_heldout_table(store, et, src[sel], dst[sel],
+                                              {a: np.asarray(rel.edge_attr(a))[sel] for a in rel.attr_names}))
+    if counts["train"] == 0 and not labels:
+        counts["train"] = sum(r.num_edges for r in store.relations() if not r.is_reverse)
     counts.update(extra or {})
     meta = {k: v for k, v in store.manifest.items() if k not in ("files", "checksum", "format", "format_version", "builder_version")}
     meta["relations"] = [entries[r["key"]] for r in store.manifest["relations"]]
@@ -176,6 +231,9 @@ def write_split(store: GraphStore, labels: dict, info: dict, out, overwrite: boo
     with atomic_dir(out, overwrite=overwrite) as tmp:
         write_store(tmp / "train", arrays, meta, store.json_files())
         for code, part in ((1, "valid"), (2, "test")):
+            if not parts[code]:
+                parts[code] = [pa.table({"relation": pa.array([], pa.string()), "src": pa.array([], pa.int64()),
+                                         "dst": pa.array([], pa.int64())})]
             pq.write_table(pa.concat_tables(parts[code], promote_options="permissive"), tmp / f"{part}.parquet")
         info["train_checksum"] = GraphStore(tmp / "train").checksum
         (tmp / "split.json").write_text(json.dumps(info, indent=1))
