@@ -133,13 +133,18 @@ def _edge_type(text: str, option: str):
 @click.option("--min-interactions", type=int, default=3, show_default=True,
               help="Users with fewer interactions keep them all in train.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random.")
+@click.option("--cut-side-relations/--keep-side-relations", default=True, show_default=True,
+              help="--relation: drop each user's edges of other timestamped relations (e.g. follows) made at or after "
+                   "the user's first held-out interaction from the train graph, so nothing from the held-out period "
+                   "leaks into training.")
 @click.option("--valid-triples", type=click.Path(dir_okay=False), default=None,
               help="Given split: a benchmark's valid triples (head, relation, tail TSV); GRAPH is its train graph.")
 @click.option("--test-triples", type=click.Path(dir_okay=False), default=None,
               help="Given split: the benchmark's test triples (with --valid-triples).")
 @click.option("--out", required=True, type=click.Path(), help="Split directory to create.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-def split(graph_dir, relation, random_, fractions, min_interactions, seed, valid_triples, test_triples, out, overwrite):
+def split(graph_dir, relation, random_, fractions, min_interactions, seed, cut_side_relations, valid_triples,
+          test_triples, out, overwrite):
     """Train/valid/test split: per-user chronological (--relation), random (--random) or
     given by a benchmark's files (--valid-triples/--test-triples).
 
@@ -171,10 +176,11 @@ def split(graph_dir, relation, random_, fractions, min_interactions, seed, valid
         return
     res = chronological_split(GraphStore(graph_dir), _edge_type(relation, "--relation"),
                               fractions=fractions or (0.8, 0.1, 0.1), min_interactions=min_interactions,
-                              out=out, overwrite=overwrite)
+                              out=out, overwrite=overwrite, cut_side_relations=cut_side_relations)
     c = res.counts
+    cut = "".join(f", {n:,} {r} edges cut" for r, n in c["side_cut"].items())
     click.echo(f"split {relation}: train {c['train']:,}, valid {c['valid']:,}, test {c['test']:,} edges "
-               f"({c['users_split']:,} users split, {c['users_train_only']:,} train-only) -> {out}")
+               f"({c['users_split']:,} users split, {c['users_train_only']:,} train-only{cut}) -> {out}")
 
 
 # ---- train / export / evaluate -------------------------------------------------------
@@ -250,16 +256,51 @@ def export(run_dir, out, retrieval, graph, inference, overwrite):
 @click.option("--part", type=click.Choice(["valid", "test"]), default="test", show_default=True)
 @click.option("--k", "ks", type=int, multiple=True, default=(10, 20), show_default=True)
 @click.option("--link-prediction/--no-link-prediction", default=None,
-              help="Filtered link prediction [default: on for random splits].")
-def evaluate(run_dir, split_dir, part, ks, link_prediction):
-    """Ranking metrics (chronological split) and/or filtered link prediction (random split)."""
+              help="Filtered link prediction [default: on for random and given splits].")
+@click.option("--repeats", is_flag=True,
+              help="Also report user_to_item_with_repeats (repeat consumption: seen items not excluded).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object of metrics on stdout.")
+def evaluate(run_dir, split_dir, part, ks, link_prediction, repeats, as_json):
+    """The run's metrics next to the popularity baseline, on the same protocol.
+
+    Chronological splits: user→item under the new-items protocol (each user's seen items
+    excluded and not targets), item→item for PinSage; random/given splits: filtered link
+    prediction. Ties count as a random order.
+    """
     import json as _json
 
     from graphrec.eval.split import load_split
     from graphrec.train.evaluate import evaluate_run
 
-    out = evaluate_run(run_dir, load_split(split_dir), part, ks, link_prediction)
-    click.echo(_json.dumps(out, indent=1))
+    if any(k < 1 for k in ks):
+        raise GraphrecError(f"--k must be positive, got {list(ks)}")
+    out = evaluate_run(run_dir, load_split(split_dir), part, ks, link_prediction, repeats)
+    if as_json:
+        click.echo(_json.dumps(out, indent=1))
+        return
+    _print_evaluation(out)
+
+
+def _print_evaluation(out: dict) -> None:
+    """Metric groups as tables: one row per model (popularity last), one column per metric."""
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    models = out["models"]
+    groups = [g for g in out["protocols"] if any(g in m for m in models.values())]
+    for group in groups:
+        rows = [(name, m[group]) for name, m in models.items() if group in m]
+        keys = [k for k, v in rows[0][1].items() if isinstance(v, float) and not k.startswith(("heldout", "tail_", "head_"))]
+        table = RichTable("model", *keys, title=f"{group} ({out['part']})")
+        for name, metrics in rows:
+            table.add_row(name, *(f"{metrics[k]:.4f}" for k in keys))
+        console.print(table)
+        counts = rows[0][1]
+        if "users" in counts:
+            console.print(f"  {counts['users']:,} users evaluated, {counts['users_skipped']:,} skipped (no target), "
+                          f"{counts['heldout_repeats']:.1%} of held-out pairs were repeats")
+        console.print(f"  protocol: {out['protocols'][group]}")
 
 
 # ---- infer / index / search / recommend ----------------------------------------------

@@ -86,9 +86,14 @@ class DataSection(_Strict):
 
 
 class SplitSection(_Strict):
-    relation: str = "user:saves:pin"
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    min_interactions: int = Field(3, ge=1)
+    """The chronological per-user split the models are trained and evaluated on."""
+
+    relation: str = Field("user:saves:pin", description="interaction relation split per user by time, src:name:dst")
+    fractions: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train, valid, test fractions per user")
+    min_interactions: int = Field(3, ge=1, description="users with fewer interactions keep them all in train")
+    cut_side_relations: bool = Field(
+        True, description="drop each user's edges of other timestamped relations from the user type made at or after "
+        "the user's first held-out interaction (no leakage from the held-out period)")
 
 
 class ModelSection(_Strict):
@@ -127,14 +132,21 @@ class JobConfig(_Strict):
     ray: RaySection = RaySection()
     inference_shard_size: int = Field(65536, ge=1)
     index: IndexConfig = IndexConfig()
-    ks: list[int] = [1, 5, 10, 20, 50, 100]
-    recommend_k: int = Field(100, ge=1)
+    ks: list[int] = Field([1, 5, 10, 20, 50, 100], description="cut-offs K of the metrics")
+    select_metric: str = Field("recall@20", description="user→item metric on *valid* that picks the model whose "
+                               "index writes candidates.parquet (one of recall/ndcg/hit@K for K in ks, or mrr)")
+    recommend_k: int = Field(100, ge=1, description="candidates per user in candidates.parquet")
     clusters: ClusterLabels | None = ClusterLabels()
 
     @model_validator(mode="after")
     def _models(self):
         if self.twhin is None and self.pinsage is None:
             raise ValueError("the job trains nothing: give twhin and/or pinsage")
+        if any(k < 1 for k in self.ks) or not self.ks:
+            raise ValueError(f"ks must be positive cut-offs, got {self.ks}")
+        known = {"mrr"} | {f"{m}@{k}" for m in ("recall", "ndcg", "hit") for k in self.ks}
+        if self.select_metric not in known:
+            raise ValueError(f"select_metric {self.select_metric!r} is not computed (choose from {sorted(known)})")
         return self
 
 
@@ -190,7 +202,7 @@ def run_job(config_path: str | Path, out: str | Path | None = None, overwrite: b
     from graphrec.infer.layerwise import infer_pinsage
     from graphrec.report import write_report
     from graphrec.retrieval import Index, build_index, recommend
-    from graphrec.train.evaluate import item_to_item_on_split, vectors_ranking_on_split
+    from graphrec.train.evaluate import popularity_on_split, protocols_used, vectors_on_split
     from graphrec.train.runs import fit
 
     cfg, base = load_job_config(config_path)
@@ -241,9 +253,9 @@ def run_job(config_path: str | Path, out: str | Path | None = None, overwrite: b
             store = build_graph(schema, out / "graph", data_dir=data_dir, overwrite=True, progress=progress)
         with step("split"):
             chronological_split(store, relation, cfg.split.fractions, cfg.split.min_interactions, out=out / "split",
-                                overwrite=True)
+                                overwrite=True, cut_side_relations=cfg.split.cut_side_relations)
             split = load_split(out / "split")
-        training, histories, evaluation, pin_embs, index_info = {}, {}, {}, {}, {}
+        training, histories, evaluation, valid_eval, pin_embs, index_info = {}, {}, {}, {}, {}, {}
         for m, mcfg in models.items():
             with step(f"train {m}"):
                 info = fit(mcfg, out / "split" / "train", out / "runs" / m, use_ray=cfg.ray.enabled, progress=progress)
@@ -266,15 +278,20 @@ def run_job(config_path: str | Path, out: str | Path | None = None, overwrite: b
                 _, q = read_vectors(emb / "retrieval" / relation_dir(relation) / "query.parquet")
                 _, c = read_vectors(emb / "retrieval" / relation_dir(relation) / "candidate.parquet")
                 _, items = read_vectors(emb / "nodes" / f"{relation[2]}.parquet")
-                evaluation[m] = {"user_to_item": vectors_ranking_on_split(q, c, split, "test", cfg.ks),
-                                 "item_to_item": item_to_item_on_split(items, split, "test", cfg.ks)}
+                evaluation[m] = vectors_on_split(q, c, items, split, "test", cfg.ks, repeats=True)
+                valid_eval[m] = vectors_on_split(q, c, items, split, "valid", cfg.ks)
                 pin_embs[m] = items
+        with step("evaluate popularity"):
+            evaluation["popularity"] = popularity_on_split(split, "test", cfg.ks, repeats=True)
+            valid_eval["popularity"] = popularity_on_split(split, "valid", cfg.ks)
         rec = None
-        best = "pinsage" if "pinsage" in models else "twhin"
+        best = max(models, key=lambda m: valid_eval[m]["user_to_item"][cfg.select_metric])
         with step("recommend"):
             r = recommend(Index(out / "index" / best), out / "candidates.parquet", k=cfg.recommend_k,
                           exclude_seen=out / "split" / "train", progress=progress)
-            rec = {"path": "candidates.parquet", "model": best, "k": cfg.recommend_k, "users": r["users"], "rows": r["rows"]}
+            rec = {"path": "candidates.parquet", "model": best, "k": cfg.recommend_k, "users": r["users"], "rows": r["rows"],
+                   "selected_by": f"user_to_item {cfg.select_metric} on valid",
+                   "valid": {m: valid_eval[m]["user_to_item"][cfg.select_metric] for m in valid_eval}}
     finally:
         if started_ray:
             import ray
@@ -284,7 +301,9 @@ def run_job(config_path: str | Path, out: str | Path | None = None, overwrite: b
                "graph": {"total_nodes": int(sum(store.num_nodes(t) for t in store.node_types)),
                          "total_edges": int(store.num_edges()), "nodes": {t: store.num_nodes(t) for t in store.node_types}},
                "split": split_counts(out / "split"), "training": training,
-               "evaluation": {"ks": cfg.ks, "models": evaluation}, "index": index_info, "recommend": rec}
+               "evaluation": {"part": "test", "ks": cfg.ks, "protocols": protocols_used(split, True, True, False),
+                              "models": evaluation, "valid": valid_eval},
+               "index": index_info, "recommend": rec}
     labels = None
     if cfg.clusters is not None:
         table = data_dir / cfg.clusters.table

@@ -1,7 +1,7 @@
 """The end-to-end job's ``report.md`` and the PNG plots it embeds (matplotlib, Agg).
 
 Plots: training loss per epoch of each model; Recall@K (user→item) and HitRate@K
-(item→item) curves of each model; a 2-D PCA projection of the pin embeddings coloured
+(item→item) curves of each model and of the popularity baseline; a 2-D PCA projection of the pin embeddings coloured
 by the planted cluster. Everything drawn from the numbers the job computed (passed in),
 so the report shows exactly what ``summary.json`` holds.
 """
@@ -88,7 +88,7 @@ def write_report(out: Path, summary: dict, histories: dict, pin_embs: dict, labe
     ks = summary["evaluation"]["ks"]
     figs = {"loss": plot_losses(histories, out / "loss.png")}
     u2i = {m: r["user_to_item"] for m, r in summary["evaluation"]["models"].items()}
-    i2i = {m: r["item_to_item"] for m, r in summary["evaluation"]["models"].items()}
+    i2i = {m: r["item_to_item"] for m, r in summary["evaluation"]["models"].items() if "item_to_item" in r}
     figs["recall"] = plot_curves(u2i, "recall", ks, out / "recall_at_k.png", "user→item Recall@K (test)")
     figs["hit"] = plot_curves(i2i, "hit", ks, out / "hitrate_at_k.png", "item→item HitRate@K (test)")
     if labels is not None:
@@ -102,13 +102,36 @@ def write_report(out: Path, summary: dict, histories: dict, pin_embs: dict, labe
              "", "## Training", "", f"![loss]({figs['loss'].name})", ""]
     lines.append(_table([[m, t["epochs_run"], t["seconds"], t.get("workers", 1)] for m, t in summary["training"].items()],
                         ["model", "epochs", "seconds", "workers"]))
+    ev = summary["evaluation"]
+    sel = summary.get("recommend") or {}
+    metric = (sel.get("selected_by") or "user_to_item recall@20").split()[1]
+    pop = ev["models"].get("popularity", {}).get("user_to_item", {})
+    any_u2i = next(iter(ev["models"].values()))["user_to_item"]
     lines += ["", "## Retrieval quality (test)", "",
-              "User→item: full ranking of all pins by the exported retrieval vectors, train and valid items masked. "
-              "Item→item: query = the user's last train pin, targets = the user's test pins.", "",
+              "Protocols (every model and the popularity baseline on the same ones; ties count as a random order):",
+              ""]
+    lines += [f"- **{group}** — {text}" for group, text in ev["protocols"].items()]
+    lines += ["", f"User→item ({any_u2i['protocol']}): {any_u2i['users']:,} test users evaluated, "
+              f"{any_u2i['users_skipped']:,} skipped (every test item already seen); "
+              f"{any_u2i['heldout_repeats']:.1%} of the test (user, pin) pairs are repeats, which are not targets. "
+              "Popularity = interactions per pin in the training graph.", "",
               f"![recall]({figs['recall'].name}) ![hit]({figs['hit'].name})", ""]
-    rows = [[m, *[r["user_to_item"][f"recall@{k}"] for k in ks], *[r["item_to_item"][f"hit@{k}"] for k in ks]]
-            for m, r in summary["evaluation"]["models"].items()]
-    lines.append(_table(rows, ["model", *[f"R@{k}" for k in ks], *[f"i2i HR@{k}" for k in ks]]))
+    rows = []
+    for m, r in ev["models"].items():
+        v = ev.get("valid", {}).get(m, {}).get("user_to_item", {}).get(metric)
+        ratio = r["user_to_item"][metric] / pop[metric] if pop.get(metric) else float("nan")
+        rows.append([m, v if v is not None else "-", *[r["user_to_item"][f"recall@{k}"] for k in ks],
+                     r["user_to_item"]["ndcg@20"] if "ndcg@20" in r["user_to_item"] else "-",
+                     f"{ratio:.2f}x" if m != "popularity" else "1x",
+                     *[r["item_to_item"][f"hit@{k}"] for k in ks]])
+    lines.append(_table(rows, ["model", f"valid {metric}", *[f"R@{k}" for k in ks], "NDCG@20",
+                               f"{metric} / popularity", *[f"i2i HR@{k}" for k in ks]]))
+    rep = {m: r["user_to_item_with_repeats"] for m, r in ev["models"].items() if "user_to_item_with_repeats" in r}
+    if rep:
+        lines += ["", "Repeat consumption (a separate protocol, not the one above: nothing excluded, every test pin a "
+                  "target, repeats included):", ""]
+        lines.append(_table([[m, r["users"], *[r[f"recall@{k}"] for k in ks]] for m, r in rep.items()],
+                            ["model", "users", *[f"R@{k}" for k in ks]]))
     if "cluster_recovery" in summary:
         lines += ["", "## Planted-cluster recovery (pins)", "",
                   "NMI of spherical k-means (k = number of planted clusters) on the pin embeddings vs the planted "
@@ -126,7 +149,8 @@ def write_report(out: Path, summary: dict, histories: dict, pin_embs: dict, labe
         if summary.get("recommend"):
             r = summary["recommend"]
             lines.append(f"- `{r['path']}`: top-{r['k']} pins for {r['users']:,} users ({r['rows']:,} rows), "
-                         "seen pins excluded")
+                         f"seen pins excluded, from **{r['model']}**: the best {r['selected_by']} "
+                         f"({', '.join(f'{m} {v:.4f}' for m, v in r['valid'].items())})")
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -30,8 +30,15 @@ def test_job_runs_end_to_end_and_reports(tmp_path):
     assert main(["-q", "run", str(cfg), "--out", str(tmp_path / "out")]) == 0
     out = tmp_path / "out"
     s = json.loads((out / "summary.json").read_text())
+    ev = s["evaluation"]
+    assert set(ev["models"]) == {"twhin", "pinsage", "popularity"} and "new_items" in ev["protocols"]["user_to_item"]
+    pop = ev["models"]["popularity"]["user_to_item"]
+    assert 0 < pop["recall@20"] < 1 and pop["protocol"] == "new_items" and pop["users_skipped"] >= 0
+    best = max(("twhin", "pinsage"), key=lambda m: ev["valid"][m]["user_to_item"]["recall@20"])
+    assert s["recommend"]["model"] == best and "valid" in s["recommend"]["selected_by"]
     for m in ("twhin", "pinsage"):
-        r = s["evaluation"]["models"][m]
+        r = ev["models"][m]
+        assert r["user_to_item_with_repeats"]["protocol"] == "with_repeats"
         assert 0 < r["user_to_item"]["recall@20"] <= 1 and 0 < r["item_to_item"]["hit@10"] <= 1
         assert r["user_to_item"]["recall@1"] <= r["user_to_item"]["recall@10"] <= r["user_to_item"]["recall@20"]
         cr = s["cluster_recovery"][m]
@@ -41,7 +48,7 @@ def test_job_runs_end_to_end_and_reports(tmp_path):
     report = (out / "report.md").read_text()
     for png in ("loss.png", "recall_at_k.png", "hitrate_at_k.png", "pin_projection.png"):
         assert (out / png).stat().st_size > 1000 and f"({png})" in report
-    assert "Planted-cluster recovery" in report
+    assert "Planted-cluster recovery" in report and "popularity" in report and "new_items" in report
     cands = pd.read_parquet(out / "candidates.parquet")
     assert s["recommend"]["rows"] == len(cands) and cands.groupby("user").size().max() == 5
     with pytest.raises(GraphrecError, match="already exists"):

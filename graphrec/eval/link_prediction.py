@@ -2,9 +2,12 @@
 
 For a test triple ``(h, r, t)`` the tail rank is computed over every node of ``r``'s
 destination type after removing all *other* known true triples ``(h, r, t')`` (train,
-valid and test), and the head rank likewise over the source type. With ``s`` the true
-triple's score and ``g``/``e`` the numbers of unfiltered candidates scoring greater/equal,
-``rank = 1 + g + e / 2`` (the "realistic" rank: ties neither help nor hurt on average).
+valid and test), and the head rank likewise over the source type. With ``g``/``e`` the
+numbers of unfiltered candidates scoring greater than / equal to the true triple, its rank
+under a random order of ties is uniform on ``g + 1 .. g + e + 1``, and every metric is the
+expectation over that order (the rule of :mod:`graphrec.eval.metrics`, shared by the
+ranking metrics): ``MRR = mean E[1/rank]``, ``Hits@K = mean P(rank ≤ K)``,
+``mean_rank = mean (g + e/2 + 1)``. A constant scorer gets a random ranking's figures.
 
 Scores come from callables, so this module knows no model:
 ``score_tails(edge_type, heads [B]) -> [B, N_dst]`` and
@@ -18,7 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from graphrec.eval.metrics import csr_rows
+from graphrec.eval.metrics import csr_rows, expected_hit, expected_reciprocal_rank
 from graphrec.graph.csr import build_csr
 
 
@@ -52,6 +55,7 @@ class KnownTriples:
 
 
 def _ranks(scores: torch.Tensor, true_idx: torch.Tensor, filt_rows: np.ndarray, filt_cols: np.ndarray) -> torch.Tensor:
+    """``[B, 2]`` (greater, equal) counts of the unfiltered competitors of each true entity."""
     b = scores.shape[0]
     true = scores[torch.arange(b), true_idx].clone()
     scores = scores.clone()
@@ -60,7 +64,7 @@ def _ranks(scores: torch.Tensor, true_idx: torch.Tensor, filt_rows: np.ndarray, 
     scores[torch.arange(b), true_idx] = float("-inf")  # the target itself is not a competitor
     greater = (scores > true[:, None]).sum(1).double()
     equal = (scores == true[:, None]).sum(1).double()
-    return 1.0 + greater + 0.5 * equal
+    return torch.stack([greater, equal], dim=1)
 
 
 def filtered_link_prediction(
@@ -95,15 +99,21 @@ def filtered_link_prediction(
                 rel_ranks.append(r)
                 all_ranks.append(r)
         if rel_ranks:
-            per_rel[":".join(et)] = float((1.0 / torch.cat(rel_ranks)).mean())
+            per_rel[":".join(et)] = float(_rr(torch.cat(rel_ranks)).mean())
     if not all_ranks:
         raise ValueError("no test triples")
     ranks = torch.cat(all_ranks)
-    out = {"mrr": float((1.0 / ranks).mean()), "mean_rank": float(ranks.mean()), "triples": int(ranks.shape[0] // len(sides))}
+    g, e = ranks[:, 0], ranks[:, 1]
+    out = {"mrr": float(_rr(ranks).mean()), "mean_rank": float((g + e / 2 + 1).mean()),
+           "triples": int(ranks.shape[0] // len(sides))}
     for k in ks:
-        out[f"hits@{k}"] = float((ranks <= k).double().mean())
+        out[f"hits@{k}"] = float(expected_hit(g, e, k).mean())
     for side, rs in per_side.items():
         if rs:
-            out[f"{side}_mrr"] = float((1.0 / torch.cat(rs)).mean())
+            out[f"{side}_mrr"] = float(_rr(torch.cat(rs)).mean())
     out["per_relation"] = per_rel
     return out
+
+
+def _rr(ranks: torch.Tensor) -> torch.Tensor:
+    return expected_reciprocal_rank(ranks[:, 0], ranks[:, 1])

@@ -70,8 +70,16 @@ def chronological_split(
     min_interactions: int = 3,
     out: str | Path = "split",
     overwrite: bool = False,
+    cut_side_relations: bool = True,
 ) -> SplitResult:
-    """Split ``relation`` of ``store`` per user by time and write the split directory."""
+    """Split ``relation`` of ``store`` per user by time and write the split directory.
+
+    With ``cut_side_relations`` (default) every other timestamped base relation whose
+    source type is the users' type loses, from the train graph, each user's edges at or
+    after that user's first held-out time (e.g. ``follows`` made after the test period
+    began): a model trained on the train graph then sees nothing the user did from the
+    held-out period on. The cut edges are not held out; ``split.json`` counts them per
+    relation (``counts.side_cut``)."""
     fractions = _check_fractions(fractions)
     rel = store.relation(relation)
     if rel.is_reverse:
@@ -84,9 +92,36 @@ def chronological_split(
     held_users = np.bincount(src[labels > 0], minlength=rel.num_src) > 0
     deg = np.diff(indptr)
     extra = {"users_split": int(held_users.sum()), "users_train_only": int(((deg > 0) & ~held_users).sum())}
+    cut = side_relation_cuts(store, relation, src, np.asarray(rel.edge_attr("timestamp")), labels) \
+        if cut_side_relations else {}
+    extra["side_cut"] = {":".join(et): int((~keep).sum()) for et, keep in cut.items()}
     info = {"kind": "chronological", "relation": list(relation), "fractions": list(fractions),
-            "min_interactions": min_interactions}
-    return write_split(store, {tuple(relation): labels}, info, out, overwrite, extra)
+            "min_interactions": min_interactions, "cut_side_relations": cut_side_relations}
+    return write_split(store, {tuple(relation): labels}, info, out, overwrite, extra, cut=cut)
+
+
+def side_relation_cuts(store: GraphStore, relation: EdgeType, src: np.ndarray, timestamps: np.ndarray,
+                       labels: np.ndarray) -> dict:
+    """``{edge_type: keep bool [E]}`` for every other timestamped base relation leaving
+    the users' type: an edge of user ``u`` is dropped when its time is at or after
+    ``u``'s first held-out interaction of ``relation``."""
+    n_users = store.num_nodes(relation[0])
+    first_heldout = np.full(n_users, np.iinfo(np.int64).max, dtype=np.int64)
+    held = labels > 0
+    hs, ht = src[held], np.asarray(timestamps, np.int64)[held]
+    if hs.size:  # src comes from the CSR, so each user's edges are contiguous
+        starts = np.flatnonzero(np.r_[True, hs[1:] != hs[:-1]])
+        first_heldout[hs[starts]] = np.minimum.reduceat(ht, starts)
+    cuts = {}
+    for rel in store.relations():
+        if rel.is_reverse or rel.edge_type == tuple(relation) or rel.src_type != relation[0] \
+                or "timestamp" not in rel.attr_names:
+            continue
+        s, _ = rel.coo()
+        keep = np.asarray(rel.edge_attr("timestamp"), np.int64) < first_heldout[s]
+        if not keep.all():
+            cuts[rel.edge_type] = keep
+    return cuts
 
 
 def random_split(
@@ -183,43 +218,29 @@ def _heldout_table(store: GraphStore, et, src: np.ndarray, dst: np.ndarray, attr
 
 
 def write_split(store: GraphStore, labels: dict, info: dict, out, overwrite: bool, extra: dict | None = None,
-                heldout: dict | None = None) -> SplitResult:
+                heldout: dict | None = None, cut: dict | None = None) -> SplitResult:
     """Write ``out/train`` (the store with only label-0 edges in the split relations and
     their reverse views) and ``out/{valid,test}.parquet`` (label 1 / 2 edges, columns
-    ``relation, src, dst, src_id, dst_id`` plus edge attributes). Edges labelled 3 leave
-    the train graph without being held out (side edges cut to avoid leakage).
-    ``heldout`` (``{1: [tables], 2: [tables]}``) adds held-out edges that are not in
-    ``store`` (a given split)."""
+    ``relation, src, dst, src_id, dst_id`` plus edge attributes). ``heldout``
+    (``{1: [tables], 2: [tables]}``) adds held-out edges that are not in ``store`` (a
+    given split); ``cut`` (``{edge_type: keep bool [E]}``) removes edges of other
+    relations from the train graph without holding them out (leakage cuts)."""
     arrays = dict(store.arrays())
     entries = {r["key"]: dict(r) for r in store.manifest["relations"]}
     parts = {1: list((heldout or {}).get(1, [])), 2: list((heldout or {}).get(2, []))}
     counts = {"train": 0, "valid": sum(t.num_rows for t in parts[1]), "test": sum(t.num_rows for t in parts[2])}
     for et, lab in labels.items():
         rel = store.relation(et)
-        key = relation_key(et)
-        base = f"relations/{key}"
         src, dst = rel.coo()
         dst = np.asarray(dst)
-        train = lab == 0
-        t_indptr, t_indices, perm = build_csr(src[train], dst[train], rel.num_src, rel.num_dst)
-        r_indptr, r_indices, r_eid = reverse_csr(t_indptr, t_indices, rel.num_dst)
-        for k in [k for k in arrays if k.startswith(base + "/")]:
-            del arrays[k]
-        arrays.update({f"{base}/indptr.npy": t_indptr, f"{base}/indices.npy": t_indices,
-                       f"{base}/rev_indptr.npy": r_indptr, f"{base}/rev_indices.npy": r_indices,
-                       f"{base}/rev_eid.npy": r_eid})
-        for a in rel.attr_names:
-            arrays[f"{base}/{a}.npy"] = np.asarray(rel.edge_attr(a))[train][perm]
-        n_train = int(train.sum())
-        for k, e in entries.items():
-            if k == key or e.get("base") == key:
-                e["num_edges"] = n_train
-        counts["train"] += n_train
+        counts["train"] += _keep_edges(arrays, entries, rel, lab == 0)
         for code, part in ((1, "valid"), (2, "test")):
             sel = lab == code
             counts[part] += int(sel.sum())
             parts[code].append(_heldout_table(store, et, src[sel], dst[sel],
                                               {a: np.asarray(rel.edge_attr(a))[sel] for a in rel.attr_names}))
+    for et, keep in (cut or {}).items():
+        _keep_edges(arrays, entries, store.relation(et), keep)
     if counts["train"] == 0 and not labels:
         counts["train"] = sum(r.num_edges for r in store.relations() if not r.is_reverse)
     counts.update(extra or {})
@@ -239,6 +260,29 @@ def write_split(store: GraphStore, labels: dict, info: dict, out, overwrite: boo
         (tmp / "split.json").write_text(json.dumps(info, indent=1))
     log.info("split %s: %s", info["kind"], counts)
     return SplitResult(out, GraphStore(out / "train"), tuple(info["relation"]) if info.get("relation") else None, counts)
+
+
+def _keep_edges(arrays: dict, entries: dict, rel, keep: np.ndarray) -> int:
+    """Replace ``rel``'s arrays (CSR both ways, edge attributes) in ``arrays`` by those of
+    its ``keep`` edges and fix the edge counts of it and its reverse views; returns the
+    number kept."""
+    key = relation_key(rel.edge_type)
+    base = f"relations/{key}"
+    src, dst = rel.coo()
+    indptr, indices, perm = build_csr(src[keep], np.asarray(dst)[keep], rel.num_src, rel.num_dst)
+    r_indptr, r_indices, r_eid = reverse_csr(indptr, indices, rel.num_dst)
+    for k in [k for k in arrays if k.startswith(base + "/")]:
+        del arrays[k]
+    arrays.update({f"{base}/indptr.npy": indptr, f"{base}/indices.npy": indices,
+                   f"{base}/rev_indptr.npy": r_indptr, f"{base}/rev_indices.npy": r_indices,
+                   f"{base}/rev_eid.npy": r_eid})
+    for a in rel.attr_names:
+        arrays[f"{base}/{a}.npy"] = np.asarray(rel.edge_attr(a))[keep][perm]
+    n = int(keep.sum())
+    for k, e in entries.items():
+        if k == key or e.get("base") == key:
+            e["num_edges"] = n
+    return n
 
 
 @dataclass

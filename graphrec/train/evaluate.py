@@ -1,9 +1,23 @@
-"""Evaluating a trained run on a split: glue between models and ``graphrec.eval``.
+"""Evaluating trained runs on a split: glue between models and ``graphrec.eval``.
 
-* ranking (user → item Recall/NDCG/HitRate@K, MRR; full ranking, train items masked) on
-  the split relation of a chronological split;
-* filtered link prediction (MRR, Hits@1/3/10, head and tail corruption, all known true
-  triples of train, valid and test filtered) on every held-out relation the model knows.
+Every evaluation reports the popularity baseline (:mod:`graphrec.eval.baselines`) next
+to the model, on the same protocol (:mod:`graphrec.eval.protocol`), and names the
+protocol in its output:
+
+* chronological splits: ``user_to_item`` under ``new_items`` (the default: each user's
+  already-seen items are excluded and are no targets), ``item_to_item`` for item
+  embeddings, optionally ``user_to_item_with_repeats`` (repeat consumption: nothing
+  excluded);
+* random or given splits: filtered link prediction (MRR, Hits@1/3/10, head and tail
+  corruption, every known true triple of train, valid and test filtered) on every
+  held-out relation the model knows; the baseline ranks entities by how often they are
+  the head / tail of the relation in train.
+
+Output shape (also ``summary.json["evaluation"]`` of ``graphrec run``)::
+
+    {"part": "test", "ks": [...], "protocols": {name: description},
+     "models": {"twhin": {"user_to_item": {"recall@20": ...}, ...},
+                "popularity": {"user_to_item": {...}, ...}}}
 """
 
 from __future__ import annotations
@@ -13,30 +27,76 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from graphrec.errors import GraphrecError
+from graphrec.eval.baselines import popularity_scorer, relation_popularity_scorers
 from graphrec.eval.link_prediction import KnownTriples, filtered_link_prediction
-from graphrec.eval.metrics import evaluate_ranking
+from graphrec.eval.protocol import PROTOCOLS, evaluate_task, ranking_task
 from graphrec.eval.split import Split
 from graphrec.models.twhin import TwHIN
 
+LINK_PREDICTION = ("filtered link prediction: every held-out triple ranked against all entities of the relation's "
+                   "head and tail types, other known true triples (train, valid, test) filtered; ties count as a "
+                   "random order")
 
-def ranking_on_split(model: TwHIN, split: Split, part: str = "test", ks: Sequence[int] = (10, 20)) -> dict:
-    """Ranking metrics of the split relation's ``part`` edges; seen items = train (+ valid
-    when evaluating test)."""
+
+def ranking_on_split(model: TwHIN, split: Split, part: str = "test", ks: Sequence[int] = (10, 20),
+                     protocol: str = "new_items") -> dict:
+    """User→item metrics of a TwHIN model on the split relation (``score_tails``)."""
     et = split.relation
-    n_items = split.train.num_nodes(et[2])
-    seen = split.seen_csr(include_valid=(part == "test"))
-    with torch.no_grad():
-        return evaluate_ranking(lambda u: model.score_tails(et, u), split.heldout_csr(part), n_items, seen=seen, ks=ks)
+    return evaluate_task(lambda u: model.score_tails(et, u), ranking_task(split, part, protocol), ks)
 
 
-def link_prediction_on_split(model: TwHIN, split: Split, part: str = "test", ks: Sequence[int] = (1, 3, 10),
-                             relations: Sequence | None = None, max_per_relation: int | None = None) -> dict:
-    """Filtered link prediction on the held-out ``part`` triples of relations the model
-    was trained on."""
+def vectors_ranking_on_split(user_vectors, item_vectors, split: Split, part: str = "test",
+                             ks: Sequence[int] = (10, 20), protocol: str = "new_items") -> dict:
+    """User→item metrics with ``score(u, i) = user_vectors[u] · item_vectors[i]``."""
+    u = torch.tensor(np.asarray(user_vectors), dtype=torch.float32)
+    it = torch.tensor(np.asarray(item_vectors), dtype=torch.float32)
+    return evaluate_task(lambda b: u[b] @ it.T, ranking_task(split, part, protocol), ks)
+
+
+def item_to_item_on_split(item_vectors, split: Split, part: str = "test", ks: Sequence[int] = (10, 20)) -> dict:
+    """Item→item metrics (``item_to_item`` protocol): the query is each user's last train
+    item, items ranked by ``item_vectors[query] · item_vectors[i]``."""
+    it = torch.tensor(np.asarray(item_vectors), dtype=torch.float32)
+    return evaluate_task(lambda q: it[q] @ it.T, ranking_task(split, part, "item_to_item"), ks)
+
+
+def popularity_on_split(split: Split, part: str = "test", ks: Sequence[int] = (10, 20), item_to_item: bool = True,
+                        repeats: bool = False) -> dict:
+    """The popularity baseline on the same protocols as the models."""
+    score = popularity_scorer(split)
+    out = {"user_to_item": evaluate_task(score, ranking_task(split, part, "new_items"), ks)}
+    if item_to_item:
+        out["item_to_item"] = evaluate_task(score, ranking_task(split, part, "item_to_item"), ks)
+    if repeats:
+        out["user_to_item_with_repeats"] = evaluate_task(score, ranking_task(split, part, "with_repeats"), ks)
+    return out
+
+
+def vectors_on_split(query_vectors, candidate_vectors, item_vectors, split: Split, part: str = "test",
+                     ks: Sequence[int] = (10, 20), repeats: bool = False) -> dict:
+    """User→item (and with repeats) from retrieval vectors, item→item from item vectors."""
+    out = {"user_to_item": vectors_ranking_on_split(query_vectors, candidate_vectors, split, part, ks)}
+    if item_vectors is not None:
+        out["item_to_item"] = item_to_item_on_split(item_vectors, split, part, ks)
+    if repeats:
+        out["user_to_item_with_repeats"] = vectors_ranking_on_split(query_vectors, candidate_vectors, split, part, ks,
+                                                                    protocol="with_repeats")
+    return out
+
+
+def link_prediction_on_split(model: TwHIN | None, split: Split, part: str = "test", ks: Sequence[int] = (1, 3, 10),
+                             relations: Sequence | None = None, max_per_relation: int | None = None,
+                             edge_types: Sequence | None = None) -> dict:
+    """Filtered link prediction on the held-out ``part`` triples of the relations the
+    model was trained on; ``model=None`` scores with the popularity baseline (then
+    ``edge_types`` names the relations)."""
     store = split.train
     test_all = split.heldout_triples(part)
-    trained = set(model.edge_types)
+    trained = set(model.edge_types if model is not None else map(tuple, edge_types or test_all))
     test = {et: v for et, v in test_all.items() if et in trained and (relations is None or et in relations)}
+    if not test:
+        raise GraphrecError(f"{split.path}: no held-out {part} triple of a relation the model was trained on")
     if max_per_relation is not None:
         test = {et: (s[:max_per_relation], d[:max_per_relation]) for et, (s, d) in test.items()}
     num_src = {et: store.num_nodes(et[0]) for et in test}
@@ -49,61 +109,41 @@ def link_prediction_on_split(model: TwHIN, split: Split, part: str = "test", ks:
             hs, hd = split.heldout_triples(p).get(et, (None, None))
             if hs is not None:
                 known.add(et, hs, hd)
+    if model is None:
+        tails, heads = relation_popularity_scorers(store, list(test))
+    else:
+        tails, heads = (lambda et, h: model.score_tails(et, h)), (lambda et, t: model.score_heads(et, t))
     with torch.no_grad():
-        return filtered_link_prediction(lambda et, h: model.score_tails(et, h), lambda et, t: model.score_heads(et, t),
-                                        test, known, ks=ks)
+        return filtered_link_prediction(tails, heads, test, known, ks=ks)
 
 
-def last_items(split: Split) -> np.ndarray:
-    """Each user's most recent item of the split relation's train edges, int64 ``[U]``
-    (``-1`` for users without any)."""
-    rel = split.train.relation(split.relation)
-    src, dst = rel.coo()
-    ts = rel.edge_attr("timestamp") if "timestamp" in rel.attr_names else np.arange(src.shape[0])
-    ts = np.asarray(ts, dtype=np.int64)
-    n_users = split.train.num_nodes(split.relation[0])
-    order = np.lexsort((np.arange(src.shape[0]), ts, src))  # last of each user's run = latest
-    s = src[order]
-    last = np.r_[s[1:] != s[:-1], True]
-    out = np.full(n_users, -1, dtype=np.int64)
-    out[s[last]] = dst[order][last]
+def protocols_used(split: Split, item_to_item: bool, repeats: bool, link_prediction: bool) -> dict:
+    """``{metric group: protocol description}`` for the output."""
+    out = {}
+    if split.relation is not None:
+        out["user_to_item"] = "new_items: " + PROTOCOLS["new_items"]
+        if item_to_item:
+            out["item_to_item"] = "item_to_item: " + PROTOCOLS["item_to_item"]
+        if repeats:
+            out["user_to_item_with_repeats"] = "with_repeats: " + PROTOCOLS["with_repeats"]
+    if link_prediction:
+        out["link_prediction"] = LINK_PREDICTION
     return out
 
 
-def vectors_ranking_on_split(user_vectors, item_vectors, split: Split, part: str = "test",
-                             ks: Sequence[int] = (10, 20)) -> dict:
-    """User→item ranking metrics with ``score(u, i) = user_vectors[u] · item_vectors[i]``."""
-    u = torch.tensor(np.asarray(user_vectors), dtype=torch.float32)
-    it = torch.tensor(np.asarray(item_vectors), dtype=torch.float32)
-    seen = split.seen_csr(include_valid=(part == "test"))
-    return evaluate_ranking(lambda b: u[b] @ it.T, split.heldout_csr(part), it.shape[0], seen=seen, ks=ks)
-
-
-def item_to_item_on_split(item_vectors, split: Split, part: str = "test", ks: Sequence[int] = (10, 20)) -> dict:
-    """Item→item retrieval: for each user with ``part`` items, the query is the user's
-    last train item; every item is ranked by ``item_vectors[query] · item_vectors[i]``
-    (the user's already-seen items, the query among them, masked); the targets are the
-    user's ``part`` items. Returns ``hit@K`` (HitRate), ``mrr``, ``recall@K``, …"""
-    it = torch.tensor(np.asarray(item_vectors), dtype=torch.float32)
-    q = torch.from_numpy(last_items(split))
-    users = np.flatnonzero(q.numpy() >= 0)
-    seen = split.seen_csr(include_valid=(part == "test"))
-    return evaluate_ranking(lambda b: it[q[b]] @ it.T, split.heldout_csr(part), it.shape[0], seen=seen, ks=ks,
-                            users=users)
-
-
 def evaluate_run(run_dir, split: Split, part: str = "test", ks: Sequence[int] = (10, 20),
-                 link_prediction: bool | None = None) -> dict:
-    """Metrics of a finished run (any model) on ``split``'s ``part``.
+                 link_prediction: bool | None = None, repeats: bool = False) -> dict:
+    """Metrics of a finished run (any model) and of the popularity baseline on
+    ``split``'s ``part`` (the module docstring gives the shape).
 
-    TwHIN: ``ranking`` (user→item, chronological splits) and ``link_prediction``
-    (filtered; default on for random splits). PinSage: ``ranking`` with its exported
-    user and item vectors, and ``item_to_item`` (query = each user's last train item)."""
-    from graphrec.errors import GraphrecError
+    TwHIN: ``user_to_item`` on chronological splits and ``link_prediction`` (default on
+    for random and given splits). PinSage: ``user_to_item`` with its user and item
+    vectors, and ``item_to_item``."""
     from graphrec.train.runs import run_model
 
     model_name = run_model(run_dir)
-    out = {}
+    models: dict = {}
+    lp = bool(link_prediction or (link_prediction is None and split.relation is None))
     if model_name == "pinsage":
         from graphrec.train.pinsage import PinSageRun
 
@@ -116,14 +156,24 @@ def evaluate_run(run_dir, split: Split, part: str = "test", ks: Sequence[int] = 
         if ":".join(split.relation) != trained:
             raise GraphrecError(f"{split.path}: split relation {':'.join(split.relation)} is not the run's interactions "
                                 f"{trained}")
-        out["ranking"] = vectors_ranking_on_split(run.user_vectors, run.item_vectors, split, part, ks)
-        out["item_to_item"] = item_to_item_on_split(run.item_vectors, split, part, ks)
-        return out
+        models["pinsage"] = vectors_on_split(run.user_vectors, run.item_vectors, run.item_vectors, split, part, ks,
+                                             repeats)
+        models["popularity"] = popularity_on_split(split, part, ks, item_to_item=True, repeats=repeats)
+        return {"part": part, "ks": list(ks), "protocols": protocols_used(split, True, repeats, False), "models": models}
     from graphrec.train.twhin import load_run
 
     model, _, _ = load_run(run_dir, graph=split.path / "train")
+    twhin, pop = {}, {}
     if split.relation is not None:
-        out["ranking"] = ranking_on_split(model, split, part, ks)
-    if link_prediction or (link_prediction is None and split.relation is None):
-        out["link_prediction"] = link_prediction_on_split(model, split, part)
-    return out
+        if split.relation not in model.edge_types:
+            raise GraphrecError(f"{split.path}: split relation {':'.join(split.relation)} is not one the run was "
+                                "trained on")
+        twhin["user_to_item"] = ranking_on_split(model, split, part, ks)
+        if repeats:
+            twhin["user_to_item_with_repeats"] = ranking_on_split(model, split, part, ks, protocol="with_repeats")
+        pop = popularity_on_split(split, part, ks, item_to_item=False, repeats=repeats)
+    if lp:
+        twhin["link_prediction"] = link_prediction_on_split(model, split, part)
+        pop["link_prediction"] = link_prediction_on_split(None, split, part, edge_types=model.edge_types)
+    models["twhin"], models["popularity"] = twhin, pop
+    return {"part": part, "ks": list(ks), "protocols": protocols_used(split, False, repeats, lp), "models": models}

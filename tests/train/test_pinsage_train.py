@@ -89,9 +89,14 @@ def test_cli_train_export_evaluate(small_pins_graph, tmp_path, capsys):
     np.testing.assert_array_equal(q, run.user_vectors)
     np.testing.assert_array_equal(c, run.item_vectors)
     capsys.readouterr()
-    assert main(["-q", "evaluate", "--run", str(tmp_path / "run"), "--split", str(tmp_path / "s")]) == 0
+    assert main(["-q", "evaluate", "--run", str(tmp_path / "run"), "--split", str(tmp_path / "s"), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert 0 < res["ranking"]["recall@20"] <= 1 and 0 < res["item_to_item"]["hit@10"] <= 1
+    ps, pop = res["models"]["pinsage"], res["models"]["popularity"]
+    assert 0 < ps["user_to_item"]["recall@20"] <= 1 and 0 < ps["item_to_item"]["hit@10"] <= 1
+    assert ps["user_to_item"]["users"] == pop["user_to_item"]["users"] > 0 and "new_items" in res["protocols"]["user_to_item"]
+    assert main(["-q", "evaluate", "--run", str(tmp_path / "run"), "--split", str(tmp_path / "s")]) == 0
+    table = capsys.readouterr().out
+    assert "popularity" in table and "recall@20" in table and "protocol: new_items" in table
     # a mistyped config key: exit 2, message names the key, nothing written
     cfg.write_text("model: pinsage\nwalks: {metapaths: [{path: [pin:saved_by:user, user:saves:pin]}]}\nepochz: 3\n")
     assert main(["-q", "train", "pinsage", "--config", str(cfg), "--graph", str(tmp_path / "s" / "train"),

@@ -138,9 +138,10 @@ def test_cli_train_export_evaluate(small_pins_graph, tmp_path, capsys):
     assert main(["-q", "export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "emb"),
                  "--retrieval", "user:saves:pin", "--retrieval", "user:follows_board:board"]) == 0
     capsys.readouterr()
-    assert main(["-q", "evaluate", "--run", str(tmp_path / "run"), "--split", str(tmp_path / "s")]) == 0
+    assert main(["-q", "evaluate", "--run", str(tmp_path / "run"), "--split", str(tmp_path / "s"), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert 0 <= res["ranking"]["recall@20"] <= 1 and res["ranking"]["users"] > 0
+    u2i = res["models"]["twhin"]["user_to_item"]
+    assert 0 <= u2i["recall@20"] <= 1 and u2i["users"] > 0 and "popularity" in res["models"]
     assert main(["-q", "export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "emb2"),
                  "--retrieval", "user:nope:pin"]) == 2
     assert "not trained" in capsys.readouterr().err
