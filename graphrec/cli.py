@@ -427,19 +427,23 @@ def generate_pinterest_cmd(ctx, users, pins, boards, authors, saves, clusters, s
 @click.argument("config_path", type=click.Path(dir_okay=False))
 @click.option("--out", default=None, type=click.Path(), help="Output directory [default: out/<name>].")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--seed", type=int, default=None, help="Seed of every model (overrides the configs' seeds).")
 @click.pass_context
-def run_cmd(ctx, config_path, out, overwrite):
+def run_cmd(ctx, config_path, out, overwrite, seed):
     """The whole pipeline as one job: data -> graph -> split -> TwHIN + PinSage -> infer ->
     export -> index -> evaluate -> report.md."""
     from graphrec.pipeline import run_job
 
-    s = run_job(config_path, out, overwrite=overwrite, progress=ctx.obj["progress"])
+    s = run_job(config_path, out, overwrite=overwrite, progress=ctx.obj["progress"], seed=seed)
+    metric = s["recommend"]["selected_by"].split()[1]
+    pop = s["evaluation"]["models"]["popularity"]["user_to_item"][metric]
     for m, r in s["evaluation"]["models"].items():
         cr = s.get("cluster_recovery", {}).get(m)
-        click.echo(f"{m}: test Recall@20 {r['user_to_item']['recall@20']:.4f}, item->item HR@10 "
-                   f"{r['item_to_item']['hit@10']:.4f}"
+        u2i = r["user_to_item"][metric]
+        click.echo(f"{m}: test {metric} {u2i:.4f} ({u2i / pop:.2f}x popularity; new items only)"
                    + (f", planted-cluster NMI {cr['nmi']:.3f} (random {cr['random_nmi']:.3f})" if cr else ""))
-    click.echo(f"done in {s['seconds']:.0f}s -> {out or 'out/' + s['name']}/report.md")
+    click.echo(f"candidates.parquet from {s['recommend']['model']} (best {s['recommend']['selected_by']}); "
+               f"done in {s['seconds']:.0f}s -> {out or 'out/' + s['name']}/report.md")
 
 
 @cli.command()

@@ -130,6 +130,8 @@ class JobConfig(_Strict):
     twhin: ModelSection | None = None
     pinsage: ModelSection | None = None
     ray: RaySection = RaySection()
+    seed: int | None = Field(None, description="seed of every model, overriding the model configs' own (None: keep "
+                             "them); `graphrec run --seed` sets it")
     inference_shard_size: int = Field(65536, ge=1)
     index: IndexConfig = IndexConfig()
     ks: list[int] = Field([1, 5, 10, 20, 50, 100], description="cut-offs K of the metrics")
@@ -164,7 +166,7 @@ def load_job_config(path: str | Path) -> tuple[JobConfig, Path]:
     return load_config(path, JobConfig), path.resolve().parent
 
 
-def _model_config(section: ModelSection, model: str, base: Path, ray: RaySection):
+def _model_config(section: ModelSection, model: str, base: Path, ray: RaySection, seed: int | None = None):
     import yaml
 
     from graphrec.train.config import RUN_CONFIGS, parse_config
@@ -180,6 +182,8 @@ def _model_config(section: ModelSection, model: str, base: Path, ray: RaySection
 
     data = merge(data, section.overrides)
     data = merge(data, {"ray": {"workers": ray.workers, **({"address": ray.address} if ray.address else {})}})
+    if seed is not None:
+        data["seed"] = seed
     cfg = parse_config(data, RUN_CONFIGS[model], origin=f"{path} (+ {model}.overrides)")
     if cfg.model != model:
         raise GraphrecError(f"{path}: a {cfg.model!r} config, not {model!r}")
@@ -187,7 +191,7 @@ def _model_config(section: ModelSection, model: str, base: Path, ray: RaySection
 
 
 def run_job(config_path: str | Path, out: str | Path | None = None, overwrite: bool = False,
-            progress: bool = True, address: str | None = None) -> dict:
+            progress: bool = True, address: str | None = None, seed: int | None = None) -> dict:
     """Run the whole pipeline of a job config; returns (and writes) ``summary.json`` and
     writes ``report.md``. Local Ray (started once, ``workers + 1`` logical CPUs) unless
     ``ray.address`` (or ``address``, e.g. ``"auto"`` inside ``ray job submit``) names a
@@ -208,8 +212,10 @@ def run_job(config_path: str | Path, out: str | Path | None = None, overwrite: b
     cfg, base = load_job_config(config_path)
     if address:
         cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"address": address, "enabled": True})})
+    if seed is not None:
+        cfg = cfg.model_copy(update={"seed": seed})
     out = Path(out) if out is not None else Path("out") / cfg.name
-    models = {m: _model_config(s, m, base, cfg.ray) for m, s in (("twhin", cfg.twhin), ("pinsage", cfg.pinsage))
+    models = {m: _model_config(s, m, base, cfg.ray, cfg.seed) for m, s in (("twhin", cfg.twhin), ("pinsage", cfg.pinsage))
               if s is not None}
     try:
         relation = parse_edge_type(cfg.split.relation)

@@ -100,7 +100,8 @@ def write_report(out: Path, summary: dict, histories: dict, pin_embs: dict, labe
              f"per user by time: train {s['train']:,} / valid {s['valid']:,} / test {s['test']:,}. "
              f"Job time {summary['seconds']:.0f}s ({', '.join(f'{k} {v:.0f}s' for k, v in summary['timings'].items())}).",
              "", "## Training", "", f"![loss]({figs['loss'].name})", ""]
-    lines.append(_table([[m, t["epochs_run"], t["seconds"], t.get("workers", 1)] for m, t in summary["training"].items()],
+    lines.append(_table([[m, t["epochs_run"], f"{t['seconds']:.1f}", t.get("workers", 1)]
+                         for m, t in summary["training"].items()],
                         ["model", "epochs", "seconds", "workers"]))
     ev = summary["evaluation"]
     sel = summary.get("recommend") or {}

@@ -35,6 +35,9 @@ import numpy as np
 import torch
 
 
+_GRID_ELEMENTS = 50_000_000  # scores (or MRR grid cells) held at once
+
+
 def csr_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Gather CSR rows: ``(row_position [nnz], column [nnz])`` for ``rows`` (vectorised)."""
     rows = np.asarray(rows, dtype=np.int64)
@@ -87,16 +90,19 @@ def _first_target_metrics(greater: torch.Tensor, group: torch.Tensor, hits: torc
     mrr = 1.0 / (g + 1)  # a lone best target (m == c == 1) or a group of targets only
     tied = (m > c).nonzero().flatten()
     if tied.numel():
-        gt, mt, ct = g[tied], m[tied], c[tied]
-        width = int((mt - ct + 1).max())
+        width = int((m[tied] - c[tied] + 1).max())
+        rows = max(1, _GRID_ELEMENTS // (width + 1))  # bound the [rows, width] grid
         j = torch.arange(1, width + 2, dtype=torch.float64)[None, :]  # 1 .. width + 1
-        # P(J >= j) = C(m - j + 1, c) / C(m, c), zero once m - j + 1 < c
-        n = mt[:, None] - j + 1
-        valid = n >= ct[:, None]
-        surv = torch.where(valid, torch.exp(_log_comb(n.clamp(min=0), ct[:, None].expand_as(n)) -
-                                            _log_comb(mt, ct)[:, None]), torch.zeros_like(n))
-        p = surv[:, :-1] - surv[:, 1:]  # P(J = j), j = 1 .. width
-        mrr[tied] = (p / (gt[:, None] + j[:, :-1])).sum(1)
+        for start in range(0, tied.numel(), rows):
+            sel = tied[start : start + rows]
+            gt, mt, ct = g[sel], m[sel], c[sel]
+            # P(J >= j) = C(m - j + 1, c) / C(m, c), zero once m - j + 1 < c
+            n = mt[:, None] - j + 1
+            surv = torch.where(n >= ct[:, None],
+                               torch.exp(_log_comb(n.clamp(min=0), ct[:, None].expand_as(n)) - _log_comb(mt, ct)[:, None]),
+                               torch.zeros_like(n))
+            p = surv[:, :-1] - surv[:, 1:]  # P(J = j), j = 1 .. width
+            mrr[sel] = (p / (gt[:, None] + j[:, :-1])).sum(1)
     out["mrr"] = mrr
     return out
 
@@ -112,28 +118,39 @@ def ranking_metrics_batch(
     Returns ``{name: float64 [B]}``.
     """
     b, n_items = scores.shape
-    scores = scores.double()
+    if not scores.is_floating_point():
+        scores = scores.float()
     if exclude_mask is not None:
         if bool((exclude_mask & target_mask).any()):
             raise ValueError("an excluded item is also a target: a protocol must exclude targets from the mask")
         excluded = exclude_mask
     else:
         excluded = torch.zeros_like(target_mask)
-    # candidates sorted ascending with excluded items pushed below everything
+    # excluded items score -inf: below every finite target, never counted against it
     ranked = scores.masked_fill(excluded, float("-inf"))
     n_excl = excluded.sum(1)
-    ranked_sorted, _ = ranked.sort(dim=1)
-    # targets padded to [B, M]
+    # target scores per row, sorted ascending, padded with +inf to [B, M]
     n_t = target_mask.sum(1)
     m_max = int(n_t.max()) if b else 0
-    order = torch.argsort((~target_mask).to(torch.int8), dim=1, stable=True)[:, :m_max]  # target columns first
+    rows, cols = target_mask.nonzero(as_tuple=True)  # grouped by row
+    slot = torch.arange(rows.numel()) - (torch.cumsum(n_t, 0) - n_t)[rows]
+    t_scores = torch.full((b, m_max), float("inf"), dtype=scores.dtype)
+    t_scores[rows, slot] = scores[rows, cols]
+    t_scores = t_scores.sort(dim=1).values
     present = torch.arange(m_max)[None, :] < n_t[:, None]
-    t_scores = scores.gather(1, order)
-    t_scores_q = t_scores.masked_fill(~present, 0.0)  # padding: any finite value (weighted out below)
-    above = n_items - torch.searchsorted(ranked_sorted, t_scores_q.contiguous(), right=True)
-    at_least = n_items - torch.searchsorted(ranked_sorted, t_scores_q.contiguous(), right=False)
+    # every item falls between two sorted targets: count items above each target with one
+    # searchsorted + histogram per side instead of sorting the whole row
+    below = torch.searchsorted(t_scores, ranked.contiguous(), right=False).clamp(max=m_max)  # #targets < s
+    below_eq = torch.searchsorted(t_scores, ranked.contiguous(), right=True).clamp(max=m_max)  # #targets <= s
+
+    def items_above(k):  # [B, M]: #items whose k exceeds j, for target slot j
+        hist = torch.zeros(b, m_max + 1, dtype=torch.int64).scatter_add_(1, k, torch.ones_like(k))
+        return hist.flip(1).cumsum(1).flip(1)[:, 1:]
+
+    above = items_above(below)  # #{s > t_j}
+    at_least = items_above(below_eq)  # #{s >= t_j}, t_j itself included
     # -inf targets would count the excluded items (also -inf) as ties
-    neg_inf = torch.isneginf(t_scores_q) & present
+    neg_inf = torch.isneginf(t_scores) & present
     at_least = at_least - torch.where(neg_inf, n_excl[:, None], torch.zeros_like(at_least))
     g = above.double()
     e = (at_least - above - 1).clamp(min=0).double()
@@ -150,12 +167,11 @@ def ranking_metrics_batch(
         lo = g.clamp(max=k).long()
         dcg = ((disc[hi] - disc[lo]) / (e + 1) * pres).sum(1)
         out[f"ndcg@{k}"] = dcg / disc[n_t.clamp(min=1, max=k)]
-    # best target: the tie group at the highest target score
-    best = t_scores.masked_fill(~present, float("-inf")).max(1).values
-    best_q = best[:, None].contiguous()
-    g_star = (n_items - torch.searchsorted(ranked_sorted, best_q, right=True)).squeeze(1)
-    group = (n_items - torch.searchsorted(ranked_sorted, best_q, right=False)).squeeze(1) - g_star
-    group = group - torch.where(torch.isneginf(best), n_excl, torch.zeros_like(group))
+    # best target (the last present slot): the tie group at the highest target score
+    last = (n_t - 1).clamp(min=0)[:, None]
+    best = t_scores.gather(1, last).squeeze(1)
+    g_star = above.gather(1, last).squeeze(1)
+    group = at_least.gather(1, last).squeeze(1) - g_star
     c = ((t_scores == best[:, None]) & present).sum(1)
     first = _first_target_metrics(g_star.double(), group.double().clamp(min=1), c.double(), ks)
     out.update(first)
@@ -185,6 +201,7 @@ def evaluate_ranking(
     has_target = np.diff(t_indptr) > 0
     users = np.flatnonzero(has_target) if users is None else np.asarray(users, np.int64)[has_target[users]]
     sums: dict[str, float] = {}
+    batch_size = max(1, min(batch_size, _GRID_ELEMENTS // max(num_items, 1)))
     for start in range(0, users.shape[0], batch_size):
         batch = users[start : start + batch_size]
         b = batch.shape[0]

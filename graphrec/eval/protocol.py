@@ -32,13 +32,13 @@ from graphrec.eval.split import Split
 from graphrec.graph.csr import build_csr
 
 PROTOCOLS = {
-    "new_items": "user→item, new items only: each user's train items (and for test, valid items) are excluded from "
-                 "the ranking; held-out interactions with an already-seen item are not targets; users left without a "
+    "new_items": "new items only — each user's train items (and for test, valid items) are excluded from the "
+                 "ranking; held-out interactions with an already-seen item are not targets; users left without a "
                  "target are skipped",
-    "with_repeats": "user→item with repeat consumption: nothing is excluded; every held-out item is a target, "
-                    "including items the user had already interacted with",
-    "item_to_item": "item→item: the query is the user's last train item; the user's seen items (the query among them) "
-                    "are excluded; targets are the user's held-out items not seen before",
+    "with_repeats": "repeat consumption — nothing is excluded; every held-out item is a target, including items the "
+                    "user had already interacted with",
+    "item_to_item": "the query is the user's last train item; the user's seen items (the query among them) are "
+                    "excluded; targets are the user's held-out items not seen before",
 }
 
 
