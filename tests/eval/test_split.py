@@ -60,3 +60,28 @@ def test_split_errors(tiny_schema, tiny_dir, tmp_path, capsys):
     assert not (tmp_path / "s").exists()
     assert main(["split", str(tmp_path / "g"), "--relation", "user:rated:item", "--out", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s" / "train" / "manifest.json").is_file()
+
+
+def test_given_split_from_triple_files(tmp_path, capsys):
+    from graphrec.graph import GraphStore
+
+    (tmp_path / "train.txt").write_text("a\tr\tb\nb\tr\tc\nc\ts\ta\na\ts\tc\n")
+    (tmp_path / "valid.txt").write_text("a\tr\tc\n")
+    (tmp_path / "test.txt").write_text("b\ts\ta\nzz\tr\ta\nb\tnope\tc\n")  # an unknown entity, an unknown relation
+    assert main(["-q", "build", "--triples", str(tmp_path / "train.txt"), "--out", str(tmp_path / "g")]) == 0
+    assert main(["-q", "split", str(tmp_path / "g"), "--valid-triples", str(tmp_path / "valid.txt"),
+                 "--test-triples", str(tmp_path / "test.txt"), "--out", str(tmp_path / "s")]) == 0
+    assert "2 naming unknown entities left out" in capsys.readouterr().out
+    sp = load_split(tmp_path / "s")
+    assert sp.info["kind"] == "given" and sp.info["counts"]["dropped_unknown"] == {"valid": 0, "test": 2}
+    assert sp.train.num_edges() == GraphStore(tmp_path / "g").num_edges() == 4  # train graph = the given train file
+    test = sp.heldout_triples("test")
+    assert list(test) == [("entity", "s", "entity")]
+    s, d = test[("entity", "s", "entity")]
+    assert sp.train.original_ids("entity", s).tolist() == ["b"] and sp.train.original_ids("entity", d).tolist() == ["a"]
+    # both files are needed, and a missing one is a clear error with nothing written
+    assert main(["-q", "split", str(tmp_path / "g"), "--valid-triples", str(tmp_path / "valid.txt"),
+                 "--out", str(tmp_path / "s2")]) == 2
+    assert main(["-q", "split", str(tmp_path / "g"), "--valid-triples", str(tmp_path / "valid.txt"),
+                 "--test-triples", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "s2")]) == 2
+    assert "missing.txt: file not found" in capsys.readouterr().err and not (tmp_path / "s2").exists()
