@@ -440,6 +440,9 @@ def run_cmd(ctx, config_path, out, overwrite, seed):
     for m, r in s["evaluation"]["models"].items():
         cr = s.get("cluster_recovery", {}).get(m)
         u2i = r["user_to_item"][metric]
+        if m == "popularity":
+            click.echo(f"popularity (baseline): test {metric} {u2i:.4f}")
+            continue
         click.echo(f"{m}: test {metric} {u2i:.4f} ({u2i / pop:.2f}x popularity; new items only)"
                    + (f", planted-cluster NMI {cr['nmi']:.3f} (random {cr['random_nmi']:.3f})" if cr else ""))
     click.echo(f"candidates.parquet from {s['recommend']['model']} (best {s['recommend']['selected_by']}); "
