@@ -1,19 +1,35 @@
 """PinSage vs LightGCN on ML-100K, same chronological split, plus PinSage ablations.
 
     python benchmarks/pinsage_ml100k.py [--config configs/pinsage-ml100k.yaml] [--ablations] [--only NAME ...]
+                                        [--seeds 0 1 2] [--json rows.json]
 
 1. Builds graphs/movielens-100k.yaml (ratings; item features: release year, genres,
    title tokens) and splits ``user:rated:item`` per user by time 80/10/10 (``graphrec
    split``); every model trains on the train graph only.
 2. LightGCN (``torch_geometric.nn.models.LightGCN``, BPR loss with PyG's
-   ``recommendation_loss``) trained until valid Recall@20 stops improving.
+   ``recommendation_loss``) trained until valid Recall@20 stops improving, for each
+   (lr, L2) of ``--lightgcn-grid`` with the first seed; the pick on valid u2i Recall@20
+   is retrained with the other seeds.
 3. PinSage from the config (and, with ``--ablations``, the ablation variants: pooling,
-   curriculum, layers, T), selected on valid, reported on test.
+   curriculum, layers, T), each trained with every ``--seeds`` seed.
 
-Metrics (test): item→item HitRate@10 and MRR — query = each test user's last train
-item, targets = that user's test items, all items ranked by embedding dot product with
-the user's train/valid items (the query among them) masked; user→item Recall@20 and
-NDCG@20 (full ranking, seen items masked). Popularity as a floor.
+Every row: mean ± std (population) over its seeds, valid and test. Choices are made on
+valid only, by the criterion declared here: **valid score = mean of valid u2i
+Recall@20 and valid i2i HitRate@10, averaged over the seeds**; the PinSage row with the
+best valid score is printed as the valid pick. Test is reported, never used to choose.
+
+Evaluation: :mod:`graphrec.train.evaluate` (``item_to_item_on_split``,
+``vectors_ranking_on_split``, ``popularity_on_split``) under the protocols of
+:mod:`graphrec.eval.protocol`; every metric is its expectation over a random order of
+ties. Item→item (``item_to_item``): query = each user's last train item, targets = that
+user's held-out items not seen before, the user's seen items (the query among them)
+excluded; HitRate@10 and MRR. User→item (``new_items``): full ranking, the user's seen
+items excluded, held-out repeats not targets; Recall@20 and NDCG@20. Popularity (train
+interaction counts) on the same protocols as a floor. The protocol counts
+(``heldout_repeats``, ``users_skipped``…) are printed and written with the rows.
+
+Skips (message, exit 0) when ML-100K is absent (``--data`` / ``GRAPHREC_DATA``, default
+``../shared/datasets/ml-100k``).
 """
 
 from __future__ import annotations
@@ -21,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -100,16 +117,43 @@ def train_lightgcn(s, n_users, n_items, dim=64, layers=3, lr=5e-3, batch=2048, r
     return best_emb[:n_users], best_emb[n_users:], epoch + 1
 
 
+METRICS = ("i2i_hr@10", "i2i_mrr", "u2i_recall@20", "u2i_ndcg@20")
+
+
+def _metrics(ii: dict, ui: dict) -> dict:
+    return {"i2i_hr@10": ii["hit@10"], "i2i_mrr": ii["mrr"], "u2i_recall@20": ui["recall@20"],
+            "u2i_ndcg@20": ui["ndcg@20"]}
+
+
 def evaluate(s, users, items):
+    """Valid and test metrics of user and item vectors (dot-product scores)."""
     from graphrec.train.evaluate import item_to_item_on_split, vectors_ranking_on_split
 
-    out = {}
+    return {part: _metrics(item_to_item_on_split(items, s, part, ks=(10,)),
+                           vectors_ranking_on_split(users, items, s, part, ks=(20,))) for part in ("valid", "test")}
+
+
+def valid_score(valid: dict) -> float:
+    """The selection criterion: mean of valid u2i Recall@20 and valid i2i HitRate@10."""
+    return (valid["u2i_recall@20"] + valid["i2i_hr@10"]) / 2
+
+
+def summarize(name: str, runs: list[dict], **extra) -> dict:
+    """A row from per-seed results ``[{"seed", "valid", "test", "seconds", ...}]``:
+    ``valid`` / ``test`` hold ``[mean, std]`` per metric, ``valid_score`` the criterion."""
+    row = {"model": name, **extra, "seeds": [r["seed"] for r in runs]}
     for part in ("valid", "test"):
-        ii = item_to_item_on_split(items, s, part, ks=(10,))
-        ui = vectors_ranking_on_split(users, items, s, part, ks=(20,))
-        out[part] = {"i2i_hr@10": ii["hit@10"], "i2i_mrr": ii["mrr"], "u2i_recall@20": ui["recall@20"],
-                     "u2i_ndcg@20": ui["ndcg@20"]}
-    return out
+        row[part] = {k: [float(np.mean([r[part][k] for r in runs])), float(np.std([r[part][k] for r in runs]))]
+                     for k in METRICS}
+    scores = [valid_score(r["valid"]) for r in runs]
+    row["valid_score"] = [float(np.mean(scores)), float(np.std(scores))]
+    row["seconds"] = float(np.mean([r["seconds"] for r in runs])) if runs[0].get("seconds") is not None else None
+    row["per_seed"] = runs
+    return row
+
+
+def _fmt(x) -> str:
+    return f"{x[0]:.4f} ± {x[1]:.4f}" if x[1] > 0 else f"{x[0]:.4f}"
 
 
 def main():
@@ -121,61 +165,74 @@ def main():
     ap.add_argument("--only", nargs="*", help="run only these variant names ('config' = the config as is)")
     ap.add_argument("--skip-lightgcn", action="store_true")
     ap.add_argument("--lightgcn-grid", type=lambda t: tuple(float(x) for x in t.split(",")), nargs="+",
-                    default=[(5e-3, 1e-4), (1e-2, 1e-4), (5e-3, 1e-3)], help="LR,L2 pairs to try")
+                    default=[(5e-3, 1e-4), (1e-2, 1e-4), (5e-3, 1e-3)],
+                    help="LR,L2 pairs to try (first seed; the valid pick is retrained with the other seeds)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per model (mean ± std reported)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--json", help="write the rows here (rewritten after every row)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    needed = ["ml-100k.inter", "ml-100k.user", "ml-100k.item", "ml-100k.kg", "ml-100k.link"]
+    missing = [f for f in needed if not (Path(args.data) / f).is_file()]
+    if missing:
+        print(f"skipped: ML-100K not found in {args.data} (missing {', '.join(missing)}); "
+              "set GRAPHREC_DATA or --data to the directory of the RecBole atomic files")
+        return
 
     import yaml
 
     from graphrec.eval import chronological_split, load_split
+    from graphrec.eval.protocol import ranking_task
     from graphrec.graph import build_graph, load_schema
     from graphrec.train.config import PinSageConfig, parse_config
+    from graphrec.train.evaluate import popularity_on_split
     from graphrec.train.pinsage import PinSageRun, fit_pinsage
 
     work = Path(tempfile.mkdtemp(prefix="pinsage-ml100k-"))
     g = build_graph(load_schema(ROOT / "graphs" / "movielens-100k.yaml"), work / "g", data_dir=args.data, progress=False)
-    chronological_split(g, ET, fractions=(0.8, 0.1, 0.1), out=work / "split")
+    split = chronological_split(g, ET, fractions=(0.8, 0.1, 0.1), out=work / "split")
     s = load_split(work / "split")
     rel = s.train.relation(ET)
     n_users, n_items = rel.num_src, rel.num_dst
+    protocol = {"split_counts": split.counts,
+                **{f"{name}/{part}": ranking_task(s, part, name).counts
+                   for name in ("new_items", "item_to_item") for part in ("valid", "test")}}
+    print(json.dumps({"protocol": protocol}), flush=True)
     rows = []
 
     def emit(row):
         rows.append(row)
-        t = row["test"]
-        print(json.dumps({"model": row["model"], "valid": row["valid"], "test": t, "seconds": row.get("seconds")}), flush=True)
+        print(json.dumps({k: row.get(k) for k in ("model", "seeds", "valid", "test", "valid_score", "seconds")}),
+              flush=True)
+        if args.json:  # after every row, so that an interrupted run keeps what it measured
+            Path(args.json).write_text(json.dumps({"protocol": protocol, "rows": rows}, indent=1))
 
-    pop = np.bincount(np.asarray(rel.indices), minlength=n_items).astype(np.float32)
-    # popularity: v_i = [1, pop(i)]: a query item q (pop(q) >= 1, it was rated in train)
-    # scores 1 + pop(q)·pop(i) and a user [0, 1] scores pop(i): both rank by popularity
-    pop_items = np.stack([np.ones(n_items, np.float32), pop], 1)
-    pop_users = np.tile(np.array([[0.0, 1.0]], np.float32), (n_users, 1))
-
-    from graphrec.train.evaluate import item_to_item_on_split, vectors_ranking_on_split
-
-    def pop_eval(part):
-        ii = item_to_item_on_split(pop_items, s, part, ks=(10,))
-        ui = vectors_ranking_on_split(pop_users, pop_items, s, part, ks=(20,))
-        return {"i2i_hr@10": ii["hit@10"], "i2i_mrr": ii["mrr"], "u2i_recall@20": ui["recall@20"], "u2i_ndcg@20": ui["ndcg@20"]}
-
-    emit({"model": "popularity", "valid": pop_eval("valid"), "test": pop_eval("test")})
+    pop = {part: popularity_on_split(s, part, ks=(10, 20)) for part in ("valid", "test")}
+    emit(summarize("popularity", [{"seed": None, "seconds": None,
+                                   **{part: _metrics(pop[part]["item_to_item"], pop[part]["user_to_item"])
+                                      for part in pop}}]))
 
     if not args.skip_lightgcn:
         # trained to convergence (early stopping on valid R@20) for each (lr, L2) of a
-        # small grid; the valid pick is reported
+        # small grid with the first seed; the pick on valid u2i R@20 is retrained with
+        # the other seeds
         best = None
         for lr, reg in args.lightgcn_grid:
             t0 = time.perf_counter()
-            uu, ii, epochs = train_lightgcn(s, n_users, n_items, lr=lr, reg=reg, log=lambda m: None)
-            res = evaluate(s, uu, ii)
-            row = {"model": f"LightGCN (PyG, BPR, d64, 3 layers, lr {lr:g}, L2 {reg:g}, {epochs} epochs)", **res,
-                   "seconds": time.perf_counter() - t0}
-            print(json.dumps(row), flush=True)
-            if best is None or res["valid"]["u2i_recall@20"] > best["valid"]["u2i_recall@20"]:
-                best = row
-        emit({**best, "model": best["model"] + " [valid pick]"})
+            uu, ii, epochs = train_lightgcn(s, n_users, n_items, lr=lr, reg=reg, seed=args.seeds[0], log=lambda m: None)
+            run = {"seed": args.seeds[0], **evaluate(s, uu, ii), "seconds": time.perf_counter() - t0, "epochs": epochs}
+            print(json.dumps({"lightgcn": [lr, reg], **run}), flush=True)
+            if best is None or run["valid"]["u2i_recall@20"] > best[1]["valid"]["u2i_recall@20"]:
+                best = ((lr, reg), run)
+        (lr, reg), runs = best[0], [best[1]]
+        for seed in args.seeds[1:]:
+            t0 = time.perf_counter()
+            uu, ii, epochs = train_lightgcn(s, n_users, n_items, lr=lr, reg=reg, seed=seed, log=lambda m: None)
+            runs.append({"seed": seed, **evaluate(s, uu, ii), "seconds": time.perf_counter() - t0, "epochs": epochs})
+            print(json.dumps({"lightgcn": [lr, reg], **runs[-1]}), flush=True)
+        pick = " [valid pick]" if len(args.lightgcn_grid) > 1 else ""
+        emit(summarize(f"LightGCN (PyG, BPR, d64, 3 layers, lr {lr:g}, L2 {reg:g}){pick}", runs,
+                       grid=[list(x) for x in args.lightgcn_grid]))
 
     base = yaml.safe_load(Path(args.config).read_text())
     variants = {"config": {}}
@@ -186,22 +243,37 @@ def main():
     if args.only:
         variants = {k: v for k, v in variants.items() if k in args.only}
     for name, upd in variants.items():
-        cfg = parse_config(deep_update(base, {**upd, "threads": args.threads}), PinSageConfig)
-        t0 = time.perf_counter()
-        out = work / f"run-{len(rows)}"
-        fit_pinsage(cfg, s.path / "train", out, use_ray=False, overwrite=True)
-        r = PinSageRun(out)
-        emit({"model": f"PinSage: {name}", "overrides": upd, **evaluate(s, r.user_vectors, r.item_vectors),
-              "seconds": time.perf_counter() - t0, "epochs": r.info["summary"]["epochs_run"]})
+        runs = []
+        for seed in args.seeds:
+            cfg = parse_config(deep_update(base, {**upd, "seed": seed, "threads": args.threads}), PinSageConfig)
+            t0 = time.perf_counter()
+            out = work / "run"
+            fit_pinsage(cfg, s.path / "train", out, use_ray=False, overwrite=True)
+            r = PinSageRun(out)
+            runs.append({"seed": seed, **evaluate(s, r.user_vectors, r.item_vectors),
+                         "seconds": time.perf_counter() - t0, "epochs": r.info["summary"]["epochs_run"]})
+            print(json.dumps({"pinsage": name, **runs[-1]}), flush=True)
+            shutil.rmtree(out, ignore_errors=True)
+        emit(summarize(f"PinSage: {name}", runs, overrides=upd))
 
-    print("\n| model | valid i2i HR@10 | test i2i HR@10 | test i2i MRR | valid u2i R@20 | test u2i R@20 | test u2i NDCG@20 |")
-    print("|---|---|---|---|---|---|---|")
+    n = len(args.seeds)
+    print(f"\n(mean ± std over {n} seed(s); valid score = mean of valid u2i R@20 and valid i2i HR@10)")
+    print("| model | valid i2i HR@10 | valid u2i R@20 | valid score | test i2i HR@10 | test i2i MRR | test u2i R@20 "
+          "| test u2i NDCG@20 |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         v, t = r["valid"], r["test"]
-        print(f"| {r['model']} | {v['i2i_hr@10']:.4f} | {t['i2i_hr@10']:.4f} | {t['i2i_mrr']:.4f} | "
-              f"{v['u2i_recall@20']:.4f} | {t['u2i_recall@20']:.4f} | {t['u2i_ndcg@20']:.4f} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        print(f"| {r['model']} | {_fmt(v['i2i_hr@10'])} | {_fmt(v['u2i_recall@20'])} | {_fmt(r['valid_score'])} | "
+              f"{_fmt(t['i2i_hr@10'])} | {_fmt(t['i2i_mrr'])} | {_fmt(t['u2i_recall@20'])} | {_fmt(t['u2i_ndcg@20'])} |")
+    pins = [r for r in rows if r["model"].startswith("PinSage")]
+    if pins:
+        pick = max(pins, key=lambda r: r["valid_score"][0])
+        print(f"\nvalid pick (best valid score): {pick['model']}")
+    for name in ("new_items", "item_to_item"):
+        c = protocol[f"{name}/test"]
+        print(f"protocol {name} (test): {c['users']} users, {c['users_skipped']} skipped, "
+              f"heldout_repeats {c['heldout_repeats']}, {c['targets']} targets")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

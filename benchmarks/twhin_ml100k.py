@@ -12,8 +12,21 @@
    trained with every ``--seeds`` seed; selected on valid, reported on test as mean ±
    std over the seeds.
 
-Metrics: Recall@20 and NDCG@20 on test with full ranking over all 1,682 items, train and
-valid items masked (:func:`graphrec.eval.evaluate_ranking`); popularity as a floor.
+Evaluation: every model and the popularity baseline through
+:mod:`graphrec.train.evaluate` (``vectors_ranking_on_split`` for ALS,
+``ranking_on_split`` for TwHIN, ``popularity_on_split``) under the default ``new_items``
+protocol of :mod:`graphrec.eval.protocol`: full ranking over all 1,682 items, each user's
+train (and for test, valid) items excluded, held-out ratings of an already-seen item not
+targets; every metric is its expectation over a random order of ties. The protocol's
+counts (``heldout_repeats``, ``users_skipped``…) are printed and written with the rows.
+``--old-evaluator`` also scores the same vectors with the evaluator as it was before the
+protocol change (``graphrec/eval/metrics.py`` at 782a109^, read from git history: seen
+items masked except the targets, optimistic MRR, top-K ties by item index) and reports the
+largest difference per model — on ML-100K (no repeat ratings) only ties can differ.
+Selection criterion everywhere: valid Recall@20; test is reported, never used to choose.
+
+Skips (message, exit 0) when ML-100K is absent (``--data`` / ``GRAPHREC_DATA``, default
+``../shared/datasets/ml-100k``).
 """
 
 from __future__ import annotations
@@ -22,6 +35,8 @@ import argparse
 import itertools
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +49,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 ET = ("user", "rated", "item")
+OLD_COMMIT = "782a109^"  # the last evaluator before the new-items protocol and random-order ties
+COMPARED = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "hit@10", "hit@20", "mrr")
 
 
 def main():
@@ -44,32 +61,66 @@ def main():
     ap.add_argument("--skip-als", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per model (mean ± std reported)")
-    ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--json", help="write the rows here (rewritten after every row)")
+    ap.add_argument("--old-evaluator", action="store_true",
+                    help=f"also score every model with the evaluator of {OLD_COMMIT} (git history) and print the "
+                         "largest difference")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    needed = ["ml-100k.inter", "ml-100k.user", "ml-100k.item", "ml-100k.kg", "ml-100k.link"]
+    missing = [f for f in needed if not (Path(args.data) / f).is_file()]
+    if missing:
+        print(f"skipped: ML-100K not found in {args.data} (missing {', '.join(missing)}); "
+              "set GRAPHREC_DATA or --data to the directory of the RecBole atomic files")
+        return
 
-    from graphrec.eval import chronological_split, evaluate_ranking, load_split
+    from graphrec.eval import chronological_split, load_split
+    from graphrec.eval.protocol import ranking_task
     from graphrec.graph import build_graph, load_schema
     from graphrec.train.config import parse_config
-    from graphrec.train.evaluate import ranking_on_split
+    from graphrec.train.evaluate import popularity_on_split, ranking_on_split, vectors_ranking_on_split
     from graphrec.train.twhin import fit_twhin, load_run
 
     work = Path(tempfile.mkdtemp(prefix="twhin-ml100k-"))
     g = build_graph(load_schema(ROOT / "graphs" / "movielens-100k-full.yaml"), work / "g", data_dir=args.data, progress=False)
-    chronological_split(g, ET, fractions=(0.8, 0.1, 0.1), out=work / "split")
+    split = chronological_split(g, ET, fractions=(0.8, 0.1, 0.1), out=work / "split")
     s = load_split(work / "split")
     rel = s.train.relation(ET)
     n_users, n_items = rel.num_src, rel.num_dst
     rows = []
+    protocol = {"split_counts": split.counts,
+                **{part: ranking_task(s, part, "new_items").counts for part in ("valid", "test")}}
+    print(json.dumps({"protocol": "new_items", **protocol}), flush=True)
 
-    def ranking(score_fn, part):
-        seen = s.seen_csr(include_valid=(part == "test"))
-        return evaluate_ranking(score_fn, s.heldout_csr(part), n_items, seen=seen, ks=(10, 20))
+    old = old_evaluator() if args.old_evaluator else None
+    diffs = {}
 
-    pop = torch.from_numpy(np.bincount(np.asarray(rel.indices), minlength=n_items).astype(np.float32))
-    te = ranking(lambda u: pop.expand(len(u), n_items), "test")
-    rows.append({"model": "popularity", "valid_recall@20": ranking(lambda u: pop.expand(len(u), n_items), "valid")["recall@20"],
-                 **{k: te[k] for k in ("recall@20", "ndcg@20", "ndcg@10")}})
+    def compare(name, score_fn, new_metrics):
+        """Score ``score_fn`` with the old evaluator on valid and test; record the largest
+        |old − new| of each metric under ``name``."""
+        if old is None:
+            return
+        d = diffs.setdefault(name, {"max_abs_diff": 0.0, "old": [], "new": []})
+        for part, new in new_metrics.items():
+            seen = s.seen_csr(include_valid=(part == "test"))  # the old call, as the benchmark made it
+            with torch.no_grad():
+                o = old.evaluate_ranking(score_fn, s.heldout_csr(part), n_items, seen=seen, ks=(10, 20))
+            d["old"].append({"part": part, **{k: float(o[k]) for k in COMPARED}})
+            d["new"].append({"part": part, **{k: float(new[k]) for k in COMPARED}})
+            d["max_abs_diff"] = max(d["max_abs_diff"], *(abs(float(o[k]) - float(new[k])) for k in COMPARED))
+        print(json.dumps({"old_evaluator": name, **d}), flush=True)
+
+    def save():  # after every row, so that an interrupted run keeps what it measured
+        if args.json:
+            Path(args.json).write_text(json.dumps({"protocol": protocol, "rows": rows, "old_evaluator": diffs},
+                                                  indent=1))
+
+    va, te = (popularity_on_split(s, part, ks=(10, 20), item_to_item=False)["user_to_item"] for part in ("valid", "test"))
+    rows.append(summarize_runs("popularity", [(va["recall@20"], te)], 0.0))
+    pop = torch.from_numpy(np.asarray(rel.in_degree(), np.float32))
+    compare("popularity", lambda q: pop.expand(q.shape[0], -1), {"valid": va, "test": te})
+    print(json.dumps(rows[-1]), flush=True)
+    save()
 
     if not args.skip_als:
         import implicit
@@ -81,23 +132,29 @@ def main():
             m = implicit.als.AlternatingLeastSquares(factors=f, regularization=reg, alpha=alpha, iterations=15,
                                                      random_state=seed, num_threads=args.threads)
             m.fit(x, show_progress=False)
-            u, i = torch.from_numpy(np.asarray(m.user_factors)), torch.from_numpy(np.asarray(m.item_factors))
-            return lambda q: u[q] @ i.T
+            return np.asarray(m.user_factors), np.asarray(m.item_factors)
+
+        def ranking(vectors, part, ks=(10, 20)):
+            return vectors_ranking_on_split(*vectors, s, part, ks=ks)
 
         best = None
         t0 = time.perf_counter()
         for f, reg, alpha in itertools.product([32, 64, 128, 256], [0.01, 0.1, 1.0, 10.0, 30.0], [1.0, 10.0, 40.0]):
-            v = ranking(als(f, reg, alpha, 0), "valid")["recall@20"]
+            v = ranking(als(f, reg, alpha, 0), "valid", ks=(20,))["recall@20"]
             if best is None or v > best[0]:
                 best = (v, (f, reg, alpha))
         params = best[1]
         runs = []
         for seed in args.seeds:  # the valid pick, retrained with every seed
-            score = als(*params, seed)
-            runs.append((ranking(score, "valid")["recall@20"], ranking(score, "test")))
-        rows.append(summarize_runs(f"implicit ALS (factors {params[0]}, reg {params[1]}, alpha {params[2]})", runs,
-                                   time.perf_counter() - t0))
+            vectors = als(*params, seed)
+            va, te = ranking(vectors, "valid"), ranking(vectors, "test")
+            runs.append((va["recall@20"], te))
+            u, i = (torch.from_numpy(np.asarray(v, np.float32)) for v in vectors)
+            compare(f"implicit ALS seed {seed}", lambda q: u[q] @ i.T, {"valid": va, "test": te})
+        rows.append(summarize_runs(f"implicit ALS (valid pick: factors {params[0]}, reg {params[1]}, alpha {params[2]})",
+                                   runs, time.perf_counter() - t0))
         print(json.dumps(rows[-1]), flush=True)
+        save()
 
     variants = json.loads(Path(args.variants).read_text())
     for name, cfg_dict in variants.items():
@@ -109,10 +166,12 @@ def main():
             cfg = parse_config({**cfg_dict, "seed": seed, "threads": args.threads})
             fit_twhin(cfg, s.train.path, work / "run", use_ray=False, overwrite=True)
             model, _, _ = load_run(work / "run")
-            runs.append((ranking_on_split(model, s, "valid", ks=(20,))["recall@20"],
-                         ranking_on_split(model, s, "test", ks=(10, 20))))
+            va, te = ranking_on_split(model, s, "valid", ks=(10, 20)), ranking_on_split(model, s, "test", ks=(10, 20))
+            runs.append((va["recall@20"], te))
+            compare(f"TwHIN {name} seed {seed}", lambda q: model.score_tails(ET, q), {"valid": va, "test": te})
         rows.append(summarize_runs(f"TwHIN {name}", runs, time.perf_counter() - t0))
         print(json.dumps(rows[-1]), flush=True)
+        save()
 
     n = len(args.seeds)
     print(f"\n| model | valid R@20 | test R@20 | test NDCG@20 | test NDCG@10 | seconds |  (mean ± std over {n} seed(s))")
@@ -121,18 +180,40 @@ def main():
         cells = [_fmt(r.get(k)) for k in ("valid_recall@20", "recall@20", "ndcg@20", "ndcg@10")]
         sec = f"{r['seconds']:.0f}" if r.get("seconds") else "-"
         print(f"| {r['model']} | {' | '.join(cells)} | {sec} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    c = protocol["test"]
+    print(f"\nprotocol new_items (test): {c['users']} users, {c['users_skipped']} skipped, "
+          f"heldout_repeats {c['heldout_repeats']}, {c['targets']} targets")
+    for name, d in diffs.items():
+        print(f"old evaluator ({OLD_COMMIT}) vs new protocol, same vectors, {name}: largest |difference| over "
+              f"{', '.join(COMPARED)} (valid, test) = {d['max_abs_diff']:.2g}")
+    save()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def old_evaluator():
+    """``graphrec/eval/metrics.py`` as of :data:`OLD_COMMIT`, imported from git history."""
+    import importlib.util
+
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{OLD_COMMIT}:graphrec/eval/metrics.py"], check=True,
+                         capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="old-eval-")) / "old_metrics.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("old_metrics", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def summarize_runs(name: str, runs: list, seconds: float) -> dict:
-    """Mean and std over seeds of ``[(valid recall@20, test metrics)]``."""
+    """Mean and std (population, ``np.std``) over seeds of ``[(valid recall@20, test
+    metrics)]``; ``per_seed`` keeps each seed's figures."""
     row = {"model": name, "seeds": len(runs), "seconds": seconds}
     cols = {"valid_recall@20": [v for v, _ in runs]}
     for k in ("recall@20", "ndcg@20", "ndcg@10"):
         cols[k] = [t[k] for _, t in runs]
     for k, vals in cols.items():
         row[k] = [float(np.mean(vals)), float(np.std(vals))]
+    row["per_seed"] = {k: [float(v) for v in vals] for k, vals in cols.items()}
     return row
 
 
