@@ -39,7 +39,6 @@ def old_metrics():
 def main():
     from graphrec.eval import evaluate_task, load_split, ranking_task
     from graphrec.eval.baselines import popularity_scorer
-    from graphrec.eval.protocol import seen_pairs
     from graphrec.graph.csr import build_csr
     from graphrec.infer.export import read_vectors
 
@@ -49,7 +48,7 @@ def main():
     et = s.relation
     n_u, n_i = s.train.num_nodes(et[0]), s.train.num_nodes(et[2])
     targets = build_csr(*s.heldout("test"), n_u, n_i)[:2]
-    seen = build_csr(*seen_pairs(s, "test"), n_u, n_i)[:2]
+    seen = build_csr(*s.seen("test"), n_u, n_i)[:2]
     task = ranking_task(s, "test")
     scorers = {}
     for m in ("twhin", "pinsage"):

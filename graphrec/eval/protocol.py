@@ -67,16 +67,6 @@ def _pairs(src: np.ndarray, dst: np.ndarray, n_items: int) -> np.ndarray:
     return np.unique(np.asarray(src, np.int64) * n_items + np.asarray(dst, np.int64))
 
 
-def seen_pairs(split: Split, part: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(users, items)`` of every interaction before ``part``: train (+ valid for test)."""
-    src, dst = split.train.relation(split.relation).coo()
-    src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
-    if part == "test":
-        vs, vd = split.heldout("valid")
-        src, dst = np.concatenate([src, vs]), np.concatenate([dst, vd])
-    return src, dst
-
-
 def ranking_task(split: Split, part: str = "test", protocol: str = "new_items") -> RankingTask:
     """The :class:`RankingTask` of ``protocol`` on ``split``'s ``part``."""
     if protocol not in PROTOCOLS:
@@ -87,7 +77,7 @@ def ranking_task(split: Split, part: str = "test", protocol: str = "new_items") 
     n_users, n_items = split.train.num_nodes(et[0]), split.train.num_nodes(et[2])
     hs, hd = split.heldout(part)
     held = _pairs(hs, hd, n_items)
-    s_src, s_dst = seen_pairs(split, part)
+    s_src, s_dst = split.seen(part)
     seen = _pairs(s_src, s_dst, n_items)
     repeat = np.isin(held, seen, assume_unique=True)
     users_with_heldout = np.unique(held // n_items)

@@ -311,21 +311,27 @@ class Split:
             out[tuple(name.split(":"))] = (sub.column("src").to_numpy(), sub.column("dst").to_numpy())
         return out
 
+    def seen(self, part: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(users, items)`` int64 of the split relation's interactions before ``part``:
+        train, and for ``test`` also valid (what a model may know when ``part`` begins)."""
+        if part not in ("valid", "test"):
+            raise ValueError("part must be 'valid' or 'test'")
+        src, dst = self.train.relation(self.relation).coo()
+        src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
+        if part == "test":
+            vs, vd = self.heldout("valid")
+            src, dst = np.concatenate([src, vs]), np.concatenate([dst, vd])
+        return src, dst
+
+    # kept until benchmarks/twhin_ml100k.py stops calling them (its old-evaluator comparison)
     def heldout_csr(self, part: str) -> tuple[np.ndarray, np.ndarray]:
-        """Held-out items per user as CSR ``(indptr [U+1], items)``."""
         src, dst = self.heldout(part)
         indptr, indices, _ = build_csr(src, dst, self.train.num_nodes(self.relation[0]), self.train.num_nodes(self.relation[2]))
         return indptr, indices
 
     def seen_csr(self, include_valid: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Items each user interacted with in train (and valid): CSR ``(indptr, items)``,
-        for masking already-seen items when ranking."""
-        rel = self.train.relation(self.relation)
-        src, dst = rel.coo()
-        if include_valid:
-            vs, vd = self.heldout("valid")
-            src, dst = np.concatenate([src, vs]), np.concatenate([dst, vd])
-        indptr, indices, _ = build_csr(src, dst, rel.num_src, rel.num_dst)
+        indptr, indices, _ = build_csr(*self.seen("test" if include_valid else "valid"),
+                                       self.train.num_nodes(self.relation[0]), self.train.num_nodes(self.relation[2]))
         return indptr, indices
 
 
