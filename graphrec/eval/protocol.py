@@ -125,4 +125,4 @@ def evaluate_task(score_fn, task: RankingTask, ks=(10, 20), batch_size: int = 10
 
     out = evaluate_ranking(score_fn, task.targets, task.num_items, exclude=task.exclude, ks=ks,
                            batch_size=batch_size, users=task.users, queries=task.queries)
-    return {**out, **task.counts, "protocol": task.protocol}
+    return {**task.counts, **out, "protocol": task.protocol}

@@ -157,3 +157,25 @@ def test_side_relations_cut_at_first_heldout_time(repeat_split):
     res = chronological_split(g, ("user", "bought", "item"), fractions=(0.6, 0.2, 0.2), out=sp.path.parent / "s2",
                               cut_side_relations=False)
     assert res.train.relation(("user", "follows", "user")).num_edges == 60 and res.counts["side_cut"] == {}
+
+
+def test_tied_scores_with_repeats_match_brute_force(repeat_split):
+    """Repeats in the log and ties in the scores together: the protocol's targets and
+    exclusions (from plain sets) fed to the tie-enumerating brute force of test_metrics."""
+    from tests.eval.test_metrics import brute_force
+
+    sp = repeat_split
+    held, seen = _reference_sets(sp, "test")
+    n_users, n_items = sp.train.num_nodes("user"), sp.train.num_nodes("item")
+    scores = np.random.default_rng(3).integers(0, 40, (n_users, n_items)).astype(np.float32)
+    users = sorted(held)[:25]
+    targets = [sorted(held[u] - seen.get(u, set())) for u in users]
+    excluded = [seen.get(u, set()) for u in users]
+    ref, n = brute_force(scores[users], targets, excluded, (1, 5, 10))
+    task = ranking_task(sp, "test", "new_items")
+    task.users = np.intersect1d(task.users, users)
+    st = torch.from_numpy(scores)
+    got = evaluate_task(lambda u: st[u], task, ks=(1, 5, 10))
+    assert got["users"] == n
+    for k, v in ref.items():
+        assert got[k] == pytest.approx(v, abs=1e-9), k
