@@ -75,10 +75,11 @@ def main():
         return
 
     from graphrec.eval import chronological_split, load_split
-    from graphrec.eval.protocol import ranking_task
+    from graphrec.eval.protocol import last_items, ranking_task
     from graphrec.graph import build_graph, load_schema
     from graphrec.train.config import parse_config
-    from graphrec.train.evaluate import popularity_on_split, ranking_on_split, vectors_ranking_on_split
+    from graphrec.train.evaluate import (item_to_item_on_split, popularity_on_split, ranking_on_split,
+                                         vectors_ranking_on_split)
     from graphrec.train.twhin import fit_twhin, load_run
 
     work = Path(tempfile.mkdtemp(prefix="twhin-ml100k-"))
@@ -95,16 +96,22 @@ def main():
     old = old_evaluator() if args.old_evaluator else None
     diffs = {}
 
-    def compare(name, score_fn, new_metrics):
-        """Score ``score_fn`` with the old evaluator on valid and test; record the largest
-        |old − new| of each metric under ``name``."""
+    def compare(name, score_fn, new_metrics, item_to_item=False):
+        """Score ``score_fn`` with the old evaluator on valid and test (as the benchmarks
+        called it: user→item, or item→item from each user's last train item); record the
+        largest |old − new| of each metric under ``name``."""
         if old is None:
             return
         d = diffs.setdefault(name, {"max_abs_diff": 0.0, "old": [], "new": []})
+        q = torch.from_numpy(last_items(s))
         for part, new in new_metrics.items():
-            seen = s.seen_csr(include_valid=(part == "test"))  # the old call, as the benchmark made it
+            seen = s.seen_csr(include_valid=(part == "test"))  # the old call, as the benchmarks made it
             with torch.no_grad():
-                o = old.evaluate_ranking(score_fn, s.heldout_csr(part), n_items, seen=seen, ks=(10, 20))
+                if item_to_item:
+                    o = old.evaluate_ranking(lambda b: score_fn(q[b]), s.heldout_csr(part), n_items, seen=seen,
+                                             ks=(10, 20), users=np.flatnonzero(q.numpy() >= 0))
+                else:
+                    o = old.evaluate_ranking(score_fn, s.heldout_csr(part), n_items, seen=seen, ks=(10, 20))
             d["old"].append({"part": part, **{k: float(o[k]) for k in COMPARED}})
             d["new"].append({"part": part, **{k: float(new[k]) for k in COMPARED}})
             d["max_abs_diff"] = max(d["max_abs_diff"], *(abs(float(o[k]) - float(new[k])) for k in COMPARED))
@@ -115,10 +122,13 @@ def main():
             Path(args.json).write_text(json.dumps({"protocol": protocol, "rows": rows, "old_evaluator": diffs},
                                                   indent=1))
 
-    va, te = (popularity_on_split(s, part, ks=(10, 20), item_to_item=False)["user_to_item"] for part in ("valid", "test"))
+    pv, pt = (popularity_on_split(s, part, ks=(10, 20)) for part in ("valid", "test"))
+    va, te = pv["user_to_item"], pt["user_to_item"]
     rows.append(summarize_runs("popularity", [(va["recall@20"], te)], 0.0))
     pop = torch.from_numpy(np.asarray(rel.in_degree(), np.float32))
     compare("popularity", lambda q: pop.expand(q.shape[0], -1), {"valid": va, "test": te})
+    compare("popularity item→item", lambda q: pop.expand(q.shape[0], -1),
+            {"valid": pv["item_to_item"], "test": pt["item_to_item"]}, item_to_item=True)
     print(json.dumps(rows[-1]), flush=True)
     save()
 
@@ -151,6 +161,10 @@ def main():
             runs.append((va["recall@20"], te))
             u, i = (torch.from_numpy(np.asarray(v, np.float32)) for v in vectors)
             compare(f"implicit ALS seed {seed}", lambda q: u[q] @ i.T, {"valid": va, "test": te})
+            if old is not None:  # ALS item vectors item→item: the protocol PinSage and LightGCN are scored on
+                compare(f"implicit ALS seed {seed}, item vectors item→item", lambda q: i[q] @ i.T,
+                        {p: item_to_item_on_split(vectors[1], s, p, ks=(10, 20)) for p in ("valid", "test")},
+                        item_to_item=True)
         rows.append(summarize_runs(f"implicit ALS (valid pick: factors {params[0]}, reg {params[1]}, alpha {params[2]})",
                                    runs, time.perf_counter() - t0))
         print(json.dumps(rows[-1]), flush=True)
