@@ -210,11 +210,15 @@ def old_evaluator():
 
     src = subprocess.run(["git", "-C", str(ROOT), "show", f"{OLD_COMMIT}:graphrec/eval/metrics.py"], check=True,
                          capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="old-eval-")) / "old_metrics.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("old_metrics", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    tmp = Path(tempfile.mkdtemp(prefix="old-eval-"))
+    try:
+        path = tmp / "old_metrics.py"
+        path.write_text(src)
+        spec = importlib.util.spec_from_file_location("old_metrics", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return mod
 
 
