@@ -77,6 +77,7 @@ def main():
     from graphrec.eval import chronological_split, load_split
     from graphrec.eval.protocol import last_items, ranking_task
     from graphrec.graph import build_graph, load_schema
+    from graphrec.graph.csr import build_csr
     from graphrec.train.config import parse_config
     from graphrec.train.evaluate import (item_to_item_on_split, popularity_on_split, ranking_on_split,
                                          vectors_ranking_on_split)
@@ -105,13 +106,15 @@ def main():
         d = diffs.setdefault(name, {"max_abs_diff": 0.0, "old": [], "new": []})
         q = torch.from_numpy(last_items(s))
         for part, new in new_metrics.items():
-            seen = s.seen_csr(include_valid=(part == "test"))  # the old call, as the benchmarks made it
+            n_users = s.train.num_nodes(s.relation[0])
+            seen = build_csr(*s.seen(part), n_users, n_items)[:2]  # what the old benchmarks masked
+            heldout = build_csr(*s.heldout(part), n_users, n_items)[:2]
             with torch.no_grad():
                 if item_to_item:
-                    o = old.evaluate_ranking(lambda b: score_fn(q[b]), s.heldout_csr(part), n_items, seen=seen,
+                    o = old.evaluate_ranking(lambda b: score_fn(q[b]), heldout, n_items, seen=seen,
                                              ks=(10, 20), users=np.flatnonzero(q.numpy() >= 0))
                 else:
-                    o = old.evaluate_ranking(score_fn, s.heldout_csr(part), n_items, seen=seen, ks=(10, 20))
+                    o = old.evaluate_ranking(score_fn, heldout, n_items, seen=seen, ks=(10, 20))
             d["old"].append({"part": part, **{k: float(o[k]) for k in COMPARED}})
             d["new"].append({"part": part, **{k: float(new[k]) for k in COMPARED}})
             d["max_abs_diff"] = max(d["max_abs_diff"], *(abs(float(o[k]) - float(new[k])) for k in COMPARED))

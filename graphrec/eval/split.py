@@ -323,17 +323,6 @@ class Split:
             src, dst = np.concatenate([src, vs]), np.concatenate([dst, vd])
         return src, dst
 
-    # kept until benchmarks/twhin_ml100k.py stops calling them (its old-evaluator comparison)
-    def heldout_csr(self, part: str) -> tuple[np.ndarray, np.ndarray]:
-        src, dst = self.heldout(part)
-        indptr, indices, _ = build_csr(src, dst, self.train.num_nodes(self.relation[0]), self.train.num_nodes(self.relation[2]))
-        return indptr, indices
-
-    def seen_csr(self, include_valid: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        indptr, indices, _ = build_csr(*self.seen("test" if include_valid else "valid"),
-                                       self.train.num_nodes(self.relation[0]), self.train.num_nodes(self.relation[2]))
-        return indptr, indices
-
 
 def load_split(path: str | Path) -> Split:
     path = Path(path)
