@@ -7,7 +7,11 @@ Every score function ``f(h, r, t)`` (higher = more plausible) provides
 * ``heads(H, r, t)``: ``[B, N]`` scores of candidate heads ``H: [N, d]`` against every tail;
 * ``retrieval(h, r, T)``: ``(query [B, d'], candidate [N, d'])`` with
   ``query @ candidate.T`` ordering candidates exactly as ``tails`` does (equal up to a
-  per-query constant), or a ``ValueError`` when no exact inner-product form exists.
+  per-query constant), or a ``ValueError`` when no exact inner-product form exists;
+* ``node_moduli(x)`` / ``relation_moduli(r)``: the magnitudes ``|x_k|`` of the
+  coordinates the score multiplies (``[..., d]`` real, ``[..., d/2]`` complex moduli
+  ``sqrt(re² + im²)``), for the N3 regulariser of Lacroix et al. (2018),
+  ``Σ_k |h_k|³ + |r_k|³ + |t_k|³``.
 
 ``tails``/``heads`` score a whole chunk of positives against one shared set of
 candidates with a single matmul (the PyTorch-BigGraph / TwHIN trick), never
@@ -55,6 +59,14 @@ class ScoreFunction:
 
     def retrieval(self, h, r, T):
         raise ValueError(f"score function {self.name!r} has no exact inner-product form; it cannot be exported for ANN retrieval")
+
+    def node_moduli(self, x):
+        """``|x|`` elementwise, ``[..., d]`` (real-valued coordinates)."""
+        return x.abs()
+
+    def relation_moduli(self, r):
+        """Magnitudes of the relation's coordinates (``None``: nothing to regularise)."""
+        return r.abs()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -141,6 +153,12 @@ def _halves(x):
     return x[..., :d], x[..., d:]
 
 
+def _complex_moduli(x):
+    """``sqrt(re² + im²)`` of ``[re | im]`` vectors: ``[..., d/2]``."""
+    re, im = _halves(x)
+    return (re * re + im * im).add(1e-18).sqrt()
+
+
 class ComplEx(ScoreFunction):
     """``Re(Σ h ∘ r ∘ conj(t))`` with complex vectors as ``[re | im]`` (Trouillon et al. 2016)."""
 
@@ -170,6 +188,12 @@ class ComplEx(ScoreFunction):
 
     def retrieval(self, h, r, T):
         return self._hr(h, r), T
+
+    def node_moduli(self, x):
+        return _complex_moduli(x)
+
+    def relation_moduli(self, r):
+        return _complex_moduli(r)
 
 
 class RotatE(ScoreFunction):
@@ -213,6 +237,12 @@ class RotatE(ScoreFunction):
     def heads(self, H, r, t):
         # |h e^{iθ} − t| = |h − t e^{−iθ}| since |e^{iθ}| = 1
         return -self._moduli_sum(self._rotate(t, -r), H)
+
+    def node_moduli(self, x):
+        return _complex_moduli(x)
+
+    def relation_moduli(self, r):
+        return None  # phases: every coordinate has modulus 1
 
 
 SCORES = {"translation_dot": TranslationDot, "transe": TransE, "distmult": DistMult, "complex": ComplEx, "rotate": RotatE}

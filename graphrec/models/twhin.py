@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from graphrec.models.scores import make_score
 
 LOSSES = ("softmax", "softplus", "margin")
+REGULARIZERS = ("l2", "n3")
 
 
 class TwHIN(nn.Module):
@@ -125,7 +126,7 @@ class TwHIN(nn.Module):
     def loss(self, edge_type, head: Tensor, tail: Tensor, neg_tails: Tensor | None = None,
              neg_heads: Tensor | None = None, in_batch: bool = True, loss: str = "softmax",
              margin: float = 1.0, corrupt: str = "both", chunk_size: int = 0,
-             regularization: float = 0.0) -> Tensor:
+             regularization: float = 0.0, regularizer: str = "l2") -> Tensor:
         r"""Loss of a chunk of positives of one relation against shared negatives.
 
         ``head``/``tail``: ``[B]`` local ids. Tail-side negatives for every positive are
@@ -139,11 +140,21 @@ class TwHIN(nn.Module):
         ``corrupt`` (``both`` | ``tail`` | ``head``) picks the sides; the loss is their mean.
         ``chunk_size`` > 0 limits in-batch negatives to chunks of that many positives
         (PyTorch-BigGraph's chunking: ``B·C`` instead of ``B²`` scores).
-        ``regularization`` adds ``λ · mean_rows ‖θ‖²`` over every node row the batch
-        looked up (an L2 penalty applied lazily, only to rows that get a gradient).
+        ``regularization`` = λ adds, with ``regularizer``
+
+        * ``l2``: ``λ · mean_rows ‖θ‖²`` over every node row the batch looked up
+          (positives and negatives; an L2 penalty applied lazily, only to rows that get
+          a gradient);
+        * ``n3``: ``λ / B · Σ_i Σ_k (|h_ik|³ + |r_k|³ + |t_ik|³)`` over the ``B`` positive
+          triples only, ``|·|`` the modulus of each coordinate the score multiplies
+          (complex moduli for ``complex``/``rotate``; RotatE phases are left out) — the
+          weighted nuclear 3-norm of Lacroix et al. (2018), which penalises rare
+          entities less than an L2 over looked-up rows does.
         """
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r} (choose from {LOSSES})")
+        if regularizer not in REGULARIZERS:
+            raise ValueError(f"unknown regularizer {regularizer!r} (choose from {REGULARIZERS})")
         s, _, d = edge_type
         b = head.shape[0]
         parts = [self.global_ids(s, head), self.global_ids(d, tail)]
@@ -166,6 +177,14 @@ class TwHIN(nn.Module):
             raise ValueError(f"corrupt must be both, tail or head, got {corrupt!r}")
         sides = [x for x in (("tail", nt, neg_tails, tail), ("head", nh, neg_heads, head)) if corrupt in ("both", x[0])]
         for side, uniform, uniform_ids, true_ids in sides:
+            n_type = self.num_nodes[d if side == "tail" else s]
+            if uniform is not None and loss == "softmax" and not (in_batch and b > 1) \
+                    and _is_every_node(uniform_ids, n_type):
+                # 1-N scoring: the candidates are every node of the type in id order, so the
+                # loss is a plain cross-entropy over the [B, N] scores (no mask, no concat)
+                full = self.score_fn.tails(h, r, uniform) if side == "tail" else self.score_fn.heads(uniform, r, t)
+                losses.append(F.cross_entropy(full, true_ids))
+                continue
             negs, masks = [], []
             if in_batch and b > 1:
                 neg, valid = self._in_batch_scores(side, h, r, t, chunk_size)
@@ -181,8 +200,22 @@ class TwHIN(nn.Module):
             raise ValueError("no negatives: enable in_batch (with batch > 1) or pass neg_tails/neg_heads")
         out = torch.stack(losses).mean()
         if regularization > 0:
-            out = out + regularization * (emb * emb).sum(-1).mean()
+            if regularizer == "l2":
+                out = out + regularization * (emb * emb).sum(-1).mean()
+            else:
+                out = out + regularization * self.n3(h, r, t)
         return out
+
+    def n3(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
+        """N3 penalty of a batch of positives (``h, t: [B, dim]``, ``r: [relation_dim]``):
+        ``1/B · Σ_i Σ_k (|h_ik|³ + |r_k|³ + |t_ik|³)`` (the relation counted once per
+        triple), a scalar."""
+        fn = self.score_fn
+        total = fn.node_moduli(h).pow(3).sum() + fn.node_moduli(t).pow(3).sum()
+        rm = fn.relation_moduli(r)
+        if rm is not None:
+            total = total + h.shape[0] * rm.pow(3).sum()
+        return total / max(h.shape[0], 1)
 
     def _in_batch_scores(self, side: str, h: Tensor, r: Tensor, t: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
         """Scores ``[B, C]`` of every positive against the other positives of its chunk
@@ -214,6 +247,14 @@ class TwHIN(nn.Module):
         s, _, d = edge_type
         return self.score_fn.retrieval(self.node_embeddings(s), self.relation_embedding(edge_type),
                                        self.node_embeddings(d))
+
+
+def _is_every_node(ids: Tensor | None, n: int) -> bool:
+    """True when ``ids`` is ``arange(n)``: every node of a type of ``n`` nodes, in id order
+    (``n`` ids strictly increasing from 0 to ``n − 1``)."""
+    if ids is None or n == 0 or ids.numel() != n:
+        return False
+    return int(ids[0]) == 0 and int(ids[-1]) == n - 1 and (n == 1 or bool((ids[1:] > ids[:-1]).all()))
 
 
 def _loss(pos: Tensor, neg: Tensor, valid: Tensor, kind: str, margin: float) -> Tensor:

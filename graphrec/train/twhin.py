@@ -8,6 +8,16 @@ all-reduced by ``DistributedDataParallel`` over gloo, which supports the sparse
 gradient of the node table (only the rows a step touched travel). See
 ``benchmarks/RESULTS.md`` for the measured scaling.
 
+Early stopping (``validation`` of the config): every few epochs the filtered MRR of
+validation triples — the split's ``valid.parquet`` when the graph is ``SPLIT/train``, or a
+held-out fraction of the graph's edges — is measured with
+:func:`graphrec.eval.link_prediction.filtered_link_prediction` (train + validation
+triples filtered; test triples are never read); training stops after ``patience``
+evaluations without improvement and the best-on-valid state is the one saved (it is
+checkpointed too, so a resumed run keeps it). ``dim: auto`` / ``batch_size: auto`` are
+resolved from the graph's type sizes before the model is built
+(:func:`resolve_auto`), and the resolved values are saved with the run.
+
 ``config`` keys: ``twhin`` (a :class:`~graphrec.train.config.TwHINConfig` as dict),
 ``graph`` (graph store path), ``out`` (run directory), ``reporter`` (``local`` | ``ray``),
 ``resume`` (bool, local mode), ``progress`` (bool), ``fault`` (tests only:
@@ -29,6 +39,8 @@ from torch import nn
 from tqdm import tqdm
 
 from graphrec.errors import GraphrecError
+from graphrec.eval.link_prediction import KnownTriples, filtered_link_prediction
+from graphrec.eval.split import load_split
 from graphrec.graph.csr import row_ages
 from graphrec.graph.store import GraphStore
 from graphrec.models.twhin import TwHIN
@@ -106,7 +118,8 @@ class TwHINLoss(nn.Module):
         c = self.cfg
         return self.model.loss(self.model.edge_types[rel], heads, tails, neg_tails=neg_tails, neg_heads=neg_heads,
                                in_batch=c.negatives.in_batch, loss=c.loss, margin=c.margin, corrupt=c.negatives.corrupt,
-                               chunk_size=c.negatives.chunk_size, regularization=c.regularization)
+                               chunk_size=c.negatives.chunk_size, regularization=c.regularization,
+                               regularizer=c.regularizer)
 
 
 def make_optimizers(model: TwHIN, cfg: TwHINConfig):
@@ -151,6 +164,151 @@ def sampled_validation_mrr(model: TwHIN, schedule: RelationBatchSchedule, seed: 
     return rr_sum / max(n, 1)
 
 
+def split_of_train_graph(store: GraphStore):
+    """The split (:class:`graphrec.eval.split.Split`) whose ``train/`` is ``store``, or
+    ``None`` when ``store`` is not a split's train graph (``SPLIT/train`` next to
+    ``SPLIT/split.json`` and ``SPLIT/valid.parquet``, same checksum)."""
+    path = Path(store.path).resolve()
+    parent = path.parent
+    if path.name != "train" or not (parent / "split.json").is_file() or not (parent / "valid.parquet").is_file():
+        return None
+    split = load_split(parent)
+    if split.train.checksum != store.checksum:
+        raise GraphrecError(f"{parent}: its train/ graph checksum differs from the training graph's")
+    return split
+
+
+class FilteredValidation:
+    """Filtered MRR of validation triples ``{edge_type: (src, dst)}`` with the known
+    triples (train graph + validation, never test) filtered; ``sides`` as trained."""
+
+    def __init__(self, triples: dict, known: KnownTriples, sides: tuple[str, ...], source: str):
+        self.triples, self.known, self.sides, self.source = triples, known, sides, source
+
+    @property
+    def num_triples(self) -> int:
+        return int(sum(s.shape[0] for s, _ in self.triples.values()))
+
+    @torch.no_grad()
+    def mrr(self, model: TwHIN) -> float:
+        """Filtered MRR of ``model`` on the validation triples."""
+        return self.evaluate(lambda et, h: model.score_tails(et, h), lambda et, t: model.score_heads(et, t))
+
+    @torch.no_grad()
+    def evaluate(self, score_tails, score_heads) -> float:
+        """Filtered MRR of any scorer (the callables of
+        :func:`~graphrec.eval.link_prediction.filtered_link_prediction`), e.g. a peer
+        library's model in a benchmark."""
+        return filtered_link_prediction(score_tails, score_heads, self.triples, self.known, ks=(),
+                                        sides=self.sides)["mrr"]
+
+
+AUTO_SCORE_BUDGET = 1_000_000  # dim auto: candidates x dim per positive and corrupted side
+AUTO_DIM_MAX = 1000
+
+
+def max_candidates(cfg: TwHINConfig, num_nodes: dict, edge_types) -> int:
+    """``K``: the most candidates any corrupted side of the trained relations is scored
+    against — the node type's size when it is at most ``negatives.exhaustive_max_nodes``
+    (1-N scoring), otherwise ``negatives.uniform`` (in-batch negatives not counted)."""
+    n = cfg.negatives
+    k = 0
+    for src, _, dst in edge_types:
+        # tail corruption scores nodes of the destination type, head corruption of the source
+        for t in ([dst] if n.corrupt in ("both", "tail") else []) + ([src] if n.corrupt in ("both", "head") else []):
+            size = int(num_nodes[t])
+            k = max(k, size if 0 < size <= n.exhaustive_max_nodes else n.uniform)
+    return k
+
+
+def resolve_batch_size(cfg: TwHINConfig, num_nodes: dict, edge_types) -> int:
+    """``cfg.batch_size``, or for ``auto`` ``clamp(K // 4, 100, 1000)`` (``K``:
+    :func:`max_candidates`): small graphs take many small steps; a batch that shares
+    thousands of negatives is big enough to amortise looking them up and updating them."""
+    if cfg.batch_size != "auto":
+        return int(cfg.batch_size)
+    return int(min(1000, max(100, max_candidates(cfg, num_nodes, edge_types) // 4)))
+
+
+def resolve_dim(cfg: TwHINConfig, num_nodes: dict, edge_types) -> int:
+    """``cfg.dim``, or for ``auto`` the largest even ``dim <= 1000`` with ``K · dim <=
+    1,000,000`` (``K``: :func:`max_candidates`), so scoring a positive costs at most 10⁶
+    multiply-adds per side whatever the graph (1000 for types of <= 1,000 nodes)."""
+    if cfg.dim != "auto":
+        return int(cfg.dim)
+    k = max(1, max_candidates(cfg, num_nodes, edge_types))
+    return int(max(2, min(AUTO_DIM_MAX, AUTO_SCORE_BUDGET // k) // 2 * 2))
+
+
+def resolve_auto(cfg: TwHINConfig, store: GraphStore, edge_types) -> TwHINConfig:
+    """``cfg`` with ``dim``/``batch_size`` ``auto`` replaced by their values on this graph
+    (the resolved config is the one saved with the run)."""
+    num_nodes = {t: store.num_nodes(t) for t in store.node_types}
+    return cfg.model_copy(update={"dim": resolve_dim(cfg, num_nodes, edge_types),
+                                  "batch_size": resolve_batch_size(cfg, num_nodes, edge_types)})
+
+
+def evaluation_period(cfg: TwHINConfig, positives_per_epoch: int) -> int:
+    """Epochs between two validations: ``max(every, ceil(min_positives / positives_per_epoch))``."""
+    v = cfg.validation
+    return max(v.every, -(-v.min_positives // max(positives_per_epoch, 1)))
+
+
+def resolve_validation_source(cfg: TwHINConfig, store: GraphStore) -> tuple[str, object]:
+    """``(source, split or None)`` with ``auto`` resolved: ``split`` when ``store`` is a
+    split's train graph, else ``holdout``. Raises :class:`GraphrecError` when the config
+    asks for something the graph cannot give."""
+    source = cfg.validation.source
+    if source == "none":
+        return "none", None
+    split = split_of_train_graph(store) if source in ("split", "auto") else None
+    if source == "split" and split is None:
+        raise GraphrecError(f"validation.source split: {store.path} is not the train/ graph of a split with "
+                            "valid.parquet (train on SPLIT/train, or use validation.source holdout/auto)")
+    if split is not None:
+        return "split", split
+    if cfg.holdout_fraction <= 0:
+        raise GraphrecError(f"validation.source {source}: {store.path} is not a split's train/ graph, and "
+                            "holdout_fraction is 0 (set holdout_fraction > 0 to hold out validation edges)")
+    return "holdout", None
+
+
+def build_validation(cfg: TwHINConfig, store: GraphStore, edge_types, source: str, split,
+                     schedule: RelationBatchSchedule) -> FilteredValidation:
+    """Validation triples of the trained relations (at most ``validation.max_triples``
+    of them, a seed-fixed uniform sample) and their filter: every edge of the training
+    graph plus, for ``split``, the validation triples (test triples are never read)."""
+    if source == "split":
+        held = {et: v for et, v in split.heldout_triples("valid").items() if et in set(edge_types)}
+    else:
+        held = {rel.edge_type: schedule.holdout(i) for i, rel in enumerate(schedule.relations)}
+    held = {et: (np.asarray(s, np.int64), np.asarray(d, np.int64)) for et, (s, d) in held.items() if len(s)}
+    if not held:
+        raise GraphrecError(f"validation ({source}): no validation triple of a trained relation")
+    known = KnownTriples({et: store.num_nodes(et[0]) for et in held}, {et: store.num_nodes(et[2]) for et in held})
+    ets = sorted(held)
+    sizes = np.array([held[et][0].shape[0] for et in ets])
+    cap = cfg.validation.max_triples
+    keep = np.ones(int(sizes.sum()), dtype=bool)
+    if keep.size > cap:  # a seed-fixed uniform sample of all validation triples
+        keep[:] = False
+        keep[np.random.default_rng([cfg.seed, 104729]).choice(keep.size, cap, replace=False)] = True
+    bounds = np.r_[0, np.cumsum(sizes)]
+    triples = {}
+    for i, et in enumerate(ets):
+        s, d = held[et]
+        rs, rd = store.relation(et).coo()  # every edge of the graph (holdout edges included)
+        known.add(et, rs, rd)
+        if source == "split":
+            known.add(et, s, d)
+        k = keep[bounds[i] : bounds[i + 1]]
+        if k.any():
+            triples[et] = (s[k], d[k])
+    corrupt = cfg.negatives.corrupt
+    sides = ("tail", "head") if corrupt == "both" else (corrupt,)
+    return FilteredValidation(triples, known, sides, source)
+
+
 def train_loop_per_worker(config: dict) -> dict:
     """Train TwHIN on the graph store ``config["graph"]``; see the module docstring."""
     cfg = config["twhin"] if isinstance(config["twhin"], TwHINConfig) else parse_config(config["twhin"])
@@ -165,6 +323,7 @@ def train_loop_per_worker(config: dict) -> dict:
     store = GraphStore(config["graph"])
     selected = select_relations(store, cfg)
     edge_types = [et for et, _ in selected]
+    cfg = resolve_auto(cfg, store, edge_types)
     model = build_model(store, cfg, edge_types)
     loss_module: nn.Module = TwHINLoss(model, cfg)
     if world > 1:
@@ -176,10 +335,21 @@ def train_loop_per_worker(config: dict) -> dict:
         s, d = store.relation(et).coo()
         relations.append(RelationEdges(et, s.astype(np.int64, copy=False), np.asarray(d, dtype=np.int64),
                                        edge_weights(store, et, cfg)))
-    schedule = RelationBatchSchedule(relations, [w for _, w in selected], cfg.batch_size, seed=cfg.seed,
-                                     rank=rank, world_size=world, holdout_fraction=cfg.holdout_fraction)
+    source, split = resolve_validation_source(cfg, store)
+    holdout = cfg.holdout_fraction if source in ("holdout", "none") else 0.0
+    batch_size = cfg.batch_size
+    schedule = RelationBatchSchedule(relations, [w for _, w in selected], batch_size, seed=cfg.seed,
+                                     rank=rank, world_size=world, holdout_fraction=holdout)
+    validation = build_validation(cfg, store, edge_types, source, split, schedule) if source != "none" else None
+    sampled_check = validation is None and holdout > 0
+    positives = sum(int(round(w * (rel.num_edges - schedule.holdout_ids[i].shape[0])))
+                    for i, (rel, w) in enumerate(zip(schedule.relations, schedule.weights, strict=True)))
+    every = evaluation_period(cfg, positives)
+    if validation is not None and rank == 0:
+        log.info("early stopping on filtered MRR of %d %s validation triples (every %d epochs, patience %d)",
+                 validation.num_triples, source, every, cfg.patience)
 
-    start_epoch, history, best, best_state, bad_epochs, starts = 0, [], -1.0, None, 0, []
+    start_epoch, history, best, best_state, best_epoch, bad_epochs, starts = 0, [], -1.0, None, -1, 0, []
     state = reporter.latest()
     if state is not None:
         model.load_state_dict(state["model"])
@@ -188,6 +358,8 @@ def train_loop_per_worker(config: dict) -> dict:
         start_epoch = int(state["epoch"]) + 1
         history = json.loads(state["history"])
         best, bad_epochs = float(state["best"]), int(state["bad_epochs"])
+        best_epoch = int(state.get("best_epoch", -1))
+        best_state = state.get("best_model")
         starts = json.loads(state["starts"])
         log.info("rank %d: resumed after epoch %d", rank, start_epoch - 1)
     starts.append(start_epoch)  # epochs this run (re)started at: [0] unless it resumed
@@ -213,28 +385,45 @@ def train_loop_per_worker(config: dict) -> dict:
         dt = time.perf_counter() - t0
         metrics = {"epoch": epoch, "loss": loss_sum / max(n_steps, 1), "steps": n_steps,
                    "positives_per_s": n_pos * world / max(dt, 1e-9), "seconds": dt, "workers": world}
-        if cfg.holdout_fraction > 0:
-            mrr = sampled_validation_mrr(model, schedule, cfg.seed, cfg.validation_candidates)
-            metrics["valid_sampled_mrr"] = mrr
+        mrr, key = None, None
+        if validation is not None and ((epoch + 1) % every == 0 or epoch + 1 == cfg.epochs):
+            t1 = time.perf_counter()
+            mrr, key = validation.mrr(model), "valid_mrr"
+            metrics["valid_seconds"] = time.perf_counter() - t1
+        elif sampled_check:
+            mrr, key = sampled_validation_mrr(model, schedule, cfg.seed, cfg.validation_candidates), "valid_sampled_mrr"
+        if mrr is not None:
+            metrics[key] = mrr
             if mrr > best:
-                best, bad_epochs = mrr, 0
+                best, best_epoch, bad_epochs = mrr, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 bad_epochs += 1
         history.append(metrics)
         if rank == 0:
             log.info("epoch %d: loss %.4f, %.0f positives/s%s", epoch, metrics["loss"], metrics["positives_per_s"],
-                     f", valid sampled MRR {metrics['valid_sampled_mrr']:.4f}" if "valid_sampled_mrr" in metrics else "")
-        stop = cfg.holdout_fraction > 0 and bad_epochs >= cfg.patience
+                     f", {key.replace('_', ' ')} {mrr:.4f}" if mrr is not None else "")
+        stop = mrr is not None and bad_epochs >= cfg.patience
         ckpt = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers], "epoch": epoch,
-                "history": json.dumps(history), "best": best, "bad_epochs": bad_epochs, "starts": json.dumps(starts)}
+                "history": json.dumps(history), "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                "starts": json.dumps(starts)}
+        if best_state is not None:
+            ckpt["best_model"] = best_state
         reporter.report(metrics, ckpt, rank)
         if stop:
             stopped_early = True
             break
     if best_state is not None:
-        model.load_state_dict(best_state)
-    summary = {"epochs_run": len(history), "stopped_early": stopped_early, "best_valid_sampled_mrr": best if best >= 0 else None,
+        model.load_state_dict(best_state)  # the best-on-valid state is the one saved
+    summary = {"epochs_run": len(history), "stopped_early": stopped_early, "batch_size": batch_size,
+               "validation": None if validation is None and not sampled_check else
+               {"source": validation.source if validation is not None else "holdout (sampled)",
+                "metric": "filtered_mrr" if validation is not None else "sampled_mrr",
+                "triples": validation.num_triples if validation is not None else None,
+                "every_epochs": every if validation is not None else 1},
+               "best_epoch": best_epoch if best_epoch >= 0 else None,
+               "best_valid_mrr": best if best >= 0 and validation is not None else None,
+               "best_valid_sampled_mrr": best if best >= 0 and sampled_check else None,
                "seconds": time.perf_counter() - t_start, "starts": starts, "world_size": world, "history": history}
     if rank == 0:
         save_run(run_dir, model, cfg, store, selected, summary)

@@ -73,3 +73,10 @@ def test_no_inner_product_form_is_refused(name, kwargs):
     assert not fn.has_inner_product_form
     with pytest.raises(ValueError, match="no exact inner-product form"):
         fn.retrieval(torch.zeros(1, 4), torch.zeros(fn.relation_dim(4)), torch.zeros(2, 4))
+
+
+def test_moduli_for_the_n3_regulariser():
+    x = torch.tensor([[3.0, -1.0, 4.0, 0.0]])  # complex: (3 + 4i), (-1 + 0i)
+    torch.testing.assert_close(make_score("complex").node_moduli(x), torch.tensor([[5.0, 1.0]]))
+    torch.testing.assert_close(make_score("distmult").node_moduli(x), x.abs())
+    assert make_score("rotate").relation_moduli(torch.tensor([0.3])) is None

@@ -67,3 +67,55 @@ def test_chunked_in_batch_masks_self_and_padding():
     # row 4 is alone in the last chunk: no valid in-batch negative
     assert valid.tolist() == [[False, True], [True, False], [False, True], [True, False], [False, False]]
     torch.testing.assert_close(neg[1, 0], m.score_fn.pair(h[1:2], r, t[0:1])[0])
+
+
+def test_n3_regulariser_hand_computed():
+    # real scores: |h|³ + |r|³ + |t|³ summed over coordinates, averaged over the B positives
+    m = TwHIN({"e": 4}, [("e", "r", "e")], dim=2, score="distmult")
+    h = torch.tensor([[1.0, -2.0], [0.0, 1.0]])
+    t = torch.tensor([[0.5, 0.0], [-1.0, 1.0]])
+    r = torch.tensor([2.0, -1.0])
+    # per triple: (1 + 8) + (8 + 1) + 0.125 = 18.125 and 1 + 9 + 2 = 12 -> mean 15.0625
+    assert m.n3(h, r, t).item() == pytest.approx((18.125 + 12.0) / 2)
+    # complex: moduli of (re, im) pairs, h = 3+4i -> 5, r = 0+1i -> 1, t = 1+0i -> 1
+    c = TwHIN({"e": 4}, [("e", "r", "e")], dim=2, score="complex")
+    assert c.n3(torch.tensor([[3.0, 4.0]]), torch.tensor([0.0, 1.0]), torch.tensor([[1.0, 0.0]])).item() == \
+        pytest.approx(125.0 + 1.0 + 1.0)
+    # RotatE relations are phases of modulus 1: nothing to regularise
+    ro = TwHIN({"e": 4}, [("e", "r", "e")], dim=2, score="rotate")
+    assert ro.n3(torch.tensor([[3.0, 4.0]]), torch.tensor([0.7]), torch.tensor([[1.0, 0.0]])).item() == \
+        pytest.approx(125.0 + 1.0)
+
+
+def test_loss_adds_the_n3_penalty_of_the_positives_only():
+    torch.manual_seed(0)
+    m = TwHIN(NODES, RELS, dim=8, score="complex")
+    heads, tails, neg = torch.tensor([0, 3]), torch.tensor([1, 6]), torch.tensor([2, 4, 5])
+    base = m.loss(RELS[0], heads, tails, neg_tails=neg, in_batch=False, corrupt="tail")
+    reg = m.loss(RELS[0], heads, tails, neg_tails=neg, in_batch=False, corrupt="tail", regularization=0.1,
+                 regularizer="n3")
+    want = 0.1 * m.n3(m.embed("user", heads), m.relation_embedding(RELS[0]), m.embed("item", tails))
+    torch.testing.assert_close(reg - base, want)
+    with pytest.raises(ValueError, match="unknown regularizer"):
+        m.loss(RELS[0], heads, tails, neg_tails=neg, regularization=0.1, regularizer="n2")
+
+
+@pytest.mark.parametrize("score", ["complex", "distmult", "transe"])
+def test_every_node_softmax_equals_the_masked_negative_path(score):
+    # 1-N scoring (negatives = arange(N), a plain cross-entropy) is the same loss as the
+    # general path over the same candidate set given in another order (positive masked)
+    torch.manual_seed(0)
+    m = TwHIN(NODES, RELS, dim=8, score=score)
+    heads, tails = torch.tensor([0, 3, 4]), torch.tensor([1, 6, 1])
+    every_item, every_user = torch.arange(7), torch.arange(5)
+    fast = m.loss(RELS[0], heads, tails, neg_tails=every_item, neg_heads=every_user, in_batch=False)
+    slow = m.loss(RELS[0], heads, tails, neg_tails=every_item.flip(0), neg_heads=every_user.flip(0), in_batch=False)
+    torch.testing.assert_close(fast, slow)
+
+
+def test_a_uniform_sample_that_looks_like_arange_is_not_taken_for_every_node():
+    # one uniform negative that happens to be id 0 of a 7-item type: the general path
+    m = TwHIN(NODES, RELS, dim=8, score="complex")
+    loss = m.loss(RELS[0], torch.tensor([0, 1]), torch.tensor([5, 6]), neg_tails=torch.tensor([0]), in_batch=False,
+                  corrupt="tail")
+    assert torch.isfinite(loss)

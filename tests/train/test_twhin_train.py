@@ -155,3 +155,142 @@ def test_unfinished_run_checkpoints_are_not_discarded(small_pins_graph, tmp_path
     with pytest.raises(GraphrecError, match="unfinished run"):
         fit_twhin(TwHINConfig(**FAST), small_pins_graph.path, tmp_path / "run", use_ray=False)
     assert any((tmp_path / "run" / "checkpoints").iterdir())
+
+
+# ---- knowledge-graph link prediction: early stopping on the split's valid triples ------
+
+KG = dict(score="complex", dim=16, batch_size=64, lr=0.5, negatives={"uniform": 0, "exhaustive_max_nodes": 1000,
+                                                                     "in_batch": False})
+
+
+@pytest.fixture(scope="module")
+def kg_split(tmp_path_factory):
+    """A 60-entity triple graph with latent clusters (relation k links cluster c to c + k),
+    split 80/10/10 at random."""
+    from graphrec.graph import build_graph, triples_schema
+
+    d = tmp_path_factory.mktemp("kg")
+    rng = np.random.default_rng(0)
+    cluster = rng.integers(0, 6, 60)
+    lines = set()
+    while len(lines) < 900:
+        h, k = int(rng.integers(60)), int(rng.integers(1, 4))
+        cands = np.flatnonzero(cluster == (cluster[h] + k) % 6)
+        lines.add(f"e{h}\tr{k}\te{int(rng.choice(cands))}")
+    (d / "kg.txt").write_text("\n".join(sorted(lines)) + "\n")
+    graph = build_graph(triples_schema(d / "kg.txt"), d / "graph", progress=False)
+    random_split(graph, fractions=(0.8, 0.1, 0.1), seed=0, out=d / "split")
+    return d
+
+
+def _valid_mrr(run, cfg):
+    from graphrec.train.twhin import build_validation, resolve_validation_source
+
+    model, _, store = load_run(run)
+    source, split = resolve_validation_source(cfg, store)
+    return build_validation(cfg, store, model.edge_types, source, split, None).mrr(model)
+
+
+def test_early_stopping_on_split_valid_filtered_mrr_keeps_the_best_state(kg_split, tmp_path):
+    cfg = TwHINConfig(**KG, epochs=60, validation={"source": "split"}, patience=2)
+    info = fit_twhin(cfg, kg_split / "split" / "train", tmp_path / "run", use_ray=False)
+    s = info["summary"]
+    curve = [h["valid_mrr"] for h in s["history"]]
+    from graphrec.eval import load_split
+
+    n_valid = sum(len(v[0]) for v in load_split(kg_split / "split").heldout_triples("valid").values())
+    assert s["validation"] == {"source": "split", "metric": "filtered_mrr", "triples": n_valid, "every_epochs": 1}
+    assert s["stopped_early"] and len(curve) < 60
+    assert s["best_epoch"] == int(np.argmax(curve)) and s["best_valid_mrr"] == max(curve)
+    assert curve[-1] < max(curve)  # stopped after worse epochs...
+    assert _valid_mrr(tmp_path / "run", cfg) == pytest.approx(max(curve), abs=1e-12)  # ...but saved the best
+    assert max(curve) > 0.3  # random ranking of 60 entities: MRR ~0.08
+
+
+def test_early_stopping_best_state_survives_a_resume(kg_split, tmp_path):
+    cfg = TwHINConfig(**KG, epochs=6, validation={"source": "split"}, patience=100)
+    fit_twhin(cfg.model_copy(update={"epochs": 3}), kg_split / "split" / "train", tmp_path / "run", use_ray=False)
+    info = fit_twhin(cfg, kg_split / "split" / "train", tmp_path / "run", use_ray=False, resume=True)
+    s = info["summary"]
+    assert s["starts"] == [0, 3] and len(s["history"]) == 6
+    assert _valid_mrr(tmp_path / "run", cfg) == pytest.approx(s["best_valid_mrr"], abs=1e-12)
+
+
+def test_validation_source_resolution(kg_split, tmp_path):
+    graph = kg_split / "graph"  # not a split's train graph
+    with pytest.raises(GraphrecError, match="not the train/ graph of a split"):
+        fit_twhin(TwHINConfig(**KG, epochs=1, validation={"source": "split"}), graph, tmp_path / "a", use_ray=False)
+    with pytest.raises(GraphrecError, match="holdout_fraction is 0"):
+        fit_twhin(TwHINConfig(**KG, epochs=1, validation={"source": "auto"}), graph, tmp_path / "b", use_ray=False)
+    info = fit_twhin(TwHINConfig(**KG, epochs=2, validation={"source": "auto"}, holdout_fraction=0.1), graph,
+                     tmp_path / "c", use_ray=False)
+    assert info["summary"]["validation"] == {"source": "holdout", "metric": "filtered_mrr", "triples": 91,
+                                             "every_epochs": 1}  # 10% of each relation
+    from graphrec.train.config import parse_config
+
+    with pytest.raises(GraphrecError, match="holdout_fraction > 0"):
+        parse_config({"validation": {"source": "holdout"}})
+
+
+def test_evaluation_period_counts_positives(kg_split, tmp_path):
+    from graphrec.train.twhin import evaluation_period
+
+    cfg = TwHINConfig(**KG, epochs=7, validation={"source": "split", "min_positives": 3000}, patience=100)
+    assert evaluation_period(cfg, 720) == 5 and evaluation_period(cfg, 3000) == 1 and evaluation_period(cfg, 10**6) == 1
+    every4 = cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"every": 4})})
+    assert evaluation_period(every4, 10**6) == 4
+    info = fit_twhin(cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"min_positives": 1000})}),
+                     kg_split / "split" / "train", tmp_path / "run", use_ray=False)
+    # ~720 train triples per epoch -> every 2 epochs, and after the last
+    hist = info["summary"]["history"]
+    assert [h["epoch"] for h in hist if "valid_mrr" in h] == [1, 3, 5, 6] and info["summary"]["validation"]["every_epochs"] == 2
+
+
+def test_kg_config_negatives_rule():
+    """configs/twhin-kg.yaml: every node of a type up to exhaustive_max_nodes (1-N), that
+    many uniform nodes beyond it, so a positive never costs more candidates."""
+    from graphrec.sampling import typed_negatives
+
+    cfg = load_config(ROOT / "configs" / "twhin-kg.yaml")
+    n = cfg.negatives
+    assert n.uniform == n.exhaustive_max_nodes and not n.in_batch and cfg.validation.source == "auto"
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(typed_negatives(104, n.uniform, g, n.exhaustive_max_nodes), torch.arange(104))
+    small = typed_negatives(n.exhaustive_max_nodes, n.uniform, g, n.exhaustive_max_nodes)
+    assert torch.equal(small, torch.arange(n.exhaustive_max_nodes))
+    big = typed_negatives(34628, n.uniform, g, n.exhaustive_max_nodes)
+    assert big.shape == (n.uniform,) and int(big.max()) < 34628 and not torch.equal(big, torch.arange(n.uniform))
+
+
+def test_auto_batch_size_follows_the_candidate_count():
+    from graphrec.train.twhin import resolve_batch_size
+
+    cfg = load_config(ROOT / "configs" / "twhin-kg.yaml")
+    assert cfg.batch_size == "auto"
+    et = [("entity", "r", "entity")]
+    assert resolve_batch_size(cfg, {"entity": 104}, et) == 100  # Kinships: 1-N over 104 entities
+    assert resolve_batch_size(cfg, {"entity": 2000}, et) == 500  # 1-N over 2,000: 2000 / 4
+    assert resolve_batch_size(cfg, {"entity": 34628}, et) == 1000  # 4,096 uniform candidates
+    # only the corrupted sides count: tail corruption of user -> item scores items
+    two = {"user": 50000, "item": 800}
+    tail = cfg.model_copy(update={"negatives": cfg.negatives.model_copy(update={"corrupt": "tail"})})
+    assert resolve_batch_size(tail, two, [("user", "rated", "item")]) == 200
+    assert resolve_batch_size(cfg.model_copy(update={"batch_size": 64}), two, [("user", "rated", "item")]) == 64
+
+
+def test_auto_dim_bounds_the_scoring_cost_per_positive(kg_split, tmp_path):
+    from graphrec.train.twhin import resolve_dim
+
+    cfg = load_config(ROOT / "configs" / "twhin-kg.yaml")
+    assert cfg.dim == "auto"
+    et = [("entity", "r", "entity")]
+    assert resolve_dim(cfg, {"entity": 104}, et) == 1000
+    assert resolve_dim(cfg, {"entity": 2000}, et) == 500
+    assert resolve_dim(cfg, {"entity": 34628}, et) == 244  # 4,096 candidates: 10^6 / 4096 = 244.1
+    assert resolve_dim(cfg.model_copy(update={"dim": 32}), {"entity": 34628}, et) == 32
+    # a run saves the resolved values, so it reloads without the graph's sizes
+    run_cfg = cfg.model_copy(update={"epochs": 1, "validation": cfg.validation.model_copy(update={"source": "split"})})
+    info = fit_twhin(run_cfg, kg_split / "split" / "train", tmp_path / "run", use_ray=False)
+    assert info["config"]["dim"] == 1000 and info["config"]["batch_size"] == 100 and info["summary"]["batch_size"] == 100
+    model, _, _ = load_run(tmp_path / "run")
+    assert model.node_emb.weight.shape == (60, 1000)
