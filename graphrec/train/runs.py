@@ -116,7 +116,16 @@ def summarize(info: dict) -> str:
             else f"{last.get('pairs_per_s', 0):,.0f} pairs/s")
     return (f"trained {info['model']} on {info['graph']}: {s['epochs_run']} epochs"
             f"{' (stopped early)' if s.get('stopped_early') else ''}, final loss {last.get('loss', float('nan')):.4f}, "
-            f"{rate}")
+            f"{rate}{_best_line(s)}")
+
+
+def _best_line(summary: dict) -> str:
+    """``; best valid MRR 0.74 at epoch 25 (the state saved)`` for runs that early-stopped on
+    a validation metric (``best_valid_mrr``/``best_valid_sampled_mrr`` and ``best_epoch``)."""
+    for key, name in (("best_valid_mrr", "valid MRR"), ("best_valid_sampled_mrr", "sampled valid MRR")):
+        if summary.get(key) is not None and summary.get("best_epoch") is not None:
+            return f"; best {name} {summary[key]:.4f} at epoch {summary['best_epoch']} (the state saved)"
+    return ""
 
 
 def job_main(model: str, argv=None) -> int:

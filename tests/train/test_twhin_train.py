@@ -205,6 +205,9 @@ def test_early_stopping_on_split_valid_filtered_mrr_keeps_the_best_state(kg_spli
     assert curve[-1] < max(curve)  # stopped after worse epochs...
     assert _valid_mrr(tmp_path / "run", cfg) == pytest.approx(max(curve), abs=1e-12)  # ...but saved the best
     assert max(curve) > 0.3  # random ranking of 60 entities: MRR ~0.08
+    from graphrec.train.runs import summarize
+
+    assert f"best valid MRR {max(curve):.4f} at epoch {s['best_epoch']} (the state saved)" in summarize(info)
 
 
 def test_early_stopping_best_state_survives_a_resume(kg_split, tmp_path):
