@@ -67,11 +67,11 @@ def main():
                          "largest difference")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    needed = ["ml-100k.inter", "ml-100k.user", "ml-100k.item", "ml-100k.kg", "ml-100k.link"]
-    missing = [f for f in needed if not (Path(args.data) / f).is_file()]
+    from graphrec.datasets import ml100k_missing
+
+    missing = ml100k_missing(args.data)
     if missing:
-        print(f"skipped: ML-100K not found in {args.data} (missing {', '.join(missing)}); "
-              "set GRAPHREC_DATA or --data to the directory of the RecBole atomic files")
+        print(f"skipped: {missing}")
         return
 
     from graphrec.eval import chronological_split, load_split
