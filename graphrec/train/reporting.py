@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -61,9 +62,14 @@ class RayReporter:
 
 
 def inject_fault(fault: dict | None, epoch: int, rank: int) -> None:
-    """Tests only: ``fault = {"epoch", "rank", "marker"}`` makes that worker die once (a
-    hard exit, as a crashed process) at the start of that epoch; ``marker`` records it."""
+    """Tests only: ``fault = {"epoch", "rank", "marker"[, "delay_s"]}`` makes that worker die
+    once (a hard exit, as a crashed process) at the start of that epoch; ``marker`` records
+    it. ``delay_s`` waits before dying, so that Ray Train's controller (which collects the
+    workers' reports every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 2 s) has registered the
+    previous epochs' checkpoints: without it, a fast epoch under CPU contention can die
+    before its reports were collected and the restart legitimately finds no checkpoint."""
     if fault and fault["epoch"] == epoch and fault["rank"] == rank and not Path(fault["marker"]).exists():
+        time.sleep(float(fault.get("delay_s", 0.0)))
         Path(fault["marker"]).write_text("killed")
         os._exit(1)
 

@@ -144,7 +144,7 @@ def test_ray_two_workers_loss_falls_and_worker_killed_resumes(small_pins_graph, 
     marker = tmp_path / "killed"
     cfg = PinSageConfig(**{**FAST, "epochs": 4}, ray=RayConfig(workers=2, max_failures=2))
     info = fit_pinsage(cfg, small_pins_graph.path, tmp_path / "run", use_ray=True,
-                       fault={"epoch": 2, "rank": 1, "marker": str(marker)})
+                       fault={"epoch": 2, "rank": 1, "marker": str(marker), "delay_s": 6})
     s = info["summary"]
     assert marker.read_text() == "killed"
     assert s["world_size"] == 2 and all(h["workers"] == 2 for h in s["history"])

@@ -121,7 +121,7 @@ def test_ray_worker_killed_midrun_resumes_from_checkpoint(small_pins_graph, tmp_
     marker = tmp_path / "killed"
     cfg = TwHINConfig(**{**FAST, "epochs": 5}, ray=RayConfig(workers=2, max_failures=2))
     info = fit_twhin(cfg, small_pins_graph.path, tmp_path / "run", use_ray=True,
-                     fault={"epoch": 3, "rank": 1, "marker": str(marker)})
+                     fault={"epoch": 3, "rank": 1, "marker": str(marker), "delay_s": 6})
     assert marker.read_text() == "killed"  # the worker really died once
     starts = info["summary"]["starts"]
     # restarted from a reported checkpoint (not from scratch) and finished every epoch once
