@@ -468,5 +468,9 @@ def fit_twhin(cfg: TwHINConfig, graph: str | Path, out: str | Path, use_ray: boo
               overwrite: bool = False, progress: bool = False, fault: dict | None = None) -> dict:
     """Train TwHIN on ``graph`` into the run directory ``out``; returns ``run.json``
     (see :func:`graphrec.train.runs.run_training` for the run-directory rules)."""
+    def validate(store: GraphStore) -> None:  # fail before the run directory or workers exist
+        select_relations(store, cfg)
+        resolve_validation_source(cfg, store)
+
     return run_training(train_loop_per_worker, cfg, graph, out, use_ray=use_ray, resume=resume, overwrite=overwrite,
-                        progress=progress, fault=fault)
+                        progress=progress, fault=fault, validate=validate)

@@ -225,6 +225,7 @@ def test_validation_source_resolution(kg_split, tmp_path):
         fit_twhin(TwHINConfig(**KG, epochs=1, validation={"source": "split"}), graph, tmp_path / "a", use_ray=False)
     with pytest.raises(GraphrecError, match="holdout_fraction is 0"):
         fit_twhin(TwHINConfig(**KG, epochs=1, validation={"source": "auto"}), graph, tmp_path / "b", use_ray=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before anything is written
     info = fit_twhin(TwHINConfig(**KG, epochs=2, validation={"source": "auto"}, holdout_fraction=0.1), graph,
                      tmp_path / "c", use_ray=False)
     assert info["summary"]["validation"] == {"source": "holdout", "metric": "filtered_mrr", "triples": 91,
