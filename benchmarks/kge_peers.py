@@ -115,30 +115,14 @@ def prepare(name: str, work: Path):
     return work / name / "split"
 
 
-def known_all(split):
-    """Filter of the test protocol: train + valid + test triples of every relation."""
-    from graphrec.eval.link_prediction import KnownTriples
-
-    store = split.train
-    ets = [r.edge_type for r in store.relations() if not r.is_reverse]
-    known = KnownTriples({et: store.num_nodes(et[0]) for et in ets}, {et: store.num_nodes(et[2]) for et in ets})
-    for et in ets:
-        known.add(et, *store.relation(et).coo())
-        for part in ("valid", "test"):
-            s, d = split.heldout_triples(part).get(et, (None, None))
-            if s is not None:
-                known.add(et, s, d)
-    return known
-
-
-def test_metrics(score_tails, score_heads, split, known) -> dict:
+def test_metrics(score_tails, score_heads, split, ets) -> dict:
     """Test MRR/Hits@K, plus ``valid_mrr_all_filtered``: the valid triples under the test
     protocol (every known triple filtered), comparable with the test figure."""
-    from graphrec.eval.link_prediction import filtered_link_prediction
+    from graphrec.train.evaluate import link_prediction_on_split
 
-    with torch.no_grad():
-        r = filtered_link_prediction(score_tails, score_heads, split.heldout_triples("test"), known, ks=(1, 3, 10))
-        v = filtered_link_prediction(score_tails, score_heads, split.heldout_triples("valid"), known, ks=())
+    scorers = (score_tails, score_heads)
+    r = link_prediction_on_split(None, split, "test", ks=(1, 3, 10), edge_types=ets, scorers=scorers)
+    v = link_prediction_on_split(None, split, "valid", ks=(), edge_types=ets, scorers=scorers)
     return {**{k: r[k] for k in ("mrr", "hits@1", "hits@3", "hits@10")}, "valid_mrr_all_filtered": v["mrr"]}
 
 
@@ -175,7 +159,7 @@ def run_graphrec(cfg, split_path: Path, out: Path) -> dict:
     split = load_split(split_path)
     res = curve_stats(curve, t)
     res["test"] = test_metrics(lambda et, h: model.score_tails(et, h), lambda et, t_: model.score_heads(et, t_), split,
-                               known_all(split))
+                               list(model.edge_types))
     res["epochs_run"] = info["summary"]["epochs_run"]
     res["every_epochs"] = (info["summary"]["validation"] or {}).get("every_epochs", 1)
     res["dim"], res["batch_size"] = info["config"]["dim"], info["config"]["batch_size"]  # resolved on this graph
@@ -249,7 +233,7 @@ def run_pykeen(spec: dict, split, validation, ets, dim: int, seed: int, every: i
     res = curve_stats(curve)
     res["epochs_run"] = epoch
     res["stopped_by_time_limit"] = elapsed >= time_limit
-    res["test"] = test_metrics(score_tails, score_heads, split, known_all(split))
+    res["test"] = test_metrics(score_tails, score_heads, split, ets)
     return res
 
 

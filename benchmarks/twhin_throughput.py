@@ -177,10 +177,8 @@ def main():
         model = TwHIN({t: graph.num_nodes(t) for t in graph.node_types}, ets, dim=args.dim, score="transe")
         loss_mod, opts = TwHINLoss(model, cfg), make_optimizers(model, cfg)
         rates[key] = timed(lambda *x, lm=loss_mod, o=opts: ours_step(lm, o, *x), ours_batch, args.batches * 20)
-    cfg = TwHINConfig(dim=args.dim, score="transe", loss="margin", margin=1.0, batch_size=b, lr=0.1,
-                      negatives=NegativesConfig(uniform=k // 2, in_batch=False, corrupt="both"))
 
-    # ---- quality at that setting ---------------------------------------------------------
+    # ---- quality at that setting (graphrec: the cfg of (e), the last one above) -----------
     sp = random_split(graph, fractions=(0.9, 0.05, 0.05), seed=args.seed, out=work / "split")
     train = sp.train
     Htr, Rtr, Ttr, ets_tr, _, _ = load_triples(train)

@@ -87,12 +87,15 @@ def vectors_on_split(query_vectors, candidate_vectors, item_vectors, split: Spli
 
 def link_prediction_on_split(model: TwHIN | None, split: Split, part: str = "test", ks: Sequence[int] = (1, 3, 10),
                              relations: Sequence | None = None, max_per_relation: int | None = None,
-                             edge_types: Sequence | None = None) -> dict:
+                             edge_types: Sequence | None = None, scorers: tuple | None = None) -> dict:
     """Filtered link prediction on the held-out ``part`` triples of the relations the
-    model was trained on; ``model=None`` scores with the popularity baseline (then
-    ``edge_types`` names the relations)."""
+    model was trained on; with ``model=None`` (then ``edge_types`` names the relations)
+    scores with ``scorers`` — ``(score_tails, score_heads)`` callables as
+    :func:`~graphrec.eval.link_prediction.filtered_link_prediction` takes, e.g. a peer
+    library's model — or, without them, the popularity baseline."""
     store = split.train
     test_all = split.heldout_triples(part)
+    heldout = {p: test_all if p == part else split.heldout_triples(p) for p in ("valid", "test")}
     trained = set(model.edge_types if model is not None else map(tuple, edge_types or test_all))
     test = {et: v for et, v in test_all.items() if et in trained and (relations is None or et in relations)}
     if not test:
@@ -106,10 +109,12 @@ def link_prediction_on_split(model: TwHIN | None, split: Split, part: str = "tes
         s, d = store.relation(et).coo()
         known.add(et, s, d)
         for p in ("valid", "test"):
-            hs, hd = split.heldout_triples(p).get(et, (None, None))
+            hs, hd = heldout[p].get(et, (None, None))
             if hs is not None:
                 known.add(et, hs, hd)
-    if model is None:
+    if model is None and scorers is not None:
+        tails, heads = scorers
+    elif model is None:
         tails, heads = relation_popularity_scorers(store, list(test))
     else:
         tails, heads = (lambda et, h: model.score_tails(et, h)), (lambda et, t: model.score_heads(et, t))
