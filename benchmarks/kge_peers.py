@@ -2,7 +2,8 @@
 same splits, same evaluator, in one run.
 
     python benchmarks/kge_peers.py [--datasets kinships umls nations mlkg] [--seeds 0 1 2] [--threads 1]
-                                   [--peer-datasets kinships mlkg] [--no-peer] [--json FILE]
+                                   [--peer-datasets kinships mlkg] [--no-peer] [--baselines-only]
+                                   [--json FILE]
 
 Needs the ``bench`` extra (``pip install -e '.[bench]' -c constraints.txt``, with
 ``torch==2.13.0`` in ``constraints.txt``) for PyKEEN.
@@ -258,6 +259,7 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1, help="torch threads of every training run (both libraries)")
     ap.add_argument("--no-peer", action="store_true", help="graphrec only (the shipped config's figures)")
+    ap.add_argument("--baselines-only", action="store_true", help="only the popularity baseline (nothing trained)")
     ap.add_argument("--peer-datasets", nargs="+", default=["kinships", "mlkg"],
                     help="datasets PyKEEN is trained on too (the others: graphrec only)")
     ap.add_argument("--peers", nargs="*", default=None, help="only these PyKEEN setups (names of PEERS)")
@@ -269,6 +271,7 @@ def main():
 
     from graphrec.eval import load_split
     from graphrec.train.config import load_config
+    from graphrec.train.evaluate import link_prediction_on_split
     from graphrec.train.twhin import build_validation, resolve_validation_source
 
     base = load_config(args.config)
@@ -287,6 +290,12 @@ def main():
               "valid": int(sum(len(s) for s, _ in split.heldout_triples("valid").values())),
               "test": int(sum(len(s) for s, _ in split.heldout_triples("test").values()))}
         print(f"{name}: {ds}", flush=True)
+        pop = link_prediction_on_split(None, split, "test", ks=(1, 3, 10), edge_types=ets)  # entity degree per relation
+        ds["popularity"] = {k: pop[k] for k in ("mrr", "hits@1", "hits@3", "hits@10")}
+        print(f"  popularity: test MRR {pop['mrr']:.4f} H@1 {pop['hits@1']:.4f} H@10 {pop['hits@10']:.4f}", flush=True)
+        if args.baselines_only:
+            results["datasets"][name] = ds
+            continue
         ours = []
         for seed in args.seeds:
             cfg = base.model_copy(update={"seed": seed, "threads": args.threads})
@@ -342,6 +351,9 @@ def main():
           "| test Hits@10 | train s (to best) | s to reach the peer's best valid MRR |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, ds in results["datasets"].items():
+        p = ds["popularity"]
+        print(f"| {name} | popularity (entity degree in the relation) | — | — | {p['mrr']:.3f} | {p['hits@1']:.3f} "
+              f"| {p['hits@10']:.3f} | 0 | — |")
         for lib in ("graphrec", "pykeen"):
             if lib not in ds:
                 continue
