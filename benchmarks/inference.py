@@ -165,8 +165,8 @@ def ann(store, work: Path, queries: int, threads: int) -> list[dict]:
 
     from graphrec.infer.export import export_run, read_vectors
     from graphrec.retrieval import IndexConfig, make_index
-    from graphrec.train.config import load_config
-    from graphrec.train.config import TwHINConfig
+    from graphrec.run.config import load_config
+    from graphrec.run.config import TwHINConfig
     from graphrec.train.twhin import fit_twhin
 
     torch.set_num_threads(threads)

@@ -270,7 +270,7 @@ def main():
     torch.set_num_threads(args.threads)
 
     from graphrec.eval import load_split
-    from graphrec.train.config import load_config
+    from graphrec.run.config import load_config
     from graphrec.train.evaluate import link_prediction_on_split
     from graphrec.train.twhin import build_validation, resolve_validation_source
 

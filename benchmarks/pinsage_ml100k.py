@@ -193,7 +193,7 @@ def main():
     from graphrec.eval import chronological_split, load_split
     from graphrec.eval.protocol import ranking_task
     from graphrec.graph import build_graph, load_schema
-    from graphrec.train.config import PinSageConfig, parse_config
+    from graphrec.run.config import PinSageConfig, parse_config
     from graphrec.train.evaluate import popularity_on_split
     from graphrec.train.pinsage import PinSageRun, fit_pinsage
 

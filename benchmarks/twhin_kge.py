@@ -51,7 +51,7 @@ def main():
     from graphrec.eval import load_split, random_split
     from graphrec.eval.link_prediction import KnownTriples, filtered_link_prediction
     from graphrec.graph import build_graph, triples_schema
-    from graphrec.train.config import NegativesConfig, TwHINConfig
+    from graphrec.run.config import NegativesConfig, TwHINConfig
     from graphrec.train.twhin import fit_twhin, load_run
 
     work = Path(tempfile.mkdtemp(prefix="kge-bench-"))

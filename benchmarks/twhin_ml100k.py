@@ -78,7 +78,7 @@ def main():
     from graphrec.eval.protocol import last_items, ranking_task
     from graphrec.graph import build_graph, load_schema
     from graphrec.graph.csr import build_csr
-    from graphrec.train.config import parse_config
+    from graphrec.run.config import parse_config
     from graphrec.train.evaluate import (item_to_item_on_split, popularity_on_split, ranking_on_split,
                                          vectors_ranking_on_split)
     from graphrec.train.twhin import fit_twhin, load_run

@@ -112,7 +112,7 @@ def main():
     from graphrec.eval.link_prediction import KnownTriples, filtered_link_prediction
     from graphrec.graph import build_graph, load_schema
     from graphrec.models import TwHIN
-    from graphrec.train.config import NegativesConfig, TwHINConfig
+    from graphrec.run.config import NegativesConfig, TwHINConfig
     from graphrec.train.twhin import TwHINLoss, make_optimizers
     from graphrec.train.twhin import train_step as ours_step
 

@@ -160,7 +160,7 @@ def _resolve(path: str, base: Path) -> Path:
 
 
 def load_job_config(path: str | Path) -> tuple[JobConfig, Path]:
-    from graphrec.train.config import load_config
+    from graphrec.run.config import load_config
 
     path = Path(path)
     return load_config(path, JobConfig), path.resolve().parent
@@ -169,7 +169,7 @@ def load_job_config(path: str | Path) -> tuple[JobConfig, Path]:
 def _model_config(section: ModelSection, model: str, base: Path, ray: RaySection, seed: int | None = None):
     import yaml
 
-    from graphrec.train.config import RUN_CONFIGS, parse_config
+    from graphrec.run.config import RUN_CONFIGS, parse_config
 
     path = _resolve(section.config, base)
     if not path.is_file():
@@ -245,7 +245,7 @@ def run_job(config_path: str | Path, out: str | Path | None = None, overwrite: b
 
     started_ray = False
     if cfg.ray.enabled:
-        from graphrec.train.ray_runner import init_ray
+        from graphrec.ray_env import init_ray
 
         started_ray = init_ray(cfg.ray.address, num_cpus=cfg.ray.workers + 1)
     try:

@@ -9,14 +9,15 @@ ALLOWED = {
     "graph": set(),
     "sampling": {"graph"},
     "models": {"graph", "sampling"},
-    "train": {"graph", "sampling", "models", "eval"},
-    "infer": {"graph", "sampling", "models", "train"},
-    "retrieval": {"graph", "infer"},
+    "run": {"graph", "sampling", "models"},
+    "train": {"graph", "sampling", "models", "eval", "run"},
+    "infer": {"graph", "sampling", "models", "run"},
+    "retrieval": {"graph", "infer", "run"},
     "eval": {"graph"},
     "analytics": {"graph"},
     "datasets": set(),
 }
-BASE = {"errors", "io", "__init__"}
+BASE = {"errors", "io", "ray_env", "__init__"}
 
 
 def _imports(path: Path):

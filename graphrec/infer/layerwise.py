@@ -211,7 +211,7 @@ class LayerwiseInference:
         total = len(self.shards) * len(phases)
         started = False
         if use_ray:
-            from graphrec.train.ray_runner import init_ray
+            from graphrec.ray_env import init_ray
 
             started = init_ray(address)
         t0, rows, budget = time.perf_counter(), 0, max_shards

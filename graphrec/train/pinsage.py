@@ -11,7 +11,7 @@ negatives, the re-indexed K-layer neighbourhood subgraph and its features) in
 linearly over ``warmup_steps``. Early stopping watches item→item HitRate@10 of held-out
 co-engagement pairs, computed with layer-wise full-catalogue inference.
 
-``config`` keys: ``pinsage`` (a :class:`~graphrec.train.config.PinSageConfig` as dict),
+``config`` keys: ``pinsage`` (a :class:`~graphrec.run.config.PinSageConfig` as dict),
 ``graph``, ``out``, ``reporter`` (``local`` | ``ray``), ``resume``, ``progress``, ``fault``
 (tests only, see :func:`~graphrec.train.reporting.inject_fault`).
 """
@@ -40,8 +40,8 @@ from graphrec.sampling.features import FeatureSpec, NodeFeatureTable
 from graphrec.sampling.pinsage import (CoEngagement, PinSageBatch, PinSageBatches, PPRHardNegatives,
                                       collate_identity, walk_neighborhood)
 from graphrec.sampling.walks import ImportanceNeighborhoods, RandomWalkSampler, importance_neighbors
-from graphrec.train.checkpoint import save_checkpoint
-from graphrec.train.config import PinSageConfig, parse_config
+from graphrec.run.checkpoint import save_checkpoint
+from graphrec.run.config import PinSageConfig, parse_config
 from graphrec.train.reporting import LocalReporter, RayReporter, dist_info, inject_fault, write_json_atomic
 from graphrec.train.runs import MODEL_FILE, RUN_FILE, run_training
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from graphrec.train.checkpoint import load_checkpoint, save_checkpoint
+from graphrec.run.checkpoint import load_checkpoint, save_checkpoint
 
 
 class LocalReporter:

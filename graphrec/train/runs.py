@@ -17,7 +17,7 @@ from pathlib import Path
 
 from graphrec.errors import GraphrecError
 from graphrec.graph.store import GraphStore
-from graphrec.train.config import RUN_CONFIGS, load_config
+from graphrec.run.config import RUN_CONFIGS, load_config
 
 RUN_FILE = "run.json"
 MODEL_FILE = "model.pt"

@@ -18,7 +18,7 @@ checkpointed too, so a resumed run keeps it). ``dim: auto`` / ``batch_size: auto
 resolved from the graph's type sizes before the model is built
 (:func:`resolve_auto`), and the resolved values are saved with the run.
 
-``config`` keys: ``twhin`` (a :class:`~graphrec.train.config.TwHINConfig` as dict),
+``config`` keys: ``twhin`` (a :class:`~graphrec.run.config.TwHINConfig` as dict),
 ``graph`` (graph store path), ``out`` (run directory), ``reporter`` (``local`` | ``ray``),
 ``resume`` (bool, local mode), ``progress`` (bool), ``fault`` (tests only:
 ``{"epoch", "rank", "marker"}`` makes that worker die once at that epoch).
@@ -45,10 +45,10 @@ from graphrec.graph.csr import row_ages
 from graphrec.graph.store import GraphStore
 from graphrec.models.twhin import TwHIN
 from graphrec.sampling import RelationBatchSchedule, RelationEdges, typed_negatives, uniform_typed_negatives
-from graphrec.train.checkpoint import save_checkpoint
+from graphrec.run.checkpoint import save_checkpoint
 from graphrec.train.reporting import LocalReporter, RayReporter, dist_info, inject_fault, write_json_atomic
 from graphrec.train.runs import MODEL_FILE, RUN_FILE, run_training
-from graphrec.train.config import TwHINConfig, parse_config
+from graphrec.run.config import TwHINConfig, parse_config
 
 log = logging.getLogger(__name__)
 

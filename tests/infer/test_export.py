@@ -7,7 +7,7 @@ import torch
 
 from graphrec.errors import GraphrecError
 from graphrec.infer.export import export_twhin, read_vectors
-from graphrec.train.config import TwHINConfig
+from graphrec.run.config import TwHINConfig
 from graphrec.train.twhin import fit_twhin, load_run
 
 ET = ("user", "saves", "pin")

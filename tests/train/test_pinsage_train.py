@@ -7,7 +7,7 @@ import torch
 from graphrec.cli import main
 from graphrec.errors import GraphrecError
 from graphrec.infer.export import read_vectors
-from graphrec.train.config import PinSageConfig, RayConfig, load_config
+from graphrec.run.config import PinSageConfig, RayConfig, load_config
 from graphrec.train.pinsage import PinSageRun, fit_pinsage, hard_negatives_for_epoch
 from tests.conftest import ROOT
 

@@ -7,7 +7,7 @@ import torch
 from graphrec.cli import main
 from graphrec.errors import GraphrecError
 from graphrec.eval import random_split
-from graphrec.train.config import RayConfig, TwHINConfig, load_config
+from graphrec.run.config import RayConfig, TwHINConfig, load_config
 from graphrec.train.evaluate import link_prediction_on_split
 from graphrec.train.twhin import fit_twhin, load_run, select_relations
 from tests.conftest import ROOT
@@ -230,7 +230,7 @@ def test_validation_source_resolution(kg_split, tmp_path):
                      tmp_path / "c", use_ray=False)
     assert info["summary"]["validation"] == {"source": "holdout", "metric": "filtered_mrr", "triples": 91,
                                              "every_epochs": 1}  # 10% of each relation
-    from graphrec.train.config import parse_config
+    from graphrec.run.config import parse_config
 
     with pytest.raises(GraphrecError, match="holdout_fraction > 0"):
         parse_config({"validation": {"source": "holdout"}})
