@@ -4,9 +4,7 @@ import numpy as np
 import pytest
 
 from graphrec.sampling.walks import ImportanceNeighborhoods, RandomWalkSampler, importance_neighbors, top_t_visits
-
-PUP = ["pin:saved_by:user", "user:saves:pin"]
-PBP = ["pin:in_board:board", "board:has_pin:pin"]
+from tests.sampling.conftest import PBP, PUP
 
 
 def two_hop_sets(store, path):
@@ -141,3 +139,10 @@ def test_walks_are_deterministic_given_rng(small_pins_graph):
     a = s.walk(np.arange(100), 4, 3, np.random.default_rng(5))
     b = s.walk(np.arange(100), 4, 3, np.random.default_rng(5))
     np.testing.assert_array_equal(a, b)
+
+
+def test_neighborhoods_roundtrip(tmp_path):
+    nb = ImportanceNeighborhoods(np.array([[1, -1]]), np.array([[1.0, 0.0]], np.float32))
+    nb.save(tmp_path)
+    back = ImportanceNeighborhoods.load(tmp_path)
+    assert back.neighbors.tolist() == [[1, -1]] and len(back) == 1

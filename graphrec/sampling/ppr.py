@@ -1,0 +1,190 @@
+"""Hard negatives from personalized PageRank (PinSage's curriculum negatives).
+
+:class:`PPRHardNegatives` gives, per query item, items whose PPR w.r.t. the query ranks
+in a band ``[lo, hi)`` (fractions of the catalogue; ranks 2000–5000 of 2B in the paper):
+close enough to the query to be hard, far enough not to be positives.
+
+* ``power``: PPR by power iteration ``x ← α e_q + (1 − α) Pᵀ x`` over the one-round
+  metapath transition ``P = Σ_m w_m Π_{r∈m} D_r⁻¹ A_r``, applied through its sparse
+  factors (:class:`MetapathTransition`) — never materialised, as the item×item product of
+  an item→user→item walk is nearly dense on popular users. The band of every item is
+  computed once (:meth:`PPRHardNegatives.band_table`).
+* ``montecarlo``: ranks by the visit counts of the sampler's random walks with restart
+  from each query, for catalogues too big for the table.
+
+:func:`metapath_transition` materialises ``P`` (inspection, small graphs, tests).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from graphrec.graph.store import GraphStore
+from graphrec.sampling.walks import RandomWalkSampler, top_t_visits
+
+
+def _hop_matrices(store: GraphStore, sampler: RandomWalkSampler):
+    """Per metapath: ``(w_m, [D_r⁻¹ A_r for r in m], stuck_m)`` (``stuck``: float mask of
+    the nodes with no way out of the metapath)."""
+    out = []
+    for path, w in zip(sampler.paths, sampler.weights):
+        hops = []
+        for et in path:
+            rel = store.relation(et)
+            indptr = np.asarray(rel.indptr)
+            deg = np.diff(indptr).astype(np.float64)
+            vals = np.repeat(np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0), np.diff(indptr))
+            hops.append(sp.csr_matrix((vals, np.asarray(rel.indices), indptr), shape=(rel.num_src, rel.num_dst)))
+        prod_rowsum = np.ones(hops[-1].shape[1])  # row sums of the product, without forming it
+        for a in reversed(hops):
+            prod_rowsum = a @ prod_rowsum
+        out.append((float(w), hops, (prod_rowsum < 0.5).astype(np.float64)))
+    return out
+
+
+def metapath_transition(store: GraphStore, sampler: RandomWalkSampler) -> sp.csr_matrix:
+    """Row-stochastic ``[N, N]`` transition of one walk round: ``Σ_m w_m Π_{r∈m} D_r⁻¹ A_r``
+    (nodes without a way out of a metapath keep their mass on themselves, as the walk
+    restarts there). Materialised: for inspection and small graphs; PPR applies the
+    factors instead (:class:`MetapathTransition`)."""
+    n = sampler.num_nodes
+    total = sp.csr_matrix((n, n), dtype=np.float64)
+    for w, hops, stuck in _hop_matrices(store, sampler):
+        m = hops[0]
+        for a in hops[1:]:
+            m = m @ a
+        total = total + w * (m + sp.diags(stuck))
+    return total.tocsr()
+
+
+class MetapathTransition:
+    """The transition ``P`` of :func:`metapath_transition` kept as its sparse factors:
+    ``transpose_matmul(x) = Pᵀ x`` costs ``O(Σ nnz(A_r) · cols)`` — the item×item product
+    of an item→user→item walk is nearly dense on popular users (the 6,000-pin quickstart
+    graph: tens of millions of entries), its factors are the edge lists."""
+
+    def __init__(self, store: GraphStore, sampler: RandomWalkSampler):
+        # float32 factors: with float32 vectors (band_table) the products stay float32 (2x faster)
+        self.parts = [(w, [a.T.tocsr().astype(np.float32) for a in hops], stuck.astype(np.float32))
+                      for w, hops, stuck in _hop_matrices(store, sampler)]
+
+    def transpose_matmul(self, x: np.ndarray) -> np.ndarray:
+        out = np.zeros_like(x)
+        for w, hops_t, stuck in self.parts:
+            y = x
+            for at in hops_t:  # (A_1 A_2)ᵀ x = A_2ᵀ (A_1ᵀ x)
+                y = at @ y
+            out += w * (y + stuck[:, None] * x)
+        return out
+
+
+class PPRHardNegatives:
+    """Hard negatives of query items from a personalized-PageRank rank band.
+
+    Args:
+        sampler: the metapath walk sampler (defines the item graph).
+        band: ``(lo, hi)`` fractions of the catalogue: candidates are the items ranked
+            ``[⌊lo·N⌋, ⌈hi·N⌉)`` by PPR w.r.t. the query (rank 0 = the query itself).
+        alpha: restart probability of the PPR.
+        method: ``power`` (exact, power iteration), ``montecarlo`` (visit counts of
+            ``mc_walks`` walks with restart of ``mc_length`` rounds) or ``auto`` (power up
+            to ``power_max_nodes`` items).
+    """
+
+    def __init__(self, store: GraphStore, sampler: RandomWalkSampler, band=(0.1, 0.3), alpha: float = 0.3,
+                 method: str = "auto", power_max_nodes: int = 20000, iterations: int = 30, mc_walks: int = 200,
+                 mc_length: int = 10, seed: int = 0):
+        lo, hi = band
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError(f"hard negative band must satisfy 0 <= lo < hi <= 1, got {band}")
+        if method not in ("auto", "power", "montecarlo"):
+            raise ValueError(f"unknown PPR method {method!r}")
+        self.store, self.sampler = store, sampler
+        self.num_nodes = sampler.num_nodes
+        self.lo = int(np.floor(lo * self.num_nodes))
+        self.hi = max(self.lo + 1, int(np.ceil(hi * self.num_nodes)))
+        self.alpha, self.iterations = alpha, iterations
+        self.method = ("power" if self.num_nodes <= power_max_nodes else "montecarlo") if method == "auto" else method
+        self.mc_walks, self.mc_length = mc_walks, mc_length
+        self.seed = seed
+        self._table: np.ndarray | None = None
+        self._transition = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(ranks [{self.lo}, {self.hi}) of {self.num_nodes}, alpha={self.alpha}, {self.method})"
+
+    def ppr(self, queries: np.ndarray, dtype=np.float64) -> np.ndarray:
+        """Exact PPR vectors ``[Q, N]`` (rows sum to 1) by power iteration:
+        ``x ← α e_q + (1 − α) x P``."""
+        if self._transition is None:
+            self._transition = MetapathTransition(self.store, self.sampler)
+        q = np.asarray(queries, dtype=np.int64)
+        e = np.zeros((self.num_nodes, q.shape[0]), dtype=dtype)
+        e[q, np.arange(q.shape[0])] = 1.0
+        x = e.copy()
+        a = dtype(self.alpha)
+        for _ in range(self.iterations):
+            x = a * e + (1 - a) * self._transition.transpose_matmul(x)
+        return x.T
+
+    def ranking(self, queries: np.ndarray, dtype=np.float64) -> np.ndarray:
+        """Items ordered by decreasing exact PPR w.r.t. each query, ``[Q, N]`` int64 (the
+        query first, ties by id)."""
+        queries = np.asarray(queries, dtype=np.int64)
+        scores = self.ppr(queries, dtype)
+        scores[np.arange(queries.shape[0]), queries] = np.inf
+        return np.argsort(-scores, axis=1, kind="stable")
+
+    def band_table(self, chunk: int = 512) -> np.ndarray:
+        """``[N, hi - lo]`` band candidates of every item (exact PPR, computed once)."""
+        if self._table is None:
+            parts = []
+            for start in range(0, self.num_nodes, chunk):
+                q = np.arange(start, min(self.num_nodes, start + chunk))
+                parts.append(self.ranking(q, np.float32)[:, self.lo : self.hi].astype(np.int32))
+            self._table = np.concatenate(parts)
+        return self._table
+
+    def sample(self, queries: np.ndarray, positives: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+        """``[Q, count]`` hard negatives per query from its band, never the query's
+        positive (redrawn within the band; if the band holds nothing else, a uniform item
+        other than the positive)."""
+        queries = np.asarray(queries, dtype=np.int64)
+        positives = np.asarray(positives, dtype=np.int64)
+        if count == 0:
+            return np.zeros((queries.shape[0], 0), dtype=np.int64)
+        if self.method == "power":
+            cand = self.band_table()[queries]
+            width = cand.shape[1]
+
+            def draw(rows, n):
+                return cand[rows, rng.integers(0, width, size=n)].astype(np.int64)
+        else:
+            # Monte-Carlo PPR: visited items ranked by visit count; a band rank beyond
+            # the visited ones falls among the unvisited (all tied): a uniform item
+            visits = self.sampler.walk(queries, self.mc_walks, self.mc_length, rng)
+            top = top_t_visits(visits, self.hi, exclude=queries).neighbors
+
+            def draw(rows, n):
+                r = rng.integers(self.lo, self.hi, size=n) - 1  # rank 0 is the query itself
+                got = top[rows, np.maximum(r, 0)]
+                miss = (r < 0) | (got < 0)
+                got[miss] = rng.integers(0, self.num_nodes, size=int(miss.sum()))
+                return got
+
+        q = queries.shape[0]
+        rows = np.repeat(np.arange(q), count)
+        out = draw(rows, rows.shape[0]).reshape(q, count)
+        for _ in range(8):  # redraw collisions with the positive
+            bad = out == positives[:, None]
+            if not bad.any():
+                break
+            r, c = np.nonzero(bad)
+            out[r, c] = draw(r, r.shape[0])
+        bad = out == positives[:, None]
+        if bad.any():
+            r, c = np.nonzero(bad)
+            alt = rng.integers(0, self.num_nodes - 1, size=r.shape[0])
+            out[r, c] = alt + (alt >= positives[r])
+        return out
