@@ -64,15 +64,19 @@ class RandomWalkSampler:
             if not path:
                 raise ValueError("a metapath needs at least one relation")
             for a, b in zip(path, path[1:]):
-                if a[2] != b[0]:
-                    raise ValueError(f"metapath {_fmt(path)}: {':'.join(a)} ends at {a[2]!r} but "
-                                     f"{':'.join(b)} starts at {b[0]!r}")
-            if path[0][0] != path[-1][2]:
-                raise ValueError(f"metapath {_fmt(path)} must return to {path[0][0]!r}, ends at {path[-1][2]!r}")
+                _, _, a_dst = a
+                b_src, _, _ = b
+                if a_dst != b_src:
+                    raise ValueError(f"metapath {_fmt(path)}: {':'.join(a)} ends at {a_dst!r} but "
+                                     f"{':'.join(b)} starts at {b_src!r}")
+            start, _, _ = path[0]
+            _, _, end = path[-1]
+            if start != end:
+                raise ValueError(f"metapath {_fmt(path)} must return to {start!r}, ends at {end!r}")
             if node_type is None:
-                node_type = path[0][0]
-            elif path[0][0] != node_type:
-                raise ValueError(f"all metapaths must start at {node_type!r}; {_fmt(path)} starts at {path[0][0]!r}")
+                node_type = start
+            elif start != node_type:
+                raise ValueError(f"all metapaths must start at {node_type!r}; {_fmt(path)} starts at {start!r}")
             if w < 0:
                 raise ValueError(f"metapath {_fmt(path)}: weight must be >= 0")
             for et in path:
@@ -200,6 +204,7 @@ class ImportanceNeighborhoods:
 
     @classmethod
     def load(cls, directory, mmap: bool = True) -> ImportanceNeighborhoods:
+        """The neighbourhoods :meth:`save` wrote to ``directory`` (memory-mapped, read-only, with ``mmap``)."""
         from pathlib import Path
 
         d = Path(directory)
@@ -208,12 +213,13 @@ class ImportanceNeighborhoods:
 
 
 def top_t_visits(visits: np.ndarray, top_t: int, exclude: np.ndarray | None = None) -> ImportanceNeighborhoods:
-    """Top-``top_t`` most visited nodes per row of ``visits`` (``[S, V]`` int, ``-1``
-    ignored), with their L1-normalised counts as weights.
+    """Top-``top_t`` most visited nodes per row of ``visits`` (``[S, V]`` int ids
+    ``< 2³¹ − 1``, ``-1`` ignored), with their L1-normalised counts as weights
+    (an :class:`ImportanceNeighborhoods` of ``S`` rows and ``top_t`` columns).
 
     ``exclude[i]`` (e.g. the seed itself) is never a neighbour of row ``i``. Everything
-    is row-wise on the ``[S, V]`` array, with no per-run index arithmetic: a row sort
-    (SIMD for int32), run ends and run lengths from a running maximum of run starts, a
+    is row-wise on the ``[S, V]`` array: a row sort (SIMD for int32), run ends and
+    run lengths from a running maximum of run starts, a
     packed key ``count << 32 | (2³¹ − 1 − node)`` at each run end (larger count first,
     then smaller id: deterministic ties), a linear row-wise ``np.partition`` for the
     ``T`` largest keys and a sort of those ``T`` only.
@@ -251,50 +257,6 @@ def top_t_visits(visits: np.ndarray, top_t: int, exclude: np.ndarray | None = No
     valid = key > 0
     nb = np.where(valid, np.int64((1 << 31) - 1) - (key & 0xFFFFFFFF), -1)
     cnt = np.where(valid, key >> 32, 0).astype(np.float64)
-    total = cnt.sum(1, keepdims=True)
-    w = np.divide(cnt, total, out=np.zeros_like(cnt), where=total > 0)
-    neighbors[:, :k] = nb
-    weights[:, :k] = w.astype(np.float32)
-    return ImportanceNeighborhoods(neighbors, weights)
-    nmax = int(visits.max()) + 1
-    if nmax <= 0:
-        return ImportanceNeighborhoods(neighbors, weights)
-    small = nmax < (1 << 31) - 1
-    vis = visits.astype(np.int32 if small else np.int64)
-    if exclude is not None:
-        vis = np.where(vis == np.asarray(exclude, dtype=vis.dtype)[:, None], -1, vis)
-    vis.sort(axis=1)
-    # run starts within each row (a value differing from its left neighbour)
-    start = np.ones((s, v), dtype=bool)
-    np.not_equal(vis[:, 1:], vis[:, :-1], out=start[:, 1:])
-    start &= vis >= 0
-    # run length of each run start: distance to the next run boundary in the row
-    flat_pos = np.flatnonzero(start)
-    row = flat_pos // v
-    col = flat_pos - row * v
-    # next boundary: next run start in the same row, else the row end; -1 values sort first
-    nxt = np.empty_like(flat_pos)
-    nxt[:-1] = flat_pos[1:]
-    nxt[-1:] = s * v
-    same_row = np.empty(flat_pos.shape[0], dtype=bool)
-    same_row[:-1] = row[1:] == row[:-1]
-    same_row[-1:] = False
-    count = np.where(same_row, nxt - flat_pos, (row + 1) * v - flat_pos)
-    node = vis[row, col].astype(np.int64)
-    # packed key per run: larger count first, then smaller id -> ascending key order
-    key_bits = max(1, int(nmax - 1).bit_length())
-    packed = ((np.int64(v) - count) << key_bits) | node
-    sentinel = np.iinfo(np.int64).max
-    dense = np.full((s, v), sentinel, dtype=np.int64)
-    dense[row, col] = packed
-    k = min(top_t, v)
-    if k < v:
-        dense = np.partition(dense, k - 1, axis=1)[:, :k]
-    dense.sort(axis=1)
-    valid = dense != sentinel
-    mask = (1 << key_bits) - 1
-    nb = np.where(valid, dense & mask, -1)
-    cnt = np.where(valid, np.int64(v) - (dense >> key_bits), 0).astype(np.float64)
     total = cnt.sum(1, keepdims=True)
     w = np.divide(cnt, total, out=np.zeros_like(cnt), where=total > 0)
     neighbors[:, :k] = nb
