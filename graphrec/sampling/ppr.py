@@ -24,9 +24,11 @@ from graphrec.graph.store import GraphStore
 from graphrec.sampling.walks import RandomWalkSampler, top_t_visits
 
 
-def _hop_matrices(store: GraphStore, sampler: RandomWalkSampler):
-    """Per metapath: ``(w_m, [D_r⁻¹ A_r for r in m], stuck_m)`` (``stuck``: float mask of
-    the nodes with no way out of the metapath)."""
+def _hop_matrices(store: GraphStore, sampler: RandomWalkSampler
+                  ) -> list[tuple[float, list[sp.csr_matrix], np.ndarray]]:
+    """Per metapath ``m``: ``(w_m, [D_r⁻¹ A_r for r in m], stuck_m)``, the hops as
+    row-normalised ``[N_src, N_dst]`` CSR matrices and ``stuck_m`` a float ``[N]`` mask of
+    the nodes with no way out of the metapath."""
     out = []
     for path, w in zip(sampler.paths, sampler.weights):
         hops = []
@@ -44,10 +46,13 @@ def _hop_matrices(store: GraphStore, sampler: RandomWalkSampler):
 
 
 def metapath_transition(store: GraphStore, sampler: RandomWalkSampler) -> sp.csr_matrix:
-    """Row-stochastic ``[N, N]`` transition of one walk round: ``Σ_m w_m Π_{r∈m} D_r⁻¹ A_r``
-    (nodes without a way out of a metapath keep their mass on themselves, as the walk
-    restarts there). Materialised: for inspection and small graphs; PPR applies the
-    factors instead (:class:`MetapathTransition`)."""
+    """``[N, N]`` transition of one walk round: ``P = Σ_m w_m (Π_{r∈m} D_r⁻¹ A_r + S_m)``,
+    ``S_m`` the diagonal of the nodes with no way out of metapath ``m`` (they keep that
+    metapath's mass on themselves, so ``P`` stays row-stochastic; the sampler's walkers
+    instead go back to their seed and record no visit). Rows sum to 1 where every node a
+    metapath reaches has a way on (e.g. a relation followed by its reverse).
+    Materialised: for inspection and small graphs; PPR applies the factors instead
+    (:class:`MetapathTransition`)."""
     n = sampler.num_nodes
     total = sp.csr_matrix((n, n), dtype=np.float64)
     for w, hops, stuck in _hop_matrices(store, sampler):
@@ -70,6 +75,7 @@ class MetapathTransition:
                       for w, hops, stuck in _hop_matrices(store, sampler)]
 
     def transpose_matmul(self, x: np.ndarray) -> np.ndarray:
+        """``Pᵀ x`` for ``x`` ``[N, cols]`` (same dtype out)."""
         out = np.zeros_like(x)
         for w, hops_t, stuck in self.parts:
             y = x
@@ -83,18 +89,23 @@ class PPRHardNegatives:
     """Hard negatives of query items from a personalized-PageRank rank band.
 
     Args:
-        sampler: the metapath walk sampler (defines the item graph).
+        store: the graph the sampler walks.
+        sampler: the metapath walk sampler (defines the item graph, ``N`` items).
         band: ``(lo, hi)`` fractions of the catalogue: candidates are the items ranked
-            ``[⌊lo·N⌋, ⌈hi·N⌉)`` by PPR w.r.t. the query (rank 0 = the query itself).
-        alpha: restart probability of the PPR.
-        method: ``power`` (exact, power iteration), ``montecarlo`` (visit counts of
-            ``mc_walks`` walks with restart of ``mc_length`` rounds) or ``auto`` (power up
-            to ``power_max_nodes`` items).
+            ``[lo_r, max(lo_r + 1, ⌈hi·N⌉))`` by PPR w.r.t. the query, ``lo_r =
+            max(1, ⌊lo·N⌋)`` (rank 0 is the query itself, never its own negative).
+        alpha: restart probability of the power-iteration PPR.
+        method: ``power`` (power iteration over :class:`MetapathTransition`),
+            ``montecarlo`` (ranks by the visit counts of ``mc_walks`` of the sampler's
+            walks of ``mc_length`` rounds from the query; their restart probability is the
+            sampler's ``restart_prob``, not ``alpha``) or ``auto`` (power up to
+            ``power_max_nodes`` items).
+        iterations: power-iteration rounds (L1 error ``≤ 2(1 − α)^iterations``).
     """
 
     def __init__(self, store: GraphStore, sampler: RandomWalkSampler, band=(0.1, 0.3), alpha: float = 0.3,
                  method: str = "auto", power_max_nodes: int = 20000, iterations: int = 30, mc_walks: int = 200,
-                 mc_length: int = 10, seed: int = 0):
+                 mc_length: int = 10):
         lo, hi = band
         if not 0.0 <= lo < hi <= 1.0:
             raise ValueError(f"hard negative band must satisfy 0 <= lo < hi <= 1, got {band}")
@@ -102,21 +113,23 @@ class PPRHardNegatives:
             raise ValueError(f"unknown PPR method {method!r}")
         self.store, self.sampler = store, sampler
         self.num_nodes = sampler.num_nodes
-        self.lo = int(np.floor(lo * self.num_nodes))
+        if self.num_nodes < 2:
+            raise ValueError(f"PPR hard negatives need at least 2 {sampler.node_type!r} nodes, got {self.num_nodes}")
+        self.lo = max(1, int(np.floor(lo * self.num_nodes)))  # rank 0 is the query itself
         self.hi = max(self.lo + 1, int(np.ceil(hi * self.num_nodes)))
         self.alpha, self.iterations = alpha, iterations
         self.method = ("power" if self.num_nodes <= power_max_nodes else "montecarlo") if method == "auto" else method
         self.mc_walks, self.mc_length = mc_walks, mc_length
-        self.seed = seed
         self._table: np.ndarray | None = None
         self._transition = None
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(ranks [{self.lo}, {self.hi}) of {self.num_nodes}, alpha={self.alpha}, {self.method})"
+        return (f"{type(self).__name__}(ranks [{self.lo}, {self.hi}) of {self.num_nodes}, alpha={self.alpha}, "
+                f"{self.method})")
 
     def ppr(self, queries: np.ndarray, dtype=np.float64) -> np.ndarray:
-        """Exact PPR vectors ``[Q, N]`` (rows sum to 1) by power iteration:
-        ``x ← α e_q + (1 − α) x P``."""
+        """PPR vectors ``[Q, N]`` of ``queries`` ``[Q]`` (rows sum to 1) by ``iterations``
+        rounds of power iteration ``x ← α e_q + (1 − α) x P`` from ``x = e_q``."""
         if self._transition is None:
             self._transition = MetapathTransition(self.store, self.sampler)
         q = np.asarray(queries, dtype=np.int64)
@@ -129,15 +142,16 @@ class PPRHardNegatives:
         return x.T
 
     def ranking(self, queries: np.ndarray, dtype=np.float64) -> np.ndarray:
-        """Items ordered by decreasing exact PPR w.r.t. each query, ``[Q, N]`` int64 (the
-        query first, ties by id)."""
+        """Items ordered by decreasing power-iteration PPR w.r.t. each query, ``[Q, N]``
+        int64 (the query first, ties by id)."""
         queries = np.asarray(queries, dtype=np.int64)
         scores = self.ppr(queries, dtype)
         scores[np.arange(queries.shape[0]), queries] = np.inf
         return np.argsort(-scores, axis=1, kind="stable")
 
     def band_table(self, chunk: int = 512) -> np.ndarray:
-        """``[N, hi - lo]`` band candidates of every item (exact PPR, computed once)."""
+        """``[N, hi - lo]`` int32 band candidates of every item (power-iteration PPR in
+        float32, ``chunk`` queries at a time; computed once, then kept)."""
         if self._table is None:
             parts = []
             for start in range(0, self.num_nodes, chunk):
@@ -147,9 +161,10 @@ class PPRHardNegatives:
         return self._table
 
     def sample(self, queries: np.ndarray, positives: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-        """``[Q, count]`` hard negatives per query from its band, never the query's
+        """``[Q, count]`` int64 hard negatives per query from its band, never the query's
         positive (redrawn within the band; if the band holds nothing else, a uniform item
-        other than the positive)."""
+        other than the positive). Monte-Carlo: a band rank beyond the items the walks
+        visited is a uniform item (the unvisited ones are all tied)."""
         queries = np.asarray(queries, dtype=np.int64)
         positives = np.asarray(positives, dtype=np.int64)
         if count == 0:
@@ -167,9 +182,9 @@ class PPRHardNegatives:
             top = top_t_visits(visits, self.hi, exclude=queries).neighbors
 
             def draw(rows, n):
-                r = rng.integers(self.lo, self.hi, size=n) - 1  # rank 0 is the query itself
-                got = top[rows, np.maximum(r, 0)]
-                miss = (r < 0) | (got < 0)
+                r = rng.integers(self.lo, self.hi, size=n) - 1  # top excludes the query (rank 0)
+                got = top[rows, r]
+                miss = got < 0
                 got[miss] = rng.integers(0, self.num_nodes, size=int(miss.sum()))
                 return got
 

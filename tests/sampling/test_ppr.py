@@ -43,3 +43,14 @@ def test_monte_carlo_hard_negatives_never_equal_the_positive(small_pins_graph):
     pos = (q + 1) % 600
     neg = mc.sample(q, pos, 4, rng)
     assert (neg != pos[:, None]).all() and neg.min() >= 0 and neg.max() < 600
+
+
+def test_a_band_from_rank_zero_never_gives_the_query_itself(hard):
+    # band (0, 5%): without the rank-0 guard every 30th draw of the power table is the query
+    near = PPRHardNegatives(hard.store, hard.sampler, band=(0.0, 0.05), alpha=hard.alpha, method="power")
+    assert near.lo == 1
+    rng = np.random.default_rng(2)
+    q = rng.integers(0, near.num_nodes, 200)
+    neg = near.sample(q, (q + 1) % near.num_nodes, 8, rng)
+    assert (neg != q[:, None]).all()
+    assert set(neg[0].tolist()) <= set(near.ranking(q[:1])[0, 1 : near.hi].tolist())
