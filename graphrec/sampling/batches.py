@@ -29,12 +29,15 @@ from graphrec.sampling.walks import ImportanceNeighborhoods, RandomWalkSampler, 
 
 @dataclass
 class PinSageBatch:
-    """One minibatch: layer-0 ``nodes`` and their ``feats``; ``blocks`` (K layers);
-    positions in the layer-K targets of ``query``, ``pos`` ``[B]``, ``shared`` ``[S]``
-    and ``hard`` ``[B, H]``; ``shared_mask`` ``[B, S]`` (False where a shared negative is
-    the query or its positive). With user→item pairs: ``users`` ``[U]`` (user ids),
-    ``user_pos`` ``[U]`` (positions of their items in the targets) and ``user_mask``
-    ``[U, S]`` (False where a shared negative is the user's positive)."""
+    """One minibatch: layer-0 ``nodes`` (int64 ``[N_0]`` item ids; the first
+    :attr:`num_targets` are the layer-K targets, every item the loss touches) and their
+    ``feats`` (``None`` without a feature table); ``blocks`` (``K`` layers, see
+    :func:`~graphrec.sampling.blocks.compact_blocks`); int64 positions in the targets of
+    ``query``, ``pos`` ``[B]``, ``shared`` ``[S]`` and ``hard`` ``[B, H]``; bool
+    ``shared_mask`` ``[B, S]`` (False where a shared negative is the query or its
+    positive). With user→item pairs: ``users`` ``[U]`` (user ids), ``user_pos`` ``[U]``
+    (positions of their items in the targets) and bool ``user_mask`` ``[U, S]`` (False
+    where a shared negative is the user's positive)."""
 
     nodes: Tensor
     feats: NodeFeatures | None
@@ -50,10 +53,14 @@ class PinSageBatch:
 
     @property
     def num_targets(self) -> int:
+        """Items whose embeddings the loss reads (the last block's destinations)."""
         return int(self.blocks[-1].num_dst) if self.blocks else int(self.nodes.shape[0])
 
 
 def table_neighborhood(table: ImportanceNeighborhoods) -> Callable:
+    """``neighborhood(nodes) -> (neighbors [n, T], weights [n, T])`` read from a fixed
+    table (computed once before training)."""
+
     def lookup(nodes: np.ndarray):
         return np.asarray(table.neighbors[nodes]), np.asarray(table.weights[nodes])
 
@@ -62,7 +69,9 @@ def table_neighborhood(table: ImportanceNeighborhoods) -> Callable:
 
 def walk_neighborhood(sampler: RandomWalkSampler, top_t: int, num_walks: int, walk_length: int,
                       rng: np.random.Generator) -> Callable:
-    """``neighborhood(nodes)`` that walks afresh (PinSage's per-minibatch neighbourhoods)."""
+    """``neighborhood(nodes) -> (neighbors [n, top_t], weights [n, top_t])`` that walks
+    afresh from ``nodes`` with ``rng`` (PinSage's per-minibatch neighbourhoods,
+    :func:`~graphrec.sampling.walks.importance_neighbors`)."""
 
     def walk(nodes: np.ndarray):
         nb = importance_neighbors(sampler, nodes, top_t, num_walks, walk_length, rng)
@@ -74,9 +83,10 @@ def walk_neighborhood(sampler: RandomWalkSampler, top_t: int, num_walks: int, wa
 def build_batch(query: np.ndarray, pos: np.ndarray, shared: np.ndarray, hard: np.ndarray, num_layers: int,
                 neighborhood: Callable, features: NodeFeatureTable | None, users: np.ndarray | None = None,
                 user_items: np.ndarray | None = None) -> PinSageBatch:
-    """Assemble a :class:`PinSageBatch` (the re-indexed subgraph of every item the
-    loss touches: queries, positives, negatives and the items of ``(users, user_items)``
-    pairs)."""
+    """Assemble a :class:`PinSageBatch` from item ids ``query``, ``pos`` ``[B]``,
+    ``shared`` ``[S]``, ``hard`` ``[B, H]`` and optional ``(users, user_items)`` ``[U]``
+    pairs: the ``num_layers``-layer re-indexed subgraph (``neighborhood(nodes)``) of every
+    distinct item among them, with the layer-0 features from ``features``."""
     extra = np.zeros(0, np.int64) if user_items is None else np.asarray(user_items, dtype=np.int64)
     allv = np.concatenate([query, pos, shared, hard.ravel(), extra])
     targets, inv = np.unique(allv, return_inverse=True)
@@ -98,13 +108,20 @@ def build_batch(query: np.ndarray, pos: np.ndarray, shared: np.ndarray, hard: np
 class PinSageBatches(IterableDataset):
     """One epoch of PinSage minibatches, built by whichever DataLoader worker owns them.
 
-    The ``(query, pos)`` pairs are shuffled with ``(seed, epoch)``; this training
-    worker (``rank`` of ``world``) takes every ``world``-th batch, and DataLoader worker
-    ``w`` of ``W`` builds every ``W``-th of those (the loader returns them in order, so
-    results do not depend on ``W``). Every batch draws its negatives from
-    ``(seed, epoch, batch index)``, and so does a per-batch walk neighbourhood.
-    ``interactions = (users, items)`` (``[E]`` each) adds user→item pairs: an epoch's
-    permutation of them is dealt out evenly over the batches.
+    The ``(query, pos)`` pairs (item ids ``[P]``) are shuffled with ``(seed, epoch)`` and
+    cut into ``⌈P / batch_size⌉`` batches; training worker ``rank`` of ``world`` takes
+    every ``world``-th batch (the last ``⌈P / batch_size⌉ mod world`` are dropped, so every
+    worker runs the same number of steps), and DataLoader worker ``w`` of ``W`` builds
+    every ``W``-th of those (the loader returns them in order, so results do not depend
+    on ``W``). Every batch draws its ``shared_negatives`` uniform items, its
+    ``hard_per_query`` hard negatives (from ``hard``) and, with a walk neighbourhood, its
+    walks from one generator seeded by ``(seed, epoch, batch index)``.
+
+    ``neighborhood``: a fixed :class:`~graphrec.sampling.walks.ImportanceNeighborhoods`
+    table, or ``rng -> neighborhood(nodes)`` (e.g. ``functools.partial`` of
+    :func:`walk_neighborhood` without its ``rng``). ``interactions = (users, items)``
+    (``[E]`` each) adds user→item pairs: an epoch's permutation of them is dealt out
+    evenly over the batches.
     """
 
     def __init__(self, query: np.ndarray, pos: np.ndarray, num_items: int, batch_size: int, num_layers: int,
@@ -131,7 +148,8 @@ class PinSageBatches(IterableDataset):
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         perm = np.random.default_rng([self.seed, self.epoch, 17]).permutation(self.query.shape[0])
         if self.interactions is not None:
-            n_inter = self.interactions[0].shape[0]
+            inter_users, inter_items = self.interactions
+            n_inter = inter_users.shape[0]
             uperm = np.random.default_rng([self.seed, self.epoch, 19]).permutation(n_inter)
             per_batch = -(-n_inter // max(self._global_batches, 1))
         for j in range(wid, self.num_batches, nw):
@@ -151,10 +169,11 @@ class PinSageBatches(IterableDataset):
             users = user_items = None
             if self.interactions is not None:
                 usel = uperm[g * per_batch : (g + 1) * per_batch]
-                users, user_items = self.interactions[0][usel], self.interactions[1][usel]
+                users, user_items = inter_users[usel], inter_items[usel]
             yield build_batch(q, p, shared, hard, self.num_layers, nbh, self.features, users, user_items)
 
 
 def collate_identity(batch):
-    """DataLoader collate for datasets that yield whole batches."""
+    """DataLoader ``collate_fn`` for datasets that yield whole batches (with
+    ``batch_size=None``): the batch as it is."""
     return batch
