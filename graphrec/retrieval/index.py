@@ -2,22 +2,28 @@
 
 Every graphrec export ranks by inner product (``retrieval/<src>__<rel>__<dst>/`` holds
 query and candidate vectors with ``dot(query, candidate)`` ≡ the model's score order;
-``nodes/<type>.parquet`` are the node vectors themselves), so every index here is an
-index answers maximum-inner-product queries:
+``nodes/<type>.parquet`` are the node vectors themselves), so every index here answers
+maximum-inner-product queries and returns inner-product scores, whatever FAISS metric it
+searches under:
 
-- ``flat``: exact (``IndexFlatIP``), the default up to ``flat_max`` vectors (then ``ivf``);
-- ``hnsw``: ``IndexHNSWFlat(d, M, METRIC_INNER_PRODUCT)`` with ``ef_construction`` /
-  ``ef_search``;
+- ``flat``: exact (``IndexFlatIP``); ``kind="auto"`` picks it up to ``flat_max`` vectors
+  and ``above`` (default ``ivf``) beyond;
+- ``hnsw``: ``IndexHNSWFlat`` with ``M``, ``ef_construction`` / ``ef_search``, over raw
+  inner products by default (``mips="auto"``);
 - ``ivf``: ``IndexIVFFlat`` (or ``IndexIVFPQ`` with ``pq_m`` sub-quantisers) over the
-  MIPS→L2 augmentation of the vectors (:class:`SearchIndex`), with
-  ``nlist`` lists (default ``4·√N``) probed ``nprobe`` at a time, optionally with exact
-  re-ranking of ``refine × k`` PQ candidates.
+  MIPS→L2 augmentation of the vectors by default (:class:`SearchIndex`), with ``nlist``
+  lists (default ``min(4·√N, N / 39)``) probed ``nprobe`` at a time, optionally with exact
+  re-ranking of ``refine × k`` PQ candidates (``IndexRefineFlat``).
+
+``mips="augment"`` / ``"raw"`` forces either form on both approximate kinds.
 
 ``INDEX_DIR`` holds ``index.faiss``, ``ids.parquet`` (row ``i`` = the original id of
 FAISS label ``i``), ``vectors.npy`` (the indexed vectors, for item→item queries) and
-``manifest.json`` (metric, dim, count, kind and parameters, the embeddings it came
-from and their checksum). Written to a temporary directory and renamed. Searches run on
-a GPU copy of the index when faiss-gpu sees a CUDA device.
+``manifest.json`` (metric, dim, count, kind and parameters, the embedding directory and
+file it came from, that export's model and graph checksum). Written to a temporary
+sibling directory and renamed. Searches run on a GPU copy of a flat or IVF index when
+faiss-gpu sees a CUDA device (``Index(gpu=False)`` keeps them on the CPU; FAISS has no
+GPU HNSW).
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ class IndexConfig(BaseModel):
     hnsw_m: int = Field(32, ge=4)
     ef_construction: int = Field(200, ge=8)
     ef_search: int = Field(128, ge=1)
-    nlist: int | None = Field(None, ge=1, description="IVF lists (None: 4·sqrt(N))")
+    nlist: int | None = Field(None, ge=1, description="IVF lists (None: min(4·sqrt(N), N/39), at least 1)")
     nprobe: int = Field(32, ge=1)
     pq_m: int | None = Field(None, ge=1, description="IVF-PQ sub-quantisers (None: IVF-Flat)")
     mips: Literal["auto", "augment", "raw"] = Field(
@@ -107,9 +113,11 @@ class SearchIndex:
     Bachrach et al. (RecSys 2014): candidates ``c`` stored as ``[c, √(M² − ‖c‖²), 0…]``
     (``M`` = the largest candidate norm), queries searched as ``[q, 0, 0…]`` under L2, so
     ``‖q' − c'‖² = ‖q‖² + M² − 2 q·c`` — the L2 order *is* the inner-product order, and
-    the scores are converted back. Graph (HNSW) and clustering (IVF) indexes work well
-    for L2 and badly for raw inner product when norms vary (popular items get long
-    vectors), which is why the approximate kinds use it.
+    the scores are converted back. Clustering (IVF) indexes work well for L2 and badly
+    for raw inner product when norms vary (popular items get long vectors: raw
+    inner-product lists collect them), which is why IVF uses it by default; HNSW measured
+    better on raw inner products (``IndexConfig.mips``). Without ``max_norm`` the index
+    searches raw inner products and its scores are returned as they are.
     """
 
     def __init__(self, index, max_norm: float | None = None):
@@ -255,8 +263,11 @@ class IdPositions:
 
 
 class Index:
-    """A built index: ``search(vectors, k) -> (scores [n, k], ids [n, k])`` with original
-    ids, ``lookup(ids) -> (rows, unknown)``, ``vectors`` (memory-mapped)."""
+    """A built index, read from ``index_dir``: ``search(vectors, k) -> (scores [n, k],
+    rows [n, k])`` (index rows; ``ids[rows]`` are the original ids), ``lookup(ids) ->
+    (rows, known)``, ``ids`` ``[count]`` and ``vectors`` ``[count, dim]`` (memory-mapped).
+    ``gpu``: ``None`` uses a GPU when faiss-gpu sees one (not for HNSW), ``True``
+    requires one, ``False`` stays on the CPU."""
 
     def __init__(self, index_dir: str | Path, gpu: bool | None = None):
         import faiss
@@ -290,8 +301,8 @@ class Index:
         return f"Index({self.dir}, {self.manifest['kind']}, count={self.count}, dim={self.dim})"
 
     def lookup(self, ids) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, known)``: index rows of the original ``ids`` and a bool mask of those
-        found (see :func:`id_positions`)."""
+        """``(rows [n] int64, known [n] bool)``: index rows of the original ``ids`` (``-1``
+        where unknown) and a mask of those found (see :class:`IdPositions`)."""
         if self._pos is None:
             self._pos = IdPositions(self.ids)
         return self._pos(ids)
@@ -302,7 +313,8 @@ class Index:
                                 f"{self.dim} ({self.dir}, built from {self.manifest['embeddings']})")
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` by inner product: ``(scores [n, k] float32, rows [n, k] int64)``
-        (``-1`` rows when fewer than ``k`` exist)."""
+        """Top-``min(k, count)`` by inner product: ``(scores [n, k] float32, rows [n, k]
+        int64)`` index rows (``ids[rows]`` the original ids; ``-1`` rows, whose scores
+        mean nothing, where an approximate index finds fewer)."""
         self.check_dim(vectors, "search")
         return self._searcher.search(np.asarray(vectors, dtype=np.float32), min(k, self.count))
