@@ -167,7 +167,7 @@ def ann(store, work: Path, queries: int, threads: int) -> list[dict]:
     from graphrec.retrieval import IndexConfig, make_index
     from graphrec.run.config import load_config
     from graphrec.run.config import TwHINConfig
-    from graphrec.train.twhin import fit_twhin
+    from graphrec.train.runs import fit
 
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
@@ -180,7 +180,7 @@ def ann(store, work: Path, queries: int, threads: int) -> list[dict]:
                                                    "corrupt": "tail"},
                                      "batch_size": 4096})
         t = time.perf_counter()
-        fit_twhin(cfg, store.path, run, use_ray=False, overwrite=True)
+        fit(cfg, store.path, run, use_ray=False, overwrite=True)
         print(f"# TwHIN 1 epoch: {time.perf_counter() - t:.0f}s", flush=True)
         export_run(run, emb, retrieval=["user:saves:pin"], overwrite=True)
     _, cand = read_vectors(emb / "retrieval" / "user__saves__pin" / "candidate.parquet")

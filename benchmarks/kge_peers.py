@@ -148,15 +148,16 @@ def seconds_to_reach(curve, target: float):
 # ---- graphrec ------------------------------------------------------------------------
 def run_graphrec(cfg, split_path: Path, out: Path) -> dict:
     from graphrec.eval import load_split
-    from graphrec.train.twhin import fit_twhin, load_run
+    from graphrec.run.directory import open_run
+    from graphrec.train.runs import fit
 
-    info = fit_twhin(cfg, split_path / "train", out, use_ray=False, overwrite=True)
+    info = fit(cfg, split_path / "train", out, use_ray=False, overwrite=True)
     t, curve = 0.0, []
     for h in info["summary"]["history"]:
         t += h["seconds"]
         if "valid_mrr" in h:
             curve.append((t, h["valid_mrr"]))
-    model, _, _ = load_run(out)
+    model = open_run(out).model
     split = load_split(split_path)
     res = curve_stats(curve, t)
     res["test"] = test_metrics(lambda et, h: model.score_tails(et, h), lambda et, t_: model.score_heads(et, t_), split,

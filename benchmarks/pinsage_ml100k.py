@@ -195,7 +195,8 @@ def main():
     from graphrec.graph import build_graph, load_schema
     from graphrec.run.config import PinSageConfig, parse_config
     from graphrec.train.evaluate import popularity_on_split
-    from graphrec.train.pinsage import PinSageRun, fit_pinsage
+    from graphrec.run.directory import open_run
+    from graphrec.train.runs import fit
 
     work = Path(tempfile.mkdtemp(prefix="pinsage-ml100k-"))
     g = build_graph(load_schema(ROOT / "graphs" / "movielens-100k.yaml"), work / "g", data_dir=args.data, progress=False)
@@ -260,8 +261,8 @@ def main():
             cfg = parse_config(deep_update(base, {**upd, "seed": seed, "threads": args.threads}), PinSageConfig)
             t0 = time.perf_counter()
             out = work / "run"
-            fit_pinsage(cfg, s.path / "train", out, use_ray=False, overwrite=True)
-            r = PinSageRun(out)
+            fit(cfg, s.path / "train", out, use_ray=False, overwrite=True)
+            r = open_run(out)
             runs.append({"seed": seed, **evaluate(s, r.user_vectors, r.item_vectors),
                          "seconds": time.perf_counter() - t0, "epochs": r.info["summary"]["epochs_run"]})
             print(json.dumps({"pinsage": name, **runs[-1]}), flush=True)

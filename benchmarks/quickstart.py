@@ -61,7 +61,8 @@ def build_split(work: Path):
 def select(args):
     from graphrec.pipeline import _model_config
     from graphrec.train.evaluate import popularity_on_split, ranking_on_split
-    from graphrec.train.twhin import fit_twhin, load_run
+    from graphrec.run.directory import open_run
+    from graphrec.train.runs import fit
 
     cfg, base, split = build_split(args.work)
     rows = [("popularity", popularity_on_split(split, "valid", (20,), item_to_item=False)["user_to_item"]["recall@20"],
@@ -72,9 +73,9 @@ def select(args):
         mcfg = _model_config(section, "twhin", base, cfg.ray, seed=0)
         run = args.work / "runs" / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
         t0 = time.perf_counter()
-        fit_twhin(mcfg, split.path / "train", run, use_ray=False, overwrite=True)
+        fit(mcfg, split.path / "train", run, use_ray=False, overwrite=True)
         secs = time.perf_counter() - t0
-        model, _, _ = load_run(run)
+        model = open_run(run).model
         v = ranking_on_split(model, split, "valid", ks=(20,))["recall@20"]
         rows.append((name, v, secs))
         print(f"{name}: valid R@20 {v:.4f} ({secs:.0f}s)", flush=True)

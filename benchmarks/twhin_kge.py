@@ -52,7 +52,8 @@ def main():
     from graphrec.eval.link_prediction import KnownTriples, filtered_link_prediction
     from graphrec.graph import build_graph, triples_schema
     from graphrec.run.config import NegativesConfig, TwHINConfig
-    from graphrec.train.twhin import fit_twhin, load_run
+    from graphrec.run.directory import open_run
+    from graphrec.train.runs import fit
 
     work = Path(tempfile.mkdtemp(prefix="kge-bench-"))
     graph = build_graph(triples_schema(Path(args.data) / "ml-100k.kg"), work / "kg", progress=False)
@@ -111,9 +112,9 @@ def main():
                           epochs=args.epochs, seed=args.seed, threads=args.threads,
                           negatives=NegativesConfig(uniform=k // 2, in_batch=False, corrupt="both"))
         t0 = time.perf_counter()
-        fit_twhin(cfg, sp.train.path, work / f"run-{lr}", use_ray=False)
+        fit(cfg, sp.train.path, work / f"run-{lr}", use_ray=False)
         secs = time.perf_counter() - t0
-        model, _, _ = load_run(work / f"run-{lr}")
+        model = open_run(work / f"run-{lr}").model
         with torch.no_grad():
             v = filtered_link_prediction(lambda et, h: model.score_tails(et, h), lambda et, t: model.score_heads(et, t),
                                          valid, known)["mrr"]

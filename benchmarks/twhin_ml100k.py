@@ -81,7 +81,8 @@ def main():
     from graphrec.run.config import parse_config
     from graphrec.train.evaluate import (item_to_item_on_split, popularity_on_split, ranking_on_split,
                                          vectors_ranking_on_split)
-    from graphrec.train.twhin import fit_twhin, load_run
+    from graphrec.run.directory import open_run
+    from graphrec.train.runs import fit
 
     work = Path(tempfile.mkdtemp(prefix="twhin-ml100k-"))
     g = build_graph(load_schema(ROOT / "graphs" / "movielens-100k-full.yaml"), work / "g", data_dir=args.data, progress=False)
@@ -181,8 +182,8 @@ def main():
         runs = []
         for seed in args.seeds:
             cfg = parse_config({**cfg_dict, "seed": seed, "threads": args.threads})
-            fit_twhin(cfg, s.train.path, work / "run", use_ray=False, overwrite=True)
-            model, _, _ = load_run(work / "run")
+            fit(cfg, s.train.path, work / "run", use_ray=False, overwrite=True)
+            model = open_run(work / "run").model
             va, te = ranking_on_split(model, s, "valid", ks=(10, 20)), ranking_on_split(model, s, "test", ks=(10, 20))
             runs.append((va["recall@20"], te))
             compare(f"TwHIN {name} seed {seed}", lambda q: model.score_tails(ET, q), {"valid": va, "test": te})

@@ -1,9 +1,29 @@
-"""Atomic output: write into a temporary sibling, rename into place when complete."""
+"""Writing outputs so that nothing is lost or half-written.
+
+One family of helpers used by every writer in graphrec:
+
+* :func:`atomic_dir` / :func:`atomic_file`: build beside the destination (a hidden
+  temporary sibling), ``fsync`` the new files, then rename into place; on error the
+  temporary is removed and the destination is untouched. ``overwrite`` replaces an
+  existing destination **only after** the new one is complete, and only a directory that
+  graphrec wrote (:func:`check_replaceable`).
+* :func:`write_json`, :func:`write_npy`, :func:`write_bytes`: one file, atomically.
+* :class:`OutputLock`: one job per output or run directory; a second one gets a clear
+  error naming the holder's pid; a dead holder's lock is taken over.
+* :func:`mark_graphrec_dir` / :func:`is_graphrec_dir`: the marker file that proves a
+  directory is graphrec's (so ``--overwrite`` may replace it).
+* :func:`portable_path` / :func:`resolve_portable`: references between outputs that
+  survive moving the directory that holds them.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,46 +31,252 @@ from pathlib import Path
 
 from graphrec.errors import GraphrecError
 
+MARKER = ".graphrec"
+"""File in every directory graphrec writes (JSON: ``{"kind": ...}``)."""
 
-@contextmanager
-def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling directory that replaces ``out`` when the block succeeds.
+# files whose presence also proves a directory is graphrec's (outputs written before the marker existed)
+_KNOWN_MANIFESTS = ("manifest.json", "run.json", "split.json", "summary.json", "index.json", "inference.json")
 
-    On error the temporary directory is removed and ``out`` is untouched. With
-    ``overwrite`` an existing ``out`` is swapped out only after the new one is complete.
-    """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise GraphrecError(f"{out} already exists (pass --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        os.fsync(fd)
+    except OSError as err:  # some filesystems cannot fsync a directory
+        if err.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """``fsync`` every file and directory under ``root`` (so a rename that follows is
+    durable: after a power loss the new name never points at unwritten blocks)."""
+    root = Path(root)
+    if root.is_file():
+        _fsync_path(root)
+        return
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = Path(dirpath) / f
+            if not p.is_symlink():
+                _fsync_path(p)
+        _fsync_path(Path(dirpath))
+
+
+def mark_graphrec_dir(path: str | Path, kind: str) -> None:
+    """Write the marker that lets ``--overwrite`` replace ``path`` later."""
+    Path(path, MARKER).write_text(json.dumps({"kind": kind, "written_by": "graphrec"}) + "\n")
+
+
+def is_graphrec_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a directory graphrec wrote (its marker or one of its manifests)."""
+    p = Path(path)
+    return p.is_dir() and any((p / name).is_file() for name in (MARKER, *_KNOWN_MANIFESTS))
+
+
+def check_replaceable(out: str | Path, overwrite: bool) -> None:
+    """Refuse to replace ``out`` unless ``overwrite`` and graphrec wrote it.
+
+    An empty directory counts as free. Raises :class:`GraphrecError` (exit 2)."""
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise GraphrecError(f"{out} already exists (pass --overwrite to replace it)")
+    if not is_graphrec_dir(out):
+        what = "a file" if out.is_file() else "a directory graphrec did not write"
+        raise GraphrecError(f"{out} is {what} (no {MARKER} marker); refusing to replace it even with --overwrite "
+                            "- choose another output path or remove it yourself")
+
+
+def _tmp_sibling(out: Path, tag: str) -> Path:
+    return out.parent / f".{out.name}.{tag}-{uuid.uuid4().hex[:8]}"
+
+
+def swap_in(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` onto ``out``; an old ``out`` is renamed aside first and
+    removed only after the new one is in place."""
+    fsync_tree(tmp)
     old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(out, old)
+    if out.exists() or out.is_symlink():
+        if out.is_dir() and not out.is_symlink():
+            old = _tmp_sibling(out, "old")
+            os.rename(out, old)
+        else:
+            os.replace(tmp, out)
+            _fsync_path(out.parent)
+            return
     os.rename(tmp, out)
+    _fsync_path(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager
+def atomic_dir(out: str | Path, overwrite: bool = False, kind: str = "output", lock: bool = True) -> Iterator[Path]:
+    """Yield a temporary sibling directory that replaces ``out`` when the block succeeds.
+
+    ``out`` is locked (:class:`OutputLock`) for the duration. On error the temporary
+    directory is removed and ``out`` is untouched. With ``overwrite`` an existing ``out``
+    that graphrec wrote is swapped out only after the new one is complete; anything else
+    in the way is refused (:func:`check_replaceable`). The new directory gets graphrec's
+    marker (``kind`` says what it holds).
+    """
+    out = Path(out)
+    check_replaceable(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    holder = OutputLock(out) if lock else None
+    if holder is not None:
+        holder.acquire()
+    try:
+        tmp = _tmp_sibling(out, "tmp")
+        tmp.mkdir()
+        try:
+            yield tmp
+            mark_graphrec_dir(tmp, kind)
+            check_replaceable(out, overwrite)  # something may have appeared meanwhile
+            swap_in(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if holder is not None:
+            holder.release()
+
+
+@contextmanager
 def atomic_file(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling path that replaces the file ``out`` when the block
-    succeeds (removed on error; ``out`` untouched)."""
+    succeeds (fsync'd first; removed on error; ``out`` untouched)."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise GraphrecError(f"{out} already exists (pass --overwrite to replace it)")
+    if out.is_dir():
+        raise GraphrecError(f"{out} is a directory; expected a file path")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = _tmp_sibling(out, "tmp")
     try:
         yield tmp
+        _fsync_path(tmp)
         os.replace(tmp, out)
+        _fsync_path(out.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (replacing it)."""
+    with atomic_file(path, overwrite=True) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json(path: str | Path, obj) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically (replacing it)."""
+    return write_bytes(path, (json.dumps(obj, indent=1, default=str) + "\n").encode())
+
+
+def write_npy(path: str | Path, arr) -> Path:
+    """Write a numpy array to ``path`` (``.npy``) atomically (replacing it)."""
+    import numpy as np
+
+    with atomic_file(path, overwrite=True) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr)
+    return Path(path)
+
+
+def portable_path(target: str | Path, base: str | Path) -> dict:
+    """``{"path": absolute target, "relpath": target relative to base}``: a reference
+    from a file in ``base`` that still resolves after both are moved together."""
+    target, base = Path(target).resolve(), Path(base).resolve()
+    return {"path": str(target), "relpath": os.path.relpath(target, base)}
+
+
+def resolve_portable(ref: dict | str, base: str | Path) -> Path:
+    """The target of :func:`portable_path` ``ref`` from ``base``: the relative form when
+    it exists (the pair was moved together), else the absolute one."""
+    if isinstance(ref, str):
+        return Path(ref)
+    rel = ref.get("relpath")
+    if rel is not None and (Path(base) / rel).exists():
+        return (Path(base) / rel).resolve()
+    return Path(ref["path"])
+
+
+class OutputLock:
+    """An exclusive lock on an output or run directory ``path``, held by this process.
+
+    The lock is the file ``.<name>.lock`` beside ``path`` (so it also guards a directory
+    that does not exist yet), locked with ``flock`` and holding ``{"pid", "host"}``. A
+    second job gets :class:`GraphrecError` naming the holder's pid. ``flock`` is released
+    by the kernel when its holder dies (even by SIGKILL), so a stale lock file of a dead
+    process is simply taken over. Re-entrant within one process.
+    """
+
+    _held: dict[str, int] = {}
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.lock_path = self.path.parent / f".{self.path.name}.lock"
+        self._fd: int | None = None
+        self._reentered = False
+
+    def acquire(self) -> OutputLock:
+        key = str(self.lock_path.resolve())
+        if key in OutputLock._held:
+            self._reentered = True
+            return self
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._read(fd)
+                os.close(fd)
+                where = f" on {holder['host']}" if holder.get("host") not in (None, socket.gethostname()) else ""
+                raise GraphrecError(f"{self.path} is in use by another graphrec job (pid {holder.get('pid')}{where}, "
+                                    f"lock {self.lock_path}); wait for it to finish or stop it") from None
+            # a releasing holder may have unlinked the file between our open and flock
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        self._fd = fd
+        OutputLock._held[key] = fd
+        return self
+
+    @staticmethod
+    def _read(fd: int) -> dict:
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            return json.loads(os.read(fd, 4096) or b"{}")
+        except (OSError, ValueError):
+            return {}
+
+    def release(self) -> None:
+        if self._reentered or self._fd is None:
+            return
+        OutputLock._held.pop(str(self.lock_path.resolve()), None)
+        try:
+            self.lock_path.unlink()
+        except FileNotFoundError:
+            pass
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -27,7 +27,8 @@ import torch
 
 from graphrec.errors import GraphrecError
 from graphrec.graph.store import GraphStore, parse_edge_type, relation_key
-from graphrec.io import atomic_dir
+from graphrec.io import atomic_dir, write_json
+from graphrec.run.directory import open_run, run_model
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def export_embeddings(out: str | Path, store: GraphStore, node_vectors: dict, ma
         full = {"format": "graphrec-embeddings", "format_version": 1, **manifest,
                 "graph": str(store.path), "graph_checksum": store.checksum, "node_counts": counts,
                 "retrieval": retr, "files": files}
-        (tmp / "manifest.json").write_text(json.dumps(full, indent=1, default=str))
+        write_json(tmp / "manifest.json", full)
     log.info("exported %d node types, %d retrieval relations -> %s", len(node_vectors), len(retr), out)
     return Path(out)
 
@@ -106,9 +107,8 @@ def export_twhin(run_dir: str | Path, out: str | Path, retrieval: list[str] | No
     """Export a finished TwHIN run. ``retrieval``: ``src:rel:dst`` relations to write
     query/candidate vectors for (default: every trained relation whose source type is
     ``user``; skipped with a warning when the score function has no inner-product form)."""
-    from graphrec.train.twhin import load_run
-
-    model, info, store = load_run(run_dir, graph)
+    run = open_run(run_dir, graph, expect="twhin")
+    model, info, store = run.model, run.info, run.store
     trained = [tuple(e) for e in model.edge_types]
     if retrieval:
         wanted = []
@@ -151,9 +151,7 @@ def export_pinsage(run_dir: str | Path, out: str | Path, retrieval: list[str] | 
     by dot product, so they are the node vectors themselves). ``inference``: a finished
     :func:`graphrec.infer.layerwise.infer_pinsage` directory to take the vectors from
     (default: those computed at the end of training)."""
-    from graphrec.train.pinsage import PinSageRun
-
-    run = PinSageRun(run_dir, graph)
+    run = open_run(run_dir, graph, expect="pinsage")
     info, cfg = run.info, run.config
     inter = parse_edge_type(cfg.interactions)
     if retrieval:
@@ -192,8 +190,6 @@ def export_pinsage(run_dir: str | Path, out: str | Path, retrieval: list[str] | 
 def export_run(run_dir: str | Path, out: str | Path, retrieval: list[str] | None = None,
                graph: str | Path | None = None, inference: str | Path | None = None, overwrite: bool = False) -> Path:
     """Export a finished run of any model (dispatch on its ``run.json``)."""
-    from graphrec.train.runs import run_model
-
     if run_model(run_dir) == "pinsage":
         return export_pinsage(run_dir, out, retrieval=retrieval, graph=graph, inference=inference, overwrite=overwrite)
     if inference is not None:

@@ -45,6 +45,7 @@ import torch
 from tqdm import tqdm
 
 from graphrec.errors import GraphrecError
+from graphrec.io import OutputLock, atomic_file, is_graphrec_dir, mark_graphrec_dir, write_bytes, write_json, write_npy
 from graphrec.models.pinsage import PinSage
 from graphrec.sampling.blocks import Block
 from graphrec.sampling.features import NodeFeatureTable
@@ -73,9 +74,8 @@ def _allocate(path: Path, shape: tuple[int, int]) -> None:
         if arr.shape == shape and arr.dtype == np.float32:
             return
         raise GraphrecError(f"{path}: shape {arr.shape} {arr.dtype}, expected {shape} float32")
-    tmp = path.with_name(f".{path.name}.tmp")
-    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape).flush()
-    tmp.replace(path)
+    with atomic_file(path, overwrite=True) as tmp:
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape).flush()
 
 
 def _open(path: Path) -> np.memmap:
@@ -122,10 +122,7 @@ class ShardTask:
                 z = _open(self.work_dir / OUTPUT)
                 z[lo:hi] = m.head(h).numpy()
                 z.flush()
-        marker = self.work_dir / "done" / f"{phase}-{shard:06d}"
-        tmp = marker.with_name(f".{marker.name}.tmp")
-        tmp.write_text(f"{lo} {hi}\n")
-        tmp.replace(marker)
+        write_bytes(self.work_dir / "done" / f"{phase}-{shard:06d}", f"{lo} {hi}\n".encode())
         return hi - lo
 
 
@@ -166,7 +163,7 @@ class LayerwiseInference:
         state = {"fingerprint": model_fingerprint(self.model), "num_nodes": self.model.num_nodes,
                  "num_layers": self.model.num_layers, "hidden_dim": self.model.hidden_dim, "dim": self.model.dim,
                  "num_neighbors": self.num_neighbors, "shard_size": self.shard_size,
-                 "neighbors": str(self.neighbors_path.resolve())}
+                 "neighbors_bytes": self.neighbors_path.stat().st_size + self.weights_path.stat().st_size}
         path = self.work_dir / STATE_FILE
         if path.exists():
             old = json.loads(path.read_text())
@@ -176,7 +173,7 @@ class LayerwiseInference:
                 raise GraphrecError(f"{self.work_dir}: holds an inference of another model or setting "
                                     f"(differs in {diff}); use an empty directory")
         else:
-            path.write_text(json.dumps(state, indent=1))
+            write_json(path, state)
         (self.work_dir / "done").mkdir(exist_ok=True)
 
     def allocate(self) -> None:
@@ -201,10 +198,9 @@ class LayerwiseInference:
         return not self.pending(self.model.num_layers)
 
     def run(self, use_ray: bool = False, address: str | None = None, max_in_flight: int | None = None,
-            progress: bool = True, max_shards: int | None = None) -> np.ndarray:
-        """Compute every pending shard of every phase and return the output. With
-        ``max_shards``, stop (raising :class:`InterruptedError`) after that many shards,
-        as a crash would (tests of resuming)."""
+            progress: bool = True) -> np.ndarray:
+        """Compute every pending shard of every phase and return the output (shards that
+        are already done are skipped: re-running after a crash resumes)."""
         self.allocate()
         task = ShardTask(self.model, self.features, self.work_dir, self.neighbors_path, self.weights_path)
         phases = range(self.model.num_layers + 1)
@@ -214,20 +210,16 @@ class LayerwiseInference:
             from graphrec.ray_env import init_ray
 
             started = init_ray(address)
-        t0, rows, budget = time.perf_counter(), 0, max_shards
+        t0, rows = time.perf_counter(), 0
         bar = tqdm(total=total, desc="inference shards", disable=not progress, unit="shard")
         try:
             bar.update(total - sum(len(self.pending(p)) for p in phases))
             for phase in phases:
                 todo = self.pending(phase)
-                if budget is not None:
-                    if len(todo) > budget:
-                        todo = todo[:budget]
-                    budget -= len(todo)
                 rows += self._run_ray(task, phase, todo, max_in_flight, bar) if use_ray else \
                     sum(self._run_local(task, phase, s, bar) for s in todo)
-                if self.pending(phase):
-                    raise InterruptedError(f"stopped after max_shards={max_shards} shards")
+                if self.pending(phase):  # a shard task failed without raising
+                    raise GraphrecError(f"{self.work_dir}: phase {phase} has unfinished shards after running them")
         finally:
             bar.close()
             if started:
@@ -296,21 +288,31 @@ def minibatch_inference(model: PinSage, features: NodeFeatureTable | None, neigh
 
 
 def infer_pinsage(run_dir: str | Path, work_dir: str | Path | None = None, shard_size: int = 65536,
-                  use_ray: bool = False, address: str | None = None, progress: bool = True,
-                  max_shards: int | None = None) -> Path:
+                  use_ray: bool = False, address: str | None = None, progress: bool = True) -> Path:
     """Layer-wise inference of a finished PinSage run over its saved neighbourhoods;
     writes ``work_dir`` (default ``RUN_DIR/inference``) with ``embeddings.npy`` (items)
     and ``user_embeddings.npy`` (recency-weighted means of them, or the learned user
-    table), then returns ``work_dir``. Re-running resumes."""
-    from graphrec.graph.store import parse_edge_type
-    from graphrec.models.pinsage import recency_weighted_mean
-    from graphrec.train.pinsage import NEIGHBORHOODS_DIR, PinSageRun, make_features
+    table), then returns ``work_dir``. Re-running resumes; one job per ``work_dir`` at a time."""
+    from graphrec.run.directory import NEIGHBORHOODS_DIR, open_run
 
-    run = PinSageRun(run_dir)
+    run = open_run(run_dir, expect="pinsage")
     work = Path(work_dir) if work_dir is not None else Path(run_dir) / "inference"
-    job = LayerwiseInference(run.model, make_features(run.store, run.config), Path(run_dir) / NEIGHBORHOODS_DIR,
-                             work, shard_size=shard_size)
-    items = job.run(use_ray=use_ray, address=address, progress=progress, max_shards=max_shards)
+    if work.is_dir() and any(work.iterdir()) and not is_graphrec_dir(work):
+        raise GraphrecError(f"{work} is a directory graphrec did not write; choose an empty or new inference directory")
+    with OutputLock(work):
+        work.mkdir(parents=True, exist_ok=True)
+        mark_graphrec_dir(work, "inference")
+        job = LayerwiseInference(run.model, run.features(), Path(run_dir) / NEIGHBORHOODS_DIR, work,
+                                 shard_size=shard_size)
+        items = job.run(use_ray=use_ray, address=address, progress=progress)
+        _write_user_vectors(run, work, items)
+    return work
+
+
+def _write_user_vectors(run, work: Path, items: np.ndarray) -> None:
+    from graphrec.graph.store import parse_edge_type
+    from graphrec.models.users import recency_weighted_mean
+
     users_path = work / "user_embeddings.npy"
     if not users_path.exists():
         cfg = run.config
@@ -321,7 +323,4 @@ def infer_pinsage(run_dir: str | Path, work_dir: str | Path | None = None, shard
             ts = rel.edge_attr("timestamp") if "timestamp" in rel.attr_names else None
             users = recency_weighted_mean(torch.from_numpy(np.array(items)), rel.indptr, rel.indices, ts,
                                           cfg.user_vectors.half_life).numpy()
-        tmp = users_path.with_name(".user_embeddings.tmp.npy")
-        np.save(tmp, users.astype(np.float32))
-        tmp.replace(users_path)
-    return work
+        write_npy(users_path, np.asarray(users, dtype=np.float32))

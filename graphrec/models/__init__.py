@@ -1,7 +1,8 @@
 """Models: TwHIN knowledge-graph embeddings and PinSage."""
 
-from graphrec.models.pinsage import PinSage, PinSageConv, max_margin_loss, recency_weighted_mean
+from graphrec.models.pinsage import PinSage, PinSageConv, max_margin_loss
 from graphrec.models.scores import SCORES, make_score
 from graphrec.models.twhin import TwHIN
+from graphrec.models.users import UserTable, recency_weighted_mean
 
-__all__ = ["SCORES", "PinSage", "PinSageConv", "TwHIN", "make_score", "max_margin_loss", "recency_weighted_mean"]
+__all__ = ["SCORES", "PinSage", "PinSageConv", "TwHIN", "UserTable", "make_score", "max_margin_loss", "recency_weighted_mean"]

@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphrec.graph.csr import row_ages
 from graphrec.sampling.blocks import Block
 from graphrec.sampling.features import FeatureSpec, NodeFeatures
 
@@ -249,22 +248,3 @@ def max_margin_loss(zq: Tensor, zp: Tensor, z_shared: Tensor, z_hard: Tensor | N
         total = total + F.relu(hard - pos + margin).sum(1)
         count = count + hard.shape[1]
     return (total / count.clamp_min(1.0)).mean()
-
-
-def recency_weighted_mean(item_vectors: Tensor, indptr: np.ndarray, indices: np.ndarray,
-                          timestamps: np.ndarray | None = None, half_life: float | None = 20.0) -> Tensor:
-    """User vectors ``[U, d]``: ``Σ_i w_i z_i / Σ_i w_i`` over each user's items (CSR
-    ``indptr [U+1]``, ``indices [E]``), ``w_i = 0.5^(a_i / half_life)`` with ``a_i`` the
-    number of the user's interactions after ``i`` (by ``timestamps``, else CSR order;
-    ``half_life=None``: plain mean). Users without items get a zero vector."""
-    indptr = np.asarray(indptr, dtype=np.int64)
-    indices = np.asarray(indices, dtype=np.int64)
-    n_users, e = indptr.shape[0] - 1, indices.shape[0]
-    user = np.repeat(np.arange(n_users), np.diff(indptr))
-    age = row_ages(indptr, timestamps)
-    w = np.ones(e) if half_life is None else np.power(0.5, age / half_life)
-    w_t = torch.from_numpy(w.astype(np.float32))
-    out = torch.zeros(n_users, item_vectors.shape[1], dtype=item_vectors.dtype)
-    out.index_add_(0, torch.from_numpy(user), item_vectors[torch.from_numpy(indices)] * w_t[:, None])
-    norm = torch.zeros(n_users).index_add_(0, torch.from_numpy(user), w_t)
-    return out / norm.clamp_min(1e-12)[:, None]

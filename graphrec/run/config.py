@@ -135,6 +135,9 @@ class TwHINConfig(_Strict):
                                        "(validation.source none)")
     seed: int = Field(0, description="seed of initialisation, schedules and negatives")
     threads: int | None = Field(None, ge=1, description="torch threads (None: torch's default or ray.cpus_per_worker)")
+    checkpoint_every_steps: int = Field(0, ge=0, description="also checkpoint every this many steps within an epoch "
+                                        "(0: at the end of each epoch only), so a long epoch resumes mid-way")
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept in RUN_DIR/checkpoints (older ones deleted)")
     ray: RayConfig = Field(RayConfig(), description="Ray Train settings")
 
     @field_validator("dim", "batch_size", mode="before")
@@ -289,6 +292,9 @@ class PinSageConfig(_Strict):
     user_vectors: UserVectorsConfig = UserVectorsConfig()
     seed: int = 0
     threads: int | None = Field(None, ge=1)
+    checkpoint_every_steps: int = Field(0, ge=0, description="also checkpoint every this many steps within an epoch "
+                                        "(0: at the end of each epoch only), so a long epoch resumes mid-way")
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept in RUN_DIR/checkpoints (older ones deleted)")
     ray: RayConfig = RayConfig()
 
     @model_validator(mode="after")

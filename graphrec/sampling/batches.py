@@ -121,15 +121,18 @@ class PinSageBatches(IterableDataset):
     table, or ``rng -> neighborhood(nodes)`` (e.g. ``functools.partial`` of
     :func:`walk_neighborhood` without its ``rng``). ``interactions = (users, items)``
     (``[E]`` each) adds user→item pairs: an epoch's permutation of them is dealt out
-    evenly over the batches.
+    evenly over the batches. ``start``: skip this worker's first ``start`` batches (the
+    rest are the same batches as an uninterrupted epoch: resuming mid-epoch); ``len`` is
+    always the whole epoch's count.
     """
 
     def __init__(self, query: np.ndarray, pos: np.ndarray, num_items: int, batch_size: int, num_layers: int,
                  neighborhood: ImportanceNeighborhoods | Callable[[np.random.Generator], Callable],
                  features: NodeFeatureTable | None, shared_negatives: int, hard: PPRHardNegatives | None,
                  hard_per_query: int, epoch: int, seed: int = 0, rank: int = 0, world: int = 1,
-                 interactions: tuple[np.ndarray, np.ndarray] | None = None):
+                 interactions: tuple[np.ndarray, np.ndarray] | None = None, start: int = 0):
         super().__init__()
+        self.start = start
         self.interactions = interactions
         self.query, self.pos = query, pos
         self.num_items, self.batch_size, self.num_layers = num_items, batch_size, num_layers
@@ -152,7 +155,7 @@ class PinSageBatches(IterableDataset):
             n_inter = inter_users.shape[0]
             uperm = np.random.default_rng([self.seed, self.epoch, 19]).permutation(n_inter)
             per_batch = -(-n_inter // max(self._global_batches, 1))
-        for j in range(wid, self.num_batches, nw):
+        for j in range(self.start + wid, self.num_batches, nw):
             g = j * self.world + self.rank  # global batch index
             sel = perm[g * self.batch_size : (g + 1) * self.batch_size]
             rng = np.random.default_rng([self.seed, self.epoch, g, 29])

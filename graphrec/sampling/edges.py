@@ -6,8 +6,10 @@ and draws that step's positive edges from this worker's shard, all vectorised:
 * relation ``r`` contributes ``round(w_r * E_r)`` positive edges per epoch (``w_r`` the
   relation weight; ``w_r < 1`` subsamples a huge relation, ``w_r > 1`` cycles a small
   one), in batches of ``batch_size`` of a single relation (so negatives share a type);
-* the order of steps is shuffled with ``(seed, epoch)`` only, so every worker runs the
-  same number of steps on the same relations in lock step (needed by all-reduce);
+* the order of steps is shuffled with ``(seed, epoch)`` only, and step counts come from
+  the global edge counts, so every worker runs the same number of steps on the same
+  relations in lock step (needed by all-reduce) whatever the relation sizes — a rank
+  whose shard of a tiny relation is empty draws from the whole relation;
 * each worker owns a disjoint shard of every relation's edges (``perm[rank::world]`` of
   a seed-fixed permutation) and reshuffles it each epoch with ``(seed, epoch, rank)``;
 * ``holdout_fraction`` of every relation (seed-fixed) is kept out of training for
@@ -64,18 +66,21 @@ class RelationBatchSchedule:
         self.seed, self.rank, self.world = seed, rank, world_size
         self.train_ids: list[np.ndarray] = []
         self.holdout_ids: list[np.ndarray] = []
+        self.steps_per_relation: list[int] = []
         for i, rel in enumerate(relations):
             perm = np.random.default_rng([seed, 7919, i]).permutation(rel.num_edges)
             n_hold = int(round(holdout_fraction * rel.num_edges)) if holdout_fraction > 0 else 0
             self.holdout_ids.append(np.sort(perm[:n_hold]))
-            self.train_ids.append(perm[n_hold:][rank::world_size])
-        # same number of steps on every worker: sized from the global train edge counts
-        self.steps_per_relation = []
-        for i, rel in enumerate(relations):
-            n_train_global = rel.num_edges - self.holdout_ids[i].shape[0]
-            per_worker = int(round(self.weights[i] * n_train_global / world_size))
-            self.steps_per_relation.append(0 if per_worker == 0 or self.train_ids[i].size == 0
-                                           else -(-per_worker // batch_size))
+            train = perm[n_hold:]
+            shard = train[rank::world_size]
+            # a relation smaller than the world: ranks without an edge of their own draw
+            # from the whole relation, so that every rank runs the same steps
+            self.train_ids.append(shard if shard.size or not train.size else train)
+            # same number of steps on every worker: sized from the global train edge count
+            # only (never from this rank's shard), at least one step for a non-empty relation
+            per_worker = self.weights[i] * train.size / world_size
+            self.steps_per_relation.append(0 if train.size == 0 or self.weights[i] <= 0
+                                           else max(1, -(-int(round(per_worker)) // batch_size)))
 
     @property
     def steps_per_epoch(self) -> int:
@@ -85,8 +90,9 @@ class RelationBatchSchedule:
         rel, ids = self.relations[i], self.holdout_ids[i]
         return rel.src[ids], rel.dst[ids]
 
-    def epoch(self, epoch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        """Yield ``(relation index, heads [B], tails [B])`` LongTensors for one epoch."""
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Yield ``(relation index, heads [B], tails [B])`` LongTensors for one epoch, from
+        step ``start`` on (the same steps as an uninterrupted epoch: resuming mid-epoch)."""
         order = np.repeat(np.arange(len(self.relations)), self.steps_per_relation)
         np.random.default_rng([self.seed, epoch]).shuffle(order)
         rng = np.random.default_rng([self.seed, epoch, self.rank])
@@ -105,7 +111,9 @@ class RelationBatchSchedule:
             reps = -(-need // ids.size)
             pools.append(np.concatenate([rng.permutation(ids) for _ in range(reps)])[:need])
         cursor = np.zeros(len(self.relations), dtype=np.int64)
-        for i in order:
+        if start > 0:  # the steps before ``start`` consumed these batches of each relation
+            cursor += np.bincount(order[:start], minlength=len(self.relations)) * self.batch_size
+        for i in order[start:]:
             sel = pools[i][cursor[i] : cursor[i] + self.batch_size]
             cursor[i] += self.batch_size
             rel = self.relations[i]

@@ -144,19 +144,17 @@ def evaluate_run(run_dir, split: Split, part: str = "test", ks: Sequence[int] = 
     TwHIN: ``user_to_item`` on chronological splits and ``link_prediction`` (default on
     for random and given splits). PinSage: ``user_to_item`` with its user and item
     vectors, and ``item_to_item``."""
-    from graphrec.train.runs import run_model
+    from graphrec.run.directory import open_run, run_model
 
     model_name = run_model(run_dir)
     models: dict = {}
     lp = bool(link_prediction or (link_prediction is None and split.relation is None))
     if model_name == "pinsage":
-        from graphrec.train.pinsage import PinSageRun
-
         if split.relation is None:
             raise GraphrecError(f"{split.path}: a random split; PinSage runs are evaluated on a chronological split")
         if link_prediction:
             raise GraphrecError("--link-prediction applies to TwHIN runs only")
-        run = PinSageRun(run_dir, graph=split.path / "train")
+        run = open_run(run_dir, graph=split.path / "train", expect="pinsage")
         trained = run.info["config"]["interactions"]
         if ":".join(split.relation) != trained:
             raise GraphrecError(f"{split.path}: split relation {':'.join(split.relation)} is not the run's interactions "
@@ -165,9 +163,7 @@ def evaluate_run(run_dir, split: Split, part: str = "test", ks: Sequence[int] = 
                                              repeats)
         models["popularity"] = popularity_on_split(split, part, ks, item_to_item=True, repeats=repeats)
         return {"part": part, "ks": list(ks), "protocols": protocols_used(split, True, repeats, False), "models": models}
-    from graphrec.train.twhin import load_run
-
-    model, _, _ = load_run(run_dir, graph=split.path / "train")
+    model = open_run(run_dir, graph=split.path / "train", expect="twhin").model
     twhin, pop = {}, {}
     if split.relation is not None:
         if split.relation not in model.edge_types:

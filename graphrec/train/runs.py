@@ -1,9 +1,10 @@
-"""One way to start and open a training run of any model: the CLI, ``jobs/`` scripts
-and the pipeline go through here.
+"""One way to start a training run of any model: the CLI, ``jobs/`` scripts and the
+pipeline go through :func:`fit`. (Opening a finished run: :func:`graphrec.run.directory.open_run`.)
 
-A run directory holds ``run.json`` (``model``: ``twhin`` | ``pinsage``, config, graph
-checksum, training summary) and ``model.pt`` once finished; checkpoints of an unfinished
-run live under ``checkpoints/`` (local) or ``ray/`` (Ray Train).
+Run-directory rules: a finished run is never replaced unless ``overwrite`` (or continued
+with ``resume``), nor are checkpoints of an unfinished one; ``overwrite`` applies only to
+a directory graphrec wrote (its ``.graphrec`` marker or ``run.json``); one job at a time
+per run directory (:class:`graphrec.io.OutputLock`).
 """
 
 from __future__ import annotations
@@ -12,16 +13,26 @@ import argparse
 import json
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from graphrec.errors import GraphrecError
 from graphrec.graph.store import GraphStore
+from graphrec.io import OutputLock, is_graphrec_dir, mark_graphrec_dir
 from graphrec.run.config import RUN_CONFIGS, load_config
+from graphrec.run.directory import CHECKPOINTS_DIR, MODEL_FILE, RAY_DIR, RUN_FILE
 
-RUN_FILE = "run.json"
-MODEL_FILE = "model.pt"
 MODELS = tuple(RUN_CONFIGS)
+
+
+def _trainer(model: str):
+    """``(train_loop_per_worker, check_config)`` of a model."""
+    if model == "twhin":
+        from graphrec.train import twhin as module
+    elif model == "pinsage":
+        from graphrec.train import pinsage as module
+    else:
+        raise GraphrecError(f"unknown model {model!r} (choose from {MODELS})")
+    return module.train_loop_per_worker, module.check_config
 
 
 def load_run_config(model: str, path: str | Path, workers: int | None = None, epochs: int | None = None,
@@ -46,66 +57,43 @@ def load_run_config(model: str, path: str | Path, workers: int | None = None, ep
 
 def fit(cfg, graph: str | Path, out: str | Path, use_ray: bool = True, resume: bool = False, overwrite: bool = False,
         progress: bool = False) -> dict:
-    """Train the model ``cfg`` describes on ``graph`` into run directory ``out``; returns
-    the finished run's ``run.json``."""
-    if cfg.model == "twhin":
-        from graphrec.train.twhin import fit_twhin as fit_model
-    else:
-        from graphrec.train.pinsage import fit_pinsage as fit_model
-    return fit_model(cfg, graph, out, use_ray=use_ray, resume=resume, overwrite=overwrite, progress=progress)
+    """Train the model ``cfg`` describes (``cfg.model``) on the graph store ``graph`` into
+    the run directory ``out``; returns the finished run's ``run.json``.
 
-
-def run_training(loop: Callable[[dict], dict], cfg, graph: str | Path, out: str | Path, use_ray: bool = True,
-                 resume: bool = False, overwrite: bool = False, progress: bool = False, fault: dict | None = None,
-                 validate: Callable[[GraphStore], None] | None = None) -> dict:
-    """Run ``loop(config)`` (a ``train_loop_per_worker``) for ``cfg`` on ``graph`` into the
-    run directory ``out``; returns the finished run's ``run.json``.
-
-    A finished run in ``out`` is never replaced unless ``overwrite`` (or continued with
-    ``resume``), nor are checkpoints of an unfinished one. ``validate(store)`` checks the
-    config against the graph before anything is touched. With ``use_ray`` the loop runs on
-    ``cfg.ray.workers`` Ray Train workers (embedded Ray unless ``cfg.ray.address``);
-    otherwise in this process. ``fault``: tests only (see ``reporting.inject_fault``).
-    """
+    With ``use_ray`` the model's ``train_loop_per_worker`` runs on ``cfg.ray.workers`` Ray
+    Train workers (embedded Ray unless ``cfg.ray.address``); otherwise in this process.
+    ``resume`` continues from the newest valid checkpoint; without it, checkpoints of an
+    unfinished run are refused unless ``overwrite`` (which then discards them)."""
+    loop, check_config = _trainer(cfg.model)
     out = Path(out).resolve()
-    if (out / MODEL_FILE).exists() and not (overwrite or resume):
-        raise GraphrecError(f"{out} holds a finished run ({MODEL_FILE}); pass --overwrite to replace it or --resume")
-    has_ckpt = any((out / d).is_dir() and any((out / d).iterdir()) for d in ("checkpoints", "ray"))
-    if has_ckpt and not (overwrite or resume):
-        raise GraphrecError(f"{out} holds checkpoints of an unfinished run; pass --resume to continue it "
-                            "or --overwrite to start over")
+    if out.exists() and not out.is_dir():
+        raise GraphrecError(f"{out} is a file, not a run directory")
     store = GraphStore(graph)  # fail early on a bad graph path
-    if validate is not None:
-        validate(store)
-    if not resume:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        shutil.rmtree(out / "ray", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    loop_config = {cfg.model: cfg.model_dump(mode="json"), "graph": str(Path(store.path).resolve()), "out": str(out),
-                   "resume": resume, "progress": progress}
-    if fault:
-        loop_config["fault"] = fault
-    if use_ray:
-        from graphrec.train.ray_runner import run_with_ray
+    check_config(cfg, store)
+    with OutputLock(out):
+        if out.is_dir() and any(out.iterdir()) and not is_graphrec_dir(out):
+            raise GraphrecError(f"{out} is a directory graphrec did not write; refusing to train into it "
+                                "(choose an empty or new run directory)")
+        if (out / MODEL_FILE).exists() and not (overwrite or resume):
+            raise GraphrecError(f"{out} holds a finished run ({MODEL_FILE}); pass --overwrite to replace it or --resume")
+        has_ckpt = any((out / d).is_dir() and any((out / d).iterdir()) for d in (CHECKPOINTS_DIR, RAY_DIR))
+        if has_ckpt and not (overwrite or resume):
+            raise GraphrecError(f"{out} holds checkpoints of an unfinished run; pass --resume to continue it "
+                                "or --overwrite to start over")
+        if not resume:
+            shutil.rmtree(out / CHECKPOINTS_DIR, ignore_errors=True)
+            shutil.rmtree(out / RAY_DIR, ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+        mark_graphrec_dir(out, f"run:{cfg.model}")
+        loop_config = {cfg.model: cfg.model_dump(mode="json"), "graph": str(Path(store.path).resolve()),
+                       "out": str(out), "progress": progress}
+        if use_ray:
+            from graphrec.train.ray_runner import run_with_ray
 
-        run_with_ray(loop, loop_config, cfg.ray, out, name=cfg.model)
-    else:
-        loop(loop_config)
-    return json.loads((out / RUN_FILE).read_text())
-
-
-def run_model(run_dir: str | Path) -> str:
-    """``twhin`` | ``pinsage``: the model of a finished run directory."""
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        raise GraphrecError(f"{run_dir}: not a finished training run (no {RUN_FILE})")
-    try:
-        model = json.loads(path.read_text()).get("model")
-    except json.JSONDecodeError as err:
-        raise GraphrecError(f"{path}: not valid JSON ({err})") from None
-    if model not in MODELS:
-        raise GraphrecError(f"{path}: unknown model {model!r}")
-    return model
+            run_with_ray(loop, loop_config, cfg.ray, out, name=cfg.model)
+        else:
+            loop(loop_config)
+        return json.loads((out / RUN_FILE).read_text())
 
 
 def summarize(info: dict) -> str:
@@ -121,10 +109,11 @@ def summarize(info: dict) -> str:
 
 def _best_line(summary: dict) -> str:
     """``; best valid MRR 0.74 at epoch 25 (the state saved)`` for runs that early-stopped on
-    a validation metric (``best_valid_mrr``/``best_valid_sampled_mrr`` and ``best_epoch``)."""
-    for key, name in (("best_valid_mrr", "valid MRR"), ("best_valid_sampled_mrr", "sampled valid MRR")):
-        if summary.get(key) is not None and summary.get("best_epoch") is not None:
-            return f"; best {name} {summary[key]:.4f} at epoch {summary['best_epoch']} (the state saved)"
+    a validation metric (``monitor``)."""
+    monitor = summary.get("monitor")
+    if monitor and summary.get(f"best_{monitor}") is not None and summary.get("best_epoch") is not None:
+        name = monitor.replace("valid_", "valid ").replace("_", " ").replace("mrr", "MRR").replace("hr@", "HR@")
+        return f"; best {name} {summary[f'best_{monitor}']:.4f} at epoch {summary['best_epoch']} (the state saved)"
     return ""
 
 

@@ -1,6 +1,8 @@
 """TwHIN training: ``train_loop_per_worker(config)`` runs single-process or as one of N
-Ray Train workers (:mod:`graphrec.train.ray_runner` wraps it; nothing here imports Ray
-unless ``config["reporter"] == "ray"``).
+Ray Train workers (:mod:`graphrec.train.ray_runner` wraps it). The loop builds the
+relations' batch schedule, the model, its loss and optimizers and the validation, then
+composes them with :class:`~graphrec.train.engine.Trainer`, which does setup, resume,
+checkpoints, early stopping and reporting the same way for every model.
 
 Distribution: every worker trains on its shard of each relation's edges with the same
 step schedule (:class:`~graphrec.sampling.RelationBatchSchedule`); gradients are
@@ -18,25 +20,20 @@ checkpointed too, so a resumed run keeps it). ``dim: auto`` / ``batch_size: auto
 resolved from the graph's type sizes before the model is built
 (:func:`resolve_auto`), and the resolved values are saved with the run.
 
-``config`` keys: ``twhin`` (a :class:`~graphrec.run.config.TwHINConfig` as dict),
+``config`` keys: ``twhin`` (a :class:`~graphrec.run.config.TwHINConfig` or its dict),
 ``graph`` (graph store path), ``out`` (run directory), ``reporter`` (``local`` | ``ray``),
-``resume`` (bool, local mode), ``progress`` (bool), ``fault`` (tests only:
-``{"epoch", "rank", "marker"}`` makes that worker die once at that epoch).
+``progress`` (bool).
 """
 
 from __future__ import annotations
 
-import copy
 import fnmatch
-import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from graphrec.errors import GraphrecError
 from graphrec.eval.link_prediction import KnownTriples, filtered_link_prediction
@@ -44,11 +41,10 @@ from graphrec.eval.split import load_split
 from graphrec.graph.csr import row_ages
 from graphrec.graph.store import GraphStore
 from graphrec.models.twhin import TwHIN
-from graphrec.sampling import RelationBatchSchedule, RelationEdges, typed_negatives, uniform_typed_negatives
-from graphrec.run.checkpoint import save_checkpoint
-from graphrec.train.reporting import LocalReporter, RayReporter, dist_info, inject_fault, write_json_atomic
-from graphrec.train.runs import MODEL_FILE, RUN_FILE, run_training
 from graphrec.run.config import TwHINConfig, parse_config
+from graphrec.run.directory import twhin_model, write_run
+from graphrec.sampling import RelationBatchSchedule, RelationEdges, typed_negatives, uniform_typed_negatives
+from graphrec.train.engine import Trainer, worker_context
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +93,6 @@ def edge_weights(store: GraphStore, edge_type, cfg: TwHINConfig) -> np.ndarray |
         f = spec.recency_floor
         w *= f + (1.0 - f) * np.power(0.5, age / spec.recency_half_life)
     return w
-
-
-def build_model(store: GraphStore, cfg: TwHINConfig, edge_types) -> TwHIN:
-    torch.manual_seed(cfg.seed)
-    return TwHIN({t: store.num_nodes(t) for t in store.node_types}, edge_types, dim=cfg.dim, score=cfg.score,
-                 p_norm=cfg.p_norm, init_scale=cfg.init_scale, sparse=True, max_norm=cfg.max_norm)
 
 
 class TwHINLoss(nn.Module):
@@ -309,22 +299,20 @@ def build_validation(cfg: TwHINConfig, store: GraphStore, edge_types, source: st
     return FilteredValidation(triples, known, sides, source)
 
 
+def check_config(cfg: TwHINConfig, store: GraphStore) -> None:
+    """Refuse a config this graph cannot train (before a run directory or worker exists)."""
+    select_relations(store, cfg)
+    resolve_validation_source(cfg, store)
+
+
 def train_loop_per_worker(config: dict) -> dict:
     """Train TwHIN on the graph store ``config["graph"]``; see the module docstring."""
-    cfg = config["twhin"] if isinstance(config["twhin"], TwHINConfig) else parse_config(config["twhin"])
-    threads = cfg.threads or (cfg.ray.cpus_per_worker if config.get("reporter") == "ray" else None)
-    if threads:
-        torch.set_num_threads(threads)
-    run_dir = Path(config["out"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rank, world = dist_info()
-    reporter = RayReporter() if config.get("reporter") == "ray" else LocalReporter(run_dir, config.get("resume", False))
-
-    store = GraphStore(config["graph"])
-    selected = select_relations(store, cfg)
+    ctx = worker_context(config, "twhin", parse_config)
+    store, rank, world = ctx.store, ctx.rank, ctx.world
+    selected = select_relations(store, ctx.cfg)
     edge_types = [et for et, _ in selected]
-    cfg = resolve_auto(cfg, store, edge_types)
-    model = build_model(store, cfg, edge_types)
+    cfg = resolve_auto(ctx.cfg, store, edge_types)
+    model = twhin_model(cfg, {t: store.num_nodes(t) for t in store.node_types}, edge_types, sparse=True)
     loss_module: nn.Module = TwHINLoss(model, cfg)
     if world > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
@@ -337,8 +325,7 @@ def train_loop_per_worker(config: dict) -> dict:
                                        edge_weights(store, et, cfg)))
     source, split = resolve_validation_source(cfg, store)
     holdout = cfg.holdout_fraction if source in ("holdout", "none") else 0.0
-    batch_size = cfg.batch_size
-    schedule = RelationBatchSchedule(relations, [w for _, w in selected], batch_size, seed=cfg.seed,
+    schedule = RelationBatchSchedule(relations, [w for _, w in selected], cfg.batch_size, seed=cfg.seed,
                                      rank=rank, world_size=world, holdout_fraction=holdout)
     validation = build_validation(cfg, store, edge_types, source, split, schedule) if source != "none" else None
     sampled_check = validation is None and holdout > 0
@@ -349,128 +336,39 @@ def train_loop_per_worker(config: dict) -> dict:
         log.info("early stopping on filtered MRR of %d %s validation triples (every %d epochs, patience %d)",
                  validation.num_triples, source, every, cfg.patience)
 
-    start_epoch, history, best, best_state, best_epoch, bad_epochs, starts = 0, [], -1.0, None, -1, 0, []
-    state = reporter.latest()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        for opt, s in zip(optimizers, state["optimizers"], strict=True):
-            opt.load_state_dict(s)
-        start_epoch = int(state["epoch"]) + 1
-        history = json.loads(state["history"])
-        best, bad_epochs = float(state["best"]), int(state["bad_epochs"])
-        best_epoch = int(state.get("best_epoch", -1))
-        best_state = state.get("best_model")
-        starts = json.loads(state["starts"])
-        log.info("rank %d: resumed after epoch %d", rank, start_epoch - 1)
-    starts.append(start_epoch)  # epochs this run (re)started at: [0] unless it resumed
-
-    gen = torch.Generator().manual_seed(cfg.seed * 1000003 + rank)
-    fault = config.get("fault")
+    monitor = "valid_mrr" if validation is not None else "valid_sampled_mrr" if sampled_check else None
+    trainer = Trainer(ctx, {"model": model}, optimizers, epochs=cfg.epochs, patience=cfg.patience, monitor=monitor,
+                      seed=cfg.seed, checkpoint_every_steps=cfg.checkpoint_every_steps,
+                      keep_checkpoints=cfg.keep_checkpoints, items_name="positives")
+    gen = trainer.generator
     n_neg, n_all = cfg.negatives.uniform, cfg.negatives.exhaustive_max_nodes
-    t_start = time.perf_counter()
-    stopped_early = False
-    for epoch in range(start_epoch, cfg.epochs):
-        inject_fault(fault, epoch, rank)
-        gen.manual_seed(cfg.seed * 1000003 + rank * 7919 + epoch)
-        t0, loss_sum, n_steps, n_pos = time.perf_counter(), 0.0, 0, 0
-        bar = tqdm(schedule.epoch(epoch), total=schedule.steps_per_epoch, desc=f"epoch {epoch}", unit="batch",
-                   disable=not (config.get("progress") and rank == 0), leave=False)
-        for rel, heads, tails in bar:
-            et = edge_types[rel]
-            neg_t = typed_negatives(model.num_nodes[et[2]], n_neg, gen, n_all)
-            neg_h = typed_negatives(model.num_nodes[et[0]], n_neg, gen, n_all)
-            loss_sum += train_step(loss_module, optimizers, rel, heads, tails, neg_t, neg_h)
-            n_steps += 1
-            n_pos += heads.shape[0]
-        dt = time.perf_counter() - t0
-        metrics = {"epoch": epoch, "loss": loss_sum / max(n_steps, 1), "steps": n_steps,
-                   "positives_per_s": n_pos * world / max(dt, 1e-9), "seconds": dt, "workers": world}
-        mrr, key = None, None
-        if validation is not None and ((epoch + 1) % every == 0 or epoch + 1 == cfg.epochs):
-            t1 = time.perf_counter()
-            mrr, key = validation.mrr(model), "valid_mrr"
-            metrics["valid_seconds"] = time.perf_counter() - t1
-        elif sampled_check:
-            mrr, key = sampled_validation_mrr(model, schedule, cfg.seed, cfg.validation_candidates), "valid_sampled_mrr"
-        if mrr is not None:
-            metrics[key] = mrr
-            if mrr > best:
-                best, best_epoch, bad_epochs = mrr, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                bad_epochs += 1
-        history.append(metrics)
-        if rank == 0:
-            log.info("epoch %d: loss %.4f, %.0f positives/s%s", epoch, metrics["loss"], metrics["positives_per_s"],
-                     f", {key.replace('_', ' ')} {mrr:.4f}" if mrr is not None else "")
-        stop = mrr is not None and bad_epochs >= cfg.patience
-        ckpt = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers], "epoch": epoch,
-                "history": json.dumps(history), "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                "starts": json.dumps(starts)}
-        if best_state is not None:
-            ckpt["best_model"] = best_state
-        reporter.report(metrics, ckpt, rank)
-        if stop:
-            stopped_early = True
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)  # the best-on-valid state is the one saved
-    summary = {"epochs_run": len(history), "stopped_early": stopped_early, "batch_size": batch_size,
-               "validation": None if validation is None and not sampled_check else
-               {"source": validation.source if validation is not None else "holdout (sampled)",
-                "metric": "filtered_mrr" if validation is not None else "sampled_mrr",
-                "triples": validation.num_triples if validation is not None else None,
-                "every_epochs": every if validation is not None else 1},
-               "best_epoch": best_epoch if best_epoch >= 0 else None,
-               "best_valid_mrr": best if best >= 0 and validation is not None else None,
-               "best_valid_sampled_mrr": best if best >= 0 and sampled_check else None,
-               "seconds": time.perf_counter() - t_start, "starts": starts, "world_size": world, "history": history}
+
+    def step(batch) -> tuple[float, int]:
+        rel, heads, tails = batch
+        src, _, dst = edge_types[rel]
+        neg_t = typed_negatives(model.num_nodes[dst], n_neg, gen, n_all)
+        neg_h = typed_negatives(model.num_nodes[src], n_neg, gen, n_all)
+        return train_step(loss_module, optimizers, rel, heads, tails, neg_t, neg_h), int(heads.shape[0])
+
+    def validate(epoch: int) -> dict | None:
+        if validation is not None:
+            if (epoch + 1) % every == 0 or epoch + 1 == cfg.epochs:
+                return {"valid_mrr": validation.mrr(model)}
+            return None
+        if sampled_check:
+            return {"valid_sampled_mrr": sampled_validation_mrr(model, schedule, cfg.seed, cfg.validation_candidates)}
+        return None
+
+    summary = trainer.fit(lambda epoch, start: schedule.epoch(epoch, start), step,
+                          lambda epoch: schedule.steps_per_epoch, validate)
+    summary.update({"batch_size": cfg.batch_size,
+                    "validation": None if monitor is None else
+                    {"source": validation.source if validation is not None else "holdout (sampled)",
+                     "metric": "filtered_mrr" if validation is not None else "sampled_mrr",
+                     "triples": validation.num_triples if validation is not None else None,
+                     "every_epochs": every if validation is not None else 1}})
     if rank == 0:
-        save_run(run_dir, model, cfg, store, selected, summary)
+        write_run(ctx.run_dir, "twhin", cfg, store, model.state_dict(), summary, num_nodes=model.num_nodes,
+                  edge_types=[list(et) for et in model.edge_types],
+                  relation_weights={":".join(et): w for et, w in selected})
     return summary
-
-
-def save_run(run_dir: Path, model: TwHIN, cfg: TwHINConfig, store: GraphStore, selected, summary: dict) -> None:
-    """Write ``model.pt`` and ``run.json`` into ``run_dir`` (each atomically)."""
-    save_checkpoint(run_dir, {"model": model.state_dict()}, name=MODEL_FILE)
-    write_json_atomic(run_dir / RUN_FILE, {
-        "model": "twhin",
-        "config": cfg.model_dump(mode="json"),
-        "graph": str(Path(store.path).resolve()),
-        "graph_checksum": store.checksum,
-        "num_nodes": model.num_nodes,
-        "edge_types": [list(et) for et in model.edge_types],
-        "relation_weights": {":".join(et): w for et, w in selected},
-        "summary": summary,
-    })
-
-
-def load_run(run_dir: str | Path, graph: str | Path | None = None) -> tuple[TwHIN, dict, GraphStore]:
-    """Open a finished run: ``(model, run_info, graph store)``; the graph's checksum must
-    match the one trained on."""
-    run_dir = Path(run_dir)
-    if not (run_dir / RUN_FILE).is_file() or not (run_dir / MODEL_FILE).is_file():
-        raise GraphrecError(f"{run_dir}: not a finished training run (needs {RUN_FILE} and {MODEL_FILE})")
-    info = json.loads((run_dir / RUN_FILE).read_text())
-    store = GraphStore(graph or info["graph"])
-    if store.checksum != info["graph_checksum"]:
-        raise GraphrecError(f"{store.path}: graph checksum {store.checksum[:12]} differs from the one {run_dir} was "
-                            f"trained on ({info['graph_checksum'][:12]})")
-    cfg = parse_config(info["config"])
-    model = TwHIN(info["num_nodes"], [tuple(e) for e in info["edge_types"]], dim=cfg.dim, score=cfg.score,
-                  p_norm=cfg.p_norm, init_scale=cfg.init_scale, max_norm=cfg.max_norm)
-    model.load_state_dict(torch.load(run_dir / MODEL_FILE, map_location="cpu", weights_only=True)["model"])
-    model.eval()
-    return model, info, store
-
-
-def fit_twhin(cfg: TwHINConfig, graph: str | Path, out: str | Path, use_ray: bool = True, resume: bool = False,
-              overwrite: bool = False, progress: bool = False, fault: dict | None = None) -> dict:
-    """Train TwHIN on ``graph`` into the run directory ``out``; returns ``run.json``
-    (see :func:`graphrec.train.runs.run_training` for the run-directory rules)."""
-    def validate(store: GraphStore) -> None:  # fail before the run directory or workers exist
-        select_relations(store, cfg)
-        resolve_validation_source(cfg, store)
-
-    return run_training(train_loop_per_worker, cfg, graph, out, use_ray=use_ray, resume=resume, overwrite=overwrite,
-                        progress=progress, fault=fault, validate=validate)

@@ -8,7 +8,8 @@ import torch
 from graphrec.errors import GraphrecError
 from graphrec.infer.export import export_twhin, read_vectors
 from graphrec.run.config import TwHINConfig
-from graphrec.train.twhin import fit_twhin, load_run
+from graphrec.run.directory import open_run
+from graphrec.train.runs import fit
 
 ET = ("user", "saves", "pin")
 
@@ -16,14 +17,15 @@ ET = ("user", "saves", "pin")
 def _train(graph, out, **kw):
     cfg = TwHINConfig(dim=8, epochs=1, batch_size=512, relations={"*:*:*": 0, "user:saves:pin": 1,
                                                                   "user:follows_board:board": 1}, **kw)
-    fit_twhin(cfg, graph.path, out, use_ray=False)
+    fit(cfg, graph.path, out, use_ray=False)
     return out
 
 
 def test_round_trip_ids_and_vectors(small_pins_graph, tmp_path):
     run = _train(small_pins_graph, tmp_path / "run")
     emb = export_twhin(run, tmp_path / "emb")
-    model, _, store = load_run(run)
+    _run = open_run(run)
+    model, store = _run.model, _run.store
     for t in store.node_types:
         ids, vecs = read_vectors(emb / "nodes" / f"{t}.parquet")
         assert (ids == store.original_ids(t)).all()  # original ids exactly, in order
@@ -42,7 +44,8 @@ def test_round_trip_ids_and_vectors(small_pins_graph, tmp_path):
 def test_retrieval_dot_orders_like_the_model(small_pins_graph, tmp_path, score):
     run = _train(small_pins_graph, tmp_path / "run", score=score)
     emb = export_twhin(run, tmp_path / "emb", retrieval=["user:saves:pin"])
-    model, _, store = load_run(run)
+    _run = open_run(run)
+    model, store = _run.model, _run.store
     qid, q = read_vectors(emb / "retrieval" / "user__saves__pin" / "query.parquet")
     cid, c = read_vectors(emb / "retrieval" / "user__saves__pin" / "candidate.parquet")
     assert (qid == store.original_ids("user")).all() and (cid == store.original_ids("pin")).all()

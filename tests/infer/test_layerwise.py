@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from graphrec.errors import GraphrecError
-from graphrec.infer.layerwise import LayerwiseInference, infer_pinsage, minibatch_inference
+from graphrec.infer.layerwise import LayerwiseInference, ShardTask, infer_pinsage, minibatch_inference
 from graphrec.models import PinSage
 from graphrec.sampling import FeatureSpec, NodeFeatures
 from graphrec.sampling.walks import ImportanceNeighborhoods
@@ -49,12 +49,21 @@ def test_layerwise_equals_naive_minibatch_inference(tmp_path, layers):
                                atol=1e-5, rtol=0)
 
 
-def test_killed_inference_resumes_without_recomputing_finished_shards(tmp_path):
+def test_killed_inference_resumes_without_recomputing_finished_shards(tmp_path, monkeypatch):
     model, feats, nbh = _setup()
     work = tmp_path / "inf"
     job = LayerwiseInference(model, feats, nbh, work, shard_size=50)  # 6 shards x 3 phases
-    with pytest.raises(InterruptedError):
-        job.run(progress=False, max_shards=8)  # all of phase 0, two shards of phase 1
+    orig_run = ShardTask.run
+    budget = iter(range(8))
+
+    def crash_after_8(self, *args):  # all of phase 0, two shards of phase 1, then a "crash"
+        if next(budget, None) is None:
+            raise InterruptedError("killed")
+        return orig_run(self, *args)
+
+    with monkeypatch.context() as m, pytest.raises(InterruptedError):
+        m.setattr(ShardTask, "run", crash_after_8)
+        job.run(progress=False)
     done = sorted(p.name for p in (work / "done").iterdir())
     assert len(done) == 8 and done[-1] == "1-000001"
     stamps = {p.name: p.stat().st_mtime_ns for p in (work / "done").iterdir()}

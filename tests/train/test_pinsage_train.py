@@ -8,7 +8,10 @@ from graphrec.cli import main
 from graphrec.errors import GraphrecError
 from graphrec.infer.export import read_vectors
 from graphrec.run.config import PinSageConfig, RayConfig, load_config
-from graphrec.train.pinsage import PinSageRun, fit_pinsage, hard_negatives_for_epoch
+from graphrec.run.directory import open_run
+from graphrec.train.pinsage import hard_negatives_for_epoch
+from graphrec.train.engine import FAULT_ENV
+from graphrec.train.runs import fit
 from tests.conftest import ROOT
 
 WALKS = {"metapaths": [{"path": ["pin:saved_by:user", "user:saves:pin"]},
@@ -27,31 +30,31 @@ def test_curriculum_schedule():
 
 
 def test_local_training_loss_falls_run_reloads_and_is_deterministic(small_pins_graph, tmp_path):
-    info = fit_pinsage(PinSageConfig(**FAST), small_pins_graph.path, tmp_path / "a", use_ray=False)
+    info = fit(PinSageConfig(**FAST), small_pins_graph.path, tmp_path / "a", use_ray=False)
     hist = info["summary"]["history"]
     assert [h["hard_negatives"] for h in hist] == [0, 1, 2]
     assert hist[-1]["loss"] < hist[0]["loss"]
     assert all(0 <= h["valid_hr@10"] <= 1 for h in hist)
-    run = PinSageRun(tmp_path / "a")
+    run = open_run(tmp_path / "a")
     assert run.item_vectors.shape == (600, 16) and run.user_vectors.shape == (400, 16)
     np.testing.assert_allclose(np.linalg.norm(run.item_vectors, axis=1), 1.0, rtol=1e-5)
     assert run.neighborhoods.neighbors.shape == (600, 10)
     # the saved item vectors are the model's layer-wise embeddings over the saved neighbourhoods
-    from graphrec.train.pinsage import item_embeddings, make_features
+    from graphrec.train.pinsage import item_embeddings
 
-    again = item_embeddings(run.model, make_features(run.store, run.config), run.neighborhoods)
+    again = item_embeddings(run.model, run.features(), run.neighborhoods)
     np.testing.assert_allclose(again.numpy(), run.item_vectors, atol=1e-6)
     # same seed, same run; a background loader worker changes nothing
     cfg_b = PinSageConfig(**{**FAST, "epochs": 1, "loader_workers": 1})
-    b = fit_pinsage(cfg_b, small_pins_graph.path, tmp_path / "b", use_ray=False)
+    b = fit(cfg_b, small_pins_graph.path, tmp_path / "b", use_ray=False)
     assert b["summary"]["history"][0]["loss"] == pytest.approx(hist[0]["loss"], rel=1e-6)
     with pytest.raises(GraphrecError, match="finished run"):
-        fit_pinsage(PinSageConfig(**FAST), small_pins_graph.path, tmp_path / "a", use_ray=False)
+        fit(PinSageConfig(**FAST), small_pins_graph.path, tmp_path / "a", use_ray=False)
 
 
 def test_local_resume_continues_from_checkpoint(small_pins_graph, tmp_path):
-    fit_pinsage(PinSageConfig(**{**FAST, "epochs": 1}), small_pins_graph.path, tmp_path / "run", use_ray=False)
-    info = fit_pinsage(PinSageConfig(**{**FAST, "epochs": 2}), small_pins_graph.path, tmp_path / "run",
+    fit(PinSageConfig(**{**FAST, "epochs": 1}), small_pins_graph.path, tmp_path / "run", use_ray=False)
+    info = fit(PinSageConfig(**{**FAST, "epochs": 2}), small_pins_graph.path, tmp_path / "run",
                        use_ray=False, resume=True)
     assert info["summary"]["starts"] == [0, 1] and info["summary"]["epochs_run"] == 2
 
@@ -65,7 +68,7 @@ def test_config_errors(small_pins_graph, tmp_path):
         load_config(p, PinSageConfig)
     bad = PinSageConfig(**{**FAST, "walks": {**WALKS, "metapaths": [{"path": ["pin:liked_by:user", "user:saves:pin"]}]}})
     with pytest.raises(GraphrecError, match="pin:liked_by:user"):
-        fit_pinsage(bad, small_pins_graph.path, tmp_path / "r", use_ray=False)
+        fit(bad, small_pins_graph.path, tmp_path / "r", use_ray=False)
     assert not (tmp_path / "r").exists()
     for cfg in ("pinsage-ml100k.yaml", "pinsage-pinterest.yaml"):
         load_config(ROOT / "configs" / cfg, PinSageConfig)
@@ -81,7 +84,7 @@ def test_cli_train_export_evaluate(small_pins_graph, tmp_path, capsys):
     m = json.loads((tmp_path / "emb" / "manifest.json").read_text())
     assert m["model"] == "pinsage" and m["node_counts"] == {"pin": 600, "user": 400}
     ids, vecs = read_vectors(tmp_path / "emb" / "nodes" / "pin.parquet")
-    run = PinSageRun(tmp_path / "run")
+    run = open_run(tmp_path / "run")
     np.testing.assert_array_equal(ids, run.store.node_ids("pin").to_numpy())
     np.testing.assert_array_equal(vecs, run.item_vectors)
     q_ids, q = read_vectors(tmp_path / "emb" / "retrieval" / "user__saves__pin" / "query.parquet")
@@ -132,7 +135,7 @@ def test_cli_train_export_evaluate(small_pins_graph, tmp_path, capsys):
 
     cands = pd.read_parquet(tmp_path / "cands.parquet")
     assert len(cands) == 20 and list(cands.columns) == ["user", "rank", "item", "score"]
-    train = PinSageRun(tmp_path / "run").store.relation("user:saves:pin")
+    train = open_run(tmp_path / "run").store.relation("user:saves:pin")
     seen = set(np.asarray(train.indices[train.indptr[0]:train.indptr[1]]).tolist())
     u0 = cands[cands.user == q_ids[0]]
     assert not seen & set(run.store.lookup("pin", u0.item.to_numpy()).tolist())
@@ -140,33 +143,33 @@ def test_cli_train_export_evaluate(small_pins_graph, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_ray_two_workers_loss_falls_and_worker_killed_resumes(small_pins_graph, tmp_path):
+def test_ray_two_workers_loss_falls_and_worker_killed_resumes(small_pins_graph, tmp_path, monkeypatch):
     marker = tmp_path / "killed"
+    monkeypatch.setenv(FAULT_ENV, json.dumps({"epoch": 2, "rank": 1, "marker": str(marker)}))
     cfg = PinSageConfig(**{**FAST, "epochs": 4}, ray=RayConfig(workers=2, max_failures=2))
-    info = fit_pinsage(cfg, small_pins_graph.path, tmp_path / "run", use_ray=True,
-                       fault={"epoch": 2, "rank": 1, "marker": str(marker), "delay_s": 6})
+    info = fit(cfg, small_pins_graph.path, tmp_path / "run", use_ray=True)
     s = info["summary"]
     assert marker.read_text() == "killed"
     assert s["world_size"] == 2 and all(h["workers"] == 2 for h in s["history"])
     assert len(s["starts"]) == 2 and 0 < s["starts"][1] <= 2  # resumed from a checkpoint, not from scratch
     assert [h["epoch"] for h in s["history"]] == list(range(4))
     assert s["history"][-1]["loss"] < s["history"][0]["loss"]
-    assert PinSageRun(tmp_path / "run").item_vectors.shape == (600, 16)
+    assert open_run(tmp_path / "run").item_vectors.shape == (600, 16)
     _ = torch
 
 
 def test_per_batch_neighborhoods(small_pins_graph, tmp_path):
     cfg = PinSageConfig(**{**FAST, "epochs": 1, "walks": {**WALKS, "refresh": "per_batch"}, "loader_workers": 1})
-    info = fit_pinsage(cfg, small_pins_graph.path, tmp_path / "run", use_ray=False)
+    info = fit(cfg, small_pins_graph.path, tmp_path / "run", use_ray=False)
     assert info["summary"]["history"][0]["loss"] > 0
 
 
 def test_learned_user_vectors(small_pins_graph, tmp_path):
     cfg = PinSageConfig(**{**FAST, "epochs": 2, "user_vectors": {"kind": "learned"}})
-    info = fit_pinsage(cfg, small_pins_graph.path, tmp_path / "run", use_ray=False)
+    info = fit(cfg, small_pins_graph.path, tmp_path / "run", use_ray=False)
     hist = info["summary"]["history"]
     assert hist[-1]["loss"] < hist[0]["loss"]
-    run = PinSageRun(tmp_path / "run")
+    run = open_run(tmp_path / "run")
     u = run.user_vectors
     assert u.shape == (400, 16)
     deg = np.diff(np.asarray(small_pins_graph.relation("user:saves:pin").indptr))
@@ -180,7 +183,7 @@ def test_learned_user_vectors(small_pins_graph, tmp_path):
 
 def test_per_interaction_positives(small_pins_graph, tmp_path):
     cfg = PinSageConfig(**{**FAST, "epochs": 2, "positives": {"window": 10, "sampling": "per_interaction"}})
-    info = fit_pinsage(cfg, small_pins_graph.path, tmp_path / "run", use_ray=False)
+    info = fit(cfg, small_pins_graph.path, tmp_path / "run", use_ray=False)
     s = info["summary"]
     n_inter = small_pins_graph.relation("user:saves:pin").num_edges
     n_held = round(0.02 * n_inter)  # interactions held out as validation queries

@@ -9,30 +9,33 @@ from graphrec.errors import GraphrecError
 from graphrec.eval import random_split
 from graphrec.run.config import RayConfig, TwHINConfig, load_config
 from graphrec.train.evaluate import link_prediction_on_split
-from graphrec.train.twhin import fit_twhin, load_run, select_relations
+from graphrec.run.directory import open_run
+from graphrec.train.engine import FAULT_ENV
+from graphrec.train.runs import fit
+from graphrec.train.twhin import select_relations
 from tests.conftest import ROOT
 
 FAST = dict(dim=16, epochs=4, batch_size=256, lr=0.1)
 
 
 def test_local_training_loss_falls_and_run_reloads(small_pins_graph, tmp_path):
-    info = fit_twhin(TwHINConfig(**FAST), small_pins_graph.path, tmp_path / "run", use_ray=False)
+    info = fit(TwHINConfig(**FAST), small_pins_graph.path, tmp_path / "run", use_ray=False)
     losses = [h["loss"] for h in info["summary"]["history"]]
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert info["graph_checksum"] == small_pins_graph.checksum
-    model, _, _ = load_run(tmp_path / "run")
+    model = open_run(tmp_path / "run").model
     assert model.node_embeddings("pin").shape == (600, 16)
     # a finished run is never silently replaced
     with pytest.raises(GraphrecError, match="finished run"):
-        fit_twhin(TwHINConfig(**FAST), small_pins_graph.path, tmp_path / "run", use_ray=False)
+        fit(TwHINConfig(**FAST), small_pins_graph.path, tmp_path / "run", use_ray=False)
 
 
 def test_deterministic_given_seed(small_pins_graph, tmp_path):
-    a = fit_twhin(TwHINConfig(**{**FAST, "epochs": 1}), small_pins_graph.path, tmp_path / "a", use_ray=False)
-    b = fit_twhin(TwHINConfig(**{**FAST, "epochs": 1}), small_pins_graph.path, tmp_path / "b", use_ray=False)
+    a = fit(TwHINConfig(**{**FAST, "epochs": 1}), small_pins_graph.path, tmp_path / "a", use_ray=False)
+    b = fit(TwHINConfig(**{**FAST, "epochs": 1}), small_pins_graph.path, tmp_path / "b", use_ray=False)
     assert a["summary"]["history"][0]["loss"] == b["summary"]["history"][0]["loss"]
-    ma, _, _ = load_run(tmp_path / "a")
-    mb, _, _ = load_run(tmp_path / "b")
+    ma = open_run(tmp_path / "a").model
+    mb = open_run(tmp_path / "b").model
     assert torch.equal(ma.node_emb.weight, mb.node_emb.weight)
 
 
@@ -61,14 +64,14 @@ def test_edge_weights_from_attribute_and_recency(small_pins_graph, tmp_path):
     with pytest.raises(GraphrecError, match="no edge attribute 'stars'"):
         edge_weights(small_pins_graph, et, TwHINConfig(edge_weights={"*:*:*": {"attribute": "stars"}}))
     # sampled training runs with the weights
-    info = fit_twhin(TwHINConfig(**{**FAST, "epochs": 1}, edge_weights={"user:saves:pin": {"recency_half_life": 5}}),
+    info = fit(TwHINConfig(**{**FAST, "epochs": 1}, edge_weights={"user:saves:pin": {"recency_half_life": 5}}),
                      small_pins_graph.path, tmp_path / "run", use_ray=False)
     assert info["summary"]["history"][0]["loss"] > 0
 
 
 def test_early_stopping_on_holdout(small_pins_graph, tmp_path):
     cfg = TwHINConfig(**{**FAST, "epochs": 30, "lr": 0.5}, holdout_fraction=0.1, patience=1)
-    info = fit_twhin(cfg, small_pins_graph.path, tmp_path / "run", use_ray=False)
+    info = fit(cfg, small_pins_graph.path, tmp_path / "run", use_ray=False)
     s = info["summary"]
     assert all("valid_sampled_mrr" in h for h in s["history"])
     assert s["stopped_early"] and s["epochs_run"] < 30
@@ -76,16 +79,16 @@ def test_early_stopping_on_holdout(small_pins_graph, tmp_path):
 
 
 def test_local_resume_continues_from_checkpoint(small_pins_graph, tmp_path):
-    fit_twhin(TwHINConfig(**{**FAST, "epochs": 2}), small_pins_graph.path, tmp_path / "run", use_ray=False)
-    info = fit_twhin(TwHINConfig(**FAST), small_pins_graph.path, tmp_path / "run", use_ray=False, resume=True)
+    fit(TwHINConfig(**{**FAST, "epochs": 2}), small_pins_graph.path, tmp_path / "run", use_ray=False)
+    info = fit(TwHINConfig(**FAST), small_pins_graph.path, tmp_path / "run", use_ray=False, resume=True)
     assert info["summary"]["starts"] == [0, 2] and info["summary"]["epochs_run"] == 4
 
 
 def test_link_prediction_beats_random(small_pins_graph, tmp_path):
     sp = random_split(small_pins_graph, fractions=(0.9, 0.05, 0.05), out=tmp_path / "split")
     cfg = TwHINConfig(dim=32, epochs=8, batch_size=256, lr=0.2, relations={"*:*:*": 0, "user:saves:pin": 1})
-    fit_twhin(cfg, sp.train.path, tmp_path / "run", use_ray=False)
-    model, _, _ = load_run(tmp_path / "run")
+    fit(cfg, sp.train.path, tmp_path / "run", use_ray=False)
+    model = open_run(tmp_path / "run").model
     from graphrec.eval import load_split
 
     res = link_prediction_on_split(model, load_split(tmp_path / "split"))
@@ -109,7 +112,7 @@ def test_config_errors_name_the_key(tmp_path):
 @pytest.mark.slow
 def test_ray_two_workers_loss_falls(small_pins_graph, tmp_path):
     cfg = TwHINConfig(**FAST, ray=RayConfig(workers=2))
-    info = fit_twhin(cfg, small_pins_graph.path, tmp_path / "run", use_ray=True)
+    info = fit(cfg, small_pins_graph.path, tmp_path / "run", use_ray=True)
     hist = info["summary"]["history"]
     assert info["summary"]["world_size"] == 2 and all(h["workers"] == 2 for h in hist)
     assert hist[-1]["loss"] < hist[0]["loss"]
@@ -117,11 +120,11 @@ def test_ray_two_workers_loss_falls(small_pins_graph, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_worker_killed_midrun_resumes_from_checkpoint(small_pins_graph, tmp_path):
+def test_ray_worker_killed_midrun_resumes_from_checkpoint(small_pins_graph, tmp_path, monkeypatch):
     marker = tmp_path / "killed"
+    monkeypatch.setenv(FAULT_ENV, json.dumps({"epoch": 3, "rank": 1, "marker": str(marker)}))
     cfg = TwHINConfig(**{**FAST, "epochs": 5}, ray=RayConfig(workers=2, max_failures=2))
-    info = fit_twhin(cfg, small_pins_graph.path, tmp_path / "run", use_ray=True,
-                     fault={"epoch": 3, "rank": 1, "marker": str(marker), "delay_s": 6})
+    info = fit(cfg, small_pins_graph.path, tmp_path / "run", use_ray=True)
     assert marker.read_text() == "killed"  # the worker really died once
     starts = info["summary"]["starts"]
     # restarted from a reported checkpoint (not from scratch) and finished every epoch once
@@ -150,10 +153,10 @@ def test_cli_train_export_evaluate(small_pins_graph, tmp_path, capsys):
 
 
 def test_unfinished_run_checkpoints_are_not_discarded(small_pins_graph, tmp_path):
-    fit_twhin(TwHINConfig(**{**FAST, "epochs": 1}), small_pins_graph.path, tmp_path / "run", use_ray=False)
+    fit(TwHINConfig(**{**FAST, "epochs": 1}), small_pins_graph.path, tmp_path / "run", use_ray=False)
     (tmp_path / "run" / "model.pt").unlink()  # as if the run had crashed before finishing
     with pytest.raises(GraphrecError, match="unfinished run"):
-        fit_twhin(TwHINConfig(**FAST), small_pins_graph.path, tmp_path / "run", use_ray=False)
+        fit(TwHINConfig(**FAST), small_pins_graph.path, tmp_path / "run", use_ray=False)
     assert any((tmp_path / "run" / "checkpoints").iterdir())
 
 
@@ -186,14 +189,16 @@ def kg_split(tmp_path_factory):
 def _valid_mrr(run, cfg):
     from graphrec.train.twhin import build_validation, resolve_validation_source
 
-    model, _, store = load_run(run)
+    _run = open_run(run)
+
+    model, store = _run.model, _run.store
     source, split = resolve_validation_source(cfg, store)
     return build_validation(cfg, store, model.edge_types, source, split, None).mrr(model)
 
 
 def test_early_stopping_on_split_valid_filtered_mrr_keeps_the_best_state(kg_split, tmp_path):
     cfg = TwHINConfig(**KG, epochs=60, validation={"source": "split"}, patience=2)
-    info = fit_twhin(cfg, kg_split / "split" / "train", tmp_path / "run", use_ray=False)
+    info = fit(cfg, kg_split / "split" / "train", tmp_path / "run", use_ray=False)
     s = info["summary"]
     curve = [h["valid_mrr"] for h in s["history"]]
     from graphrec.eval import load_split
@@ -212,8 +217,8 @@ def test_early_stopping_on_split_valid_filtered_mrr_keeps_the_best_state(kg_spli
 
 def test_early_stopping_best_state_survives_a_resume(kg_split, tmp_path):
     cfg = TwHINConfig(**KG, epochs=6, validation={"source": "split"}, patience=100)
-    fit_twhin(cfg.model_copy(update={"epochs": 3}), kg_split / "split" / "train", tmp_path / "run", use_ray=False)
-    info = fit_twhin(cfg, kg_split / "split" / "train", tmp_path / "run", use_ray=False, resume=True)
+    fit(cfg.model_copy(update={"epochs": 3}), kg_split / "split" / "train", tmp_path / "run", use_ray=False)
+    info = fit(cfg, kg_split / "split" / "train", tmp_path / "run", use_ray=False, resume=True)
     s = info["summary"]
     assert s["starts"] == [0, 3] and len(s["history"]) == 6
     assert _valid_mrr(tmp_path / "run", cfg) == pytest.approx(s["best_valid_mrr"], abs=1e-12)
@@ -222,11 +227,11 @@ def test_early_stopping_best_state_survives_a_resume(kg_split, tmp_path):
 def test_validation_source_resolution(kg_split, tmp_path):
     graph = kg_split / "graph"  # not a split's train graph
     with pytest.raises(GraphrecError, match="not the train/ graph of a split"):
-        fit_twhin(TwHINConfig(**KG, epochs=1, validation={"source": "split"}), graph, tmp_path / "a", use_ray=False)
+        fit(TwHINConfig(**KG, epochs=1, validation={"source": "split"}), graph, tmp_path / "a", use_ray=False)
     with pytest.raises(GraphrecError, match="holdout_fraction is 0"):
-        fit_twhin(TwHINConfig(**KG, epochs=1, validation={"source": "auto"}), graph, tmp_path / "b", use_ray=False)
+        fit(TwHINConfig(**KG, epochs=1, validation={"source": "auto"}), graph, tmp_path / "b", use_ray=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before anything is written
-    info = fit_twhin(TwHINConfig(**KG, epochs=2, validation={"source": "auto"}, holdout_fraction=0.1), graph,
+    info = fit(TwHINConfig(**KG, epochs=2, validation={"source": "auto"}, holdout_fraction=0.1), graph,
                      tmp_path / "c", use_ray=False)
     assert info["summary"]["validation"] == {"source": "holdout", "metric": "filtered_mrr", "triples": 91,
                                              "every_epochs": 1}  # 10% of each relation
@@ -243,7 +248,7 @@ def test_evaluation_period_counts_positives(kg_split, tmp_path):
     assert evaluation_period(cfg, 720) == 5 and evaluation_period(cfg, 3000) == 1 and evaluation_period(cfg, 10**6) == 1
     every4 = cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"every": 4})})
     assert evaluation_period(every4, 10**6) == 4
-    info = fit_twhin(cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"min_positives": 1000})}),
+    info = fit(cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"min_positives": 1000})}),
                      kg_split / "split" / "train", tmp_path / "run", use_ray=False)
     # ~720 train triples per epoch -> every 2 epochs, and after the last
     hist = info["summary"]["history"]
@@ -294,7 +299,7 @@ def test_auto_dim_bounds_the_scoring_cost_per_positive(kg_split, tmp_path):
     assert resolve_dim(cfg.model_copy(update={"dim": 32}), {"entity": 34628}, et) == 32
     # a run saves the resolved values, so it reloads without the graph's sizes
     run_cfg = cfg.model_copy(update={"epochs": 1, "validation": cfg.validation.model_copy(update={"source": "split"})})
-    info = fit_twhin(run_cfg, kg_split / "split" / "train", tmp_path / "run", use_ray=False)
+    info = fit(run_cfg, kg_split / "split" / "train", tmp_path / "run", use_ray=False)
     assert info["config"]["dim"] == 1000 and info["config"]["batch_size"] == 100 and info["summary"]["batch_size"] == 100
-    model, _, _ = load_run(tmp_path / "run")
+    model = open_run(tmp_path / "run").model
     assert model.node_emb.weight.shape == (60, 1000)
