@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import glob
 import json
 import os
 import shutil
@@ -115,6 +116,18 @@ def swap_in(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_stale_siblings(out: Path) -> None:
+    """Remove the temporary siblings (``.<name>.tmp-*``, ``.<name>.old-*``) that a killed
+    job left beside ``out``; call only while holding ``out``'s :class:`OutputLock` (so no
+    live job is writing them)."""
+    name = glob.escape(out.name)
+    for p in [*out.parent.glob(f".{name}.tmp-*"), *out.parent.glob(f".{name}.old-*")]:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_dir(out: str | Path, overwrite: bool = False, kind: str = "output", lock: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling directory that replaces ``out`` when the block succeeds.
@@ -131,6 +144,7 @@ def atomic_dir(out: str | Path, overwrite: bool = False, kind: str = "output", l
     holder = OutputLock(out) if lock else None
     if holder is not None:
         holder.acquire()
+        remove_stale_siblings(out)
     try:
         tmp = _tmp_sibling(out, "tmp")
         tmp.mkdir()

@@ -25,6 +25,7 @@ from graphrec.datasets import PinterestConfig, generate_pinterest
 from graphrec.errors import GraphrecError
 from graphrec.eval.split import chronological_split
 from graphrec.graph import build_graph, load_schema
+from graphrec.io import atomic_dir, write_json
 from graphrec.retrieval.index import IndexConfig
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,13 @@ SCHEMA = Path(__file__).resolve().parents[1] / "graphs" / "pinterest-synthetic.y
 
 def run_demo(out: str | Path, cfg: PinterestConfig | None = None, schema_path: str | Path = SCHEMA,
              overwrite: bool = False, progress: bool = True) -> dict:
-    """Generate -> build -> split -> analytics. Returns (and writes ``summary.json``)."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise GraphrecError(f"{out} already exists (pass --overwrite to replace it)")
-    out.mkdir(parents=True, exist_ok=True)
+    """Generate -> build -> split -> analytics. Returns (and writes ``summary.json``).
+    ``out`` is built beside its final place and swapped in when complete."""
+    with atomic_dir(out, overwrite=overwrite, kind="demo") as stage:
+        return _run_demo(stage, cfg, schema_path, progress)
+
+
+def _run_demo(out: Path, cfg: PinterestConfig | None, schema_path: str | Path, progress: bool) -> dict:
     cfg = cfg or PinterestConfig(users=5000, pins=10000, boards=800, authors=400, saves=200_000, clusters=20)
     t0 = time.perf_counter()
     generate_pinterest(cfg, out / "data", overwrite=True, progress=progress)
@@ -58,7 +61,7 @@ def run_demo(out: str | Path, cfg: PinterestConfig | None = None, schema_path: s
         "pin_projection": bipartite_projection_stats(store, ("user", "saves", "pin"), side="dst"),
         "seconds": time.perf_counter() - t0,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    write_json(out / "summary.json", summary)
     return summary
 
 
@@ -196,18 +199,7 @@ def run_job(config_path: str | Path, out: str | Path | None = None, overwrite: b
     writes ``report.md``. Local Ray (started once, ``workers + 1`` logical CPUs) unless
     ``ray.address`` (or ``address``, e.g. ``"auto"`` inside ``ray job submit``) names a
     cluster, or ``ray.enabled`` is false."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    from graphrec.analytics.clusters import cluster_recovery
-    from graphrec.eval.split import load_split
     from graphrec.graph.store import parse_edge_type
-    from graphrec.infer.export import export_run, read_vectors
-    from graphrec.infer.layerwise import infer_pinsage
-    from graphrec.report import write_report
-    from graphrec.retrieval import Index, build_index, recommend
-    from graphrec.train.evaluate import popularity_on_split, protocols_used, vectors_on_split
-    from graphrec.train.runs import fit
 
     cfg, base = load_job_config(config_path)
     if address:
@@ -222,13 +214,25 @@ def run_job(config_path: str | Path, out: str | Path | None = None, overwrite: b
     except ValueError as err:
         raise GraphrecError(f"split.relation: {err}") from None
     schema = load_schema(_resolve(cfg.graph_schema, base))
-    if out.exists():
-        if not overwrite:
-            raise GraphrecError(f"{out} already exists (pass --overwrite to replace it)")
-        import shutil
+    # built beside ``out`` and swapped in only when complete: a failed or killed job leaves
+    # ``out`` as it was, and --overwrite replaces only a directory graphrec wrote
+    with atomic_dir(out, overwrite=overwrite, kind="pipeline") as stage:
+        return _run_job(cfg, models, relation, schema, base, config_path, stage, progress)
 
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+
+def _run_job(cfg, models, relation, schema, base: Path, config_path, out: Path, progress: bool) -> dict:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from graphrec.analytics.clusters import cluster_recovery
+    from graphrec.eval.split import load_split
+    from graphrec.infer.export import export_run, read_vectors
+    from graphrec.infer.layerwise import infer_pinsage
+    from graphrec.report import write_report
+    from graphrec.retrieval import Index, build_index, recommend
+    from graphrec.train.evaluate import popularity_on_split, protocols_used, vectors_on_split
+    from graphrec.train.runs import fit
+
     timings: dict[str, float] = {}
     t_job = time.perf_counter()
 
@@ -327,7 +331,7 @@ def run_job(config_path: str | Path, out: str | Path | None = None, overwrite: b
     summary["timings"] = timings
     summary["seconds"] = time.perf_counter() - t_job
     write_report(out, summary, histories, pin_embs, labels)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    write_json(out / "summary.json", summary)
     return summary
 
 

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from graphrec.errors import GraphrecError
 from graphrec.infer.export import read_vectors
-from graphrec.io import atomic_dir
+from graphrec.io import atomic_dir, portable_path
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,8 @@ def build_index(emb_dir: str | Path, target: str, out: str | Path, query: str | 
     man = _emb_manifest(emb_dir)
     manifest = {"format": "graphrec-index", "format_version": 1, "metric": "inner_product", "dim": int(vecs.shape[1]),
                 "count": int(vecs.shape[0]), "target": target, "query": query, **params,
-                "embeddings": str(emb_dir.resolve()), "vectors": str(src.relative_to(emb_dir)),
+                "embeddings": str(emb_dir.resolve()),
+                "embeddings_relpath": portable_path(emb_dir, out)["relpath"], "vectors": str(src.relative_to(emb_dir)),
                 "embeddings_model": man.get("model"), "graph_checksum": man.get("graph_checksum"),
                 "build_seconds": time.perf_counter() - t0, "faiss": faiss.__version__}
     with atomic_dir(out, overwrite=overwrite) as tmp:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from graphrec.errors import GraphrecError
 from graphrec.infer.export import read_vectors
-from graphrec.io import atomic_file
+from graphrec.io import atomic_file, resolve_portable
 from graphrec.retrieval.index import IdPositions, Index
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ def recommend(index: Index, out: str | Path, users=None, k: int = 100, exclude_s
     if not man.get("query"):
         raise GraphrecError(f"{index.dir}: built without --query src:rel:dst, so it has no user query vectors "
                             "(rebuild it with `graphrec index --query user:rel:item`)")
-    emb = Path(embeddings or man["embeddings"])
+    emb = Path(embeddings) if embeddings else resolve_portable(
+        {"path": man["embeddings"], "relpath": man.get("embeddings_relpath")}, index.dir)
     from graphrec.retrieval.index import _emb_manifest
 
     retr = _emb_manifest(emb).get("retrieval", {})
