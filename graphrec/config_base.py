@@ -48,32 +48,58 @@ _SCALARS = (str, int, float, bool, type(None))
 def format_validation_error(err: ValidationError, origin: str, cls: type[BaseModel] | None = None) -> str:
     """One line for a pydantic ``ValidationError``: ``ORIGIN: dotted.key: message``, the
     errors joined by ``"; "``. Unknown keys read ``unknown key`` (with the closest known
-    key of ``cls``'s model at that place, if any); wrong values show what was given."""
-    parts: list[str] = []
-    for e in err.errors():
-        loc = _dotted(e["loc"])
+    key of ``cls``'s model at that place, if any); wrong values show what was given; the
+    alternatives of a union field make one message (``Input should be a valid boolean or
+    a valid string``)."""
+    errors = err.errors()
+    tagged = _union_tagged(errors)
+    messages: dict[str, list[str]] = {}
+    given: dict[str, str] = {}
+    for i, e in enumerate(errors):
+        loc = e["loc"][:-1] if i in tagged else e["loc"]
+        key = ".".join(str(p) for p in loc)
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-            if cls is not None and e["loc"]:
-                hint = _closest_key(cls, e["loc"])
-                if hint:
-                    msg += f" (did you mean {hint!r}?)"
+            hint = _closest_key(cls, loc) if cls is not None and loc else None
+            if hint:
+                msg += f" (did you mean {hint!r}?)"
         else:
             msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-            given = e.get("input")
-            if e["type"] not in ("missing", "value_error", "assertion_error") and isinstance(given, _SCALARS):
-                msg += f" (got {given!r})"
-        line = f"{loc}: {msg}" if loc else msg
-        if line not in parts:
-            parts.append(line)
+            value = e.get("input")
+            if e["type"] not in ("missing", "value_error", "assertion_error") \
+                    and isinstance(value, (*_SCALARS, list)) and len(repr(value)) <= 60:
+                given.setdefault(key, repr(value))
+        msgs = messages.setdefault(key, [])
+        if msg not in msgs:
+            msgs.append(msg)
+    parts = []
+    for key, msgs in messages.items():
+        if len(msgs) > 1 and all(m.startswith("Input should be ") for m in msgs):
+            msgs = ["Input should be " + " or ".join(m.removeprefix("Input should be ") for m in msgs)]
+        msg = "; ".join(msgs) + (f" (got {given[key]})" if key in given else "")
+        parts.append(f"{key}: {msg}" if key else msg)
     return f"{origin}: " + "; ".join(parts)
 
 
-def _dotted(loc: tuple) -> str:
-    out = ""
-    for p in loc:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+def _union_tagged(errors: list) -> set[int]:
+    """Indices of errors whose last ``loc`` element is a union member's tag (``bool``,
+    ``literal['auto']``, a model name) rather than a key: several errors at one place
+    that differ only there."""
+    by_prefix: dict[tuple, list[int]] = {}
+    for i, e in enumerate(errors):
+        if e["loc"] and e["type"] not in ("extra_forbidden", "missing"):
+            by_prefix.setdefault(tuple(e["loc"][:-1]), []).append(i)
+    out: set[int] = set()
+    for idx in by_prefix.values():
+        tags = [errors[i]["loc"][-1] for i in idx]
+        if len(idx) > 1 and all(isinstance(t, str) and _looks_like_tag(t) for t in tags):
+            out.update(idx)
     return out
+
+
+def _looks_like_tag(tag: str) -> bool:
+    return (tag in {"bool", "str", "int", "float", "list", "dict", "tuple", "set", "none"} or "[" in tag
+            or tag.startswith("function-") or tag[:1].isupper())
 
 
 def _closest_key(cls: type[BaseModel], loc: tuple) -> str | None:
