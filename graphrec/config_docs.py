@@ -60,7 +60,8 @@ CONFIGS: dict[str, DocumentedConfig] = {
 """The config kinds documented in ``configs/README.md`` and by ``graphrec config show``
 (nested sections, e.g. the job's ``index`` and ``data.generate``, are part of their tree)."""
 
-BEGIN = "<!-- BEGIN GENERATED REFERENCE: edit the config classes, then run `graphrec config docs --update configs/README.md` -->"
+BEGIN = ("<!-- BEGIN GENERATED REFERENCE: edit the config classes, then run "
+         "`graphrec config docs --update configs/README.md` -->")
 END = "<!-- END GENERATED REFERENCE -->"
 README = Path(__file__).resolve().parents[1] / "configs" / "README.md"
 UPDATE_COMMAND = "graphrec config docs --update configs/README.md"

@@ -67,7 +67,8 @@ class Registry(Generic[T]):
 
     def summaries(self) -> dict[str, str]:
         """``name -> first paragraph of the entry's docstring`` (one line, for generated documentation)."""
-        return {n: (inspect.getdoc(e) or "").strip().split("\n\n")[0].replace("\n", " ") for n, e in self._entries.items()}
+        return {name: (inspect.getdoc(entry) or "").strip().split("\n\n")[0].replace("\n", " ")
+                for name, entry in self._entries.items()}
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
