@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from graphrec.config_docs import CONFIGS
 from graphrec.errors import GraphrecError
 
 log = logging.getLogger("graphrec")
@@ -215,14 +216,31 @@ def _train(model, ctx, config_path, graph, out, workers, epochs, no_ray, address
     click.echo(f"{summarize(info)} -> {out}")
 
 
-@train.command("twhin")
+class _ConfigKeysCommand(click.Command):
+    """A command whose ``--help`` ends with the keys of its config (built only when shown)."""
+
+    def __init__(self, *args, config_name: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.config_name = config_name
+
+    def format_epilog(self, ctx, formatter):
+        from graphrec.config_docs import render_keys
+
+        formatter.write_paragraph()
+        formatter.write_text(f"Config keys (YAML; `graphrec config show {self.config_name}` describes each):")
+        with formatter.indentation():
+            for line in render_keys(self.config_name):
+                formatter.write(f"{' ' * formatter.current_indent}{line}\n")
+
+
+@train.command("twhin", cls=_ConfigKeysCommand, config_name="twhin")
 @_train_options
 def train_twhin_cmd(ctx, **kw):
     """TwHIN knowledge-graph embeddings of every node and relation type."""
     _train("twhin", ctx, **kw)
 
 
-@train.command("pinsage")
+@train.command("pinsage", cls=_ConfigKeysCommand, config_name="pinsage")
 @_train_options
 def train_pinsage_cmd(ctx, **kw):
     """PinSage item embeddings over random-walk importance neighbourhoods."""
@@ -468,6 +486,38 @@ def demo(ctx, out, overwrite):
     p = s["pin_projection"]
     click.echo(f"pin co-save projection: {p['pairs']:,} pairs, density {p['density']:.3f}, mean degree {p['mean_degree']:.1f}")
     click.echo(f"done in {s['seconds']:.1f}s -> {out} (summary.json)")
+
+
+# ---- config reference ---------------------------------------------------------------
+
+
+@cli.group("config")
+def config_group():
+    """Reference of every config file: keys, types, defaults, descriptions."""
+
+
+@config_group.command("show")
+@click.argument("name", type=click.Choice(list(CONFIGS)))
+@click.option("--markdown", is_flag=True, help="Print Markdown (as in configs/README.md) instead of text.")
+def config_show(name, markdown):
+    """Describe every key of a config: twhin or pinsage run configs, the pipeline job
+    (graphrec run), the graph schema (graphrec build --schema)."""
+    from graphrec.config_docs import render_markdown, render_text
+
+    click.echo(render_markdown(name) if markdown else render_text(name), nl=False)
+
+
+@config_group.command("docs")
+@click.option("--update", "readme", type=click.Path(dir_okay=False), default=None,
+              help="Rewrite the generated reference in this README (e.g. configs/README.md) instead of printing it.")
+def config_docs_cmd(readme):
+    """The Markdown reference of every config (the generated part of configs/README.md)."""
+    from graphrec.config_docs import render_reference, update_readme
+
+    if readme is None:
+        click.echo(render_reference(), nl=False)
+    else:
+        click.echo(f"{readme}: {'updated' if update_readme(readme) else 'up to date'}")
 
 
 def main(argv=None) -> int:

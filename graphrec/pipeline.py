@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from graphrec.analytics import bipartite_projection_stats, connected_components, graph_summary, pagerank_topk
 from graphrec.analytics.degrees import powerlaw_exponent
+from graphrec.config_base import StrictConfig, load_model, load_yaml
 from graphrec.datasets import PinterestConfig, generate_pinterest
 from graphrec.errors import GraphrecError
 from graphrec.eval.split import chronological_split
@@ -71,15 +72,13 @@ def _run_demo(out: Path, cfg: PinterestConfig | None, schema_path: str | Path, p
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataSection(_Strict):
+class DataSection(StrictConfig):
     """Exactly one of ``generate`` (synthetic Pinterest-like tables) or ``dir`` (tables)."""
 
-    generate: PinterestConfig | None = None
-    dir: str | None = None
+    generate: PinterestConfig | None = Field(None, description="generate synthetic Pinterest-like tables with these "
+                                             "settings")
+    dir: str | None = Field(None, description="directory of existing tables the schema's relative paths resolve "
+                            "against (relative to the job config's directory, else the project root)")
 
     @model_validator(mode="after")
     def _one(self):
@@ -88,7 +87,7 @@ class DataSection(_Strict):
         return self
 
 
-class SplitSection(_Strict):
+class SplitSection(StrictConfig):
     """The chronological per-user split the models are trained and evaluated on."""
 
     relation: str = Field("user:saves:pin", description="interaction relation split per user by time, src:name:dst")
@@ -99,49 +98,56 @@ class SplitSection(_Strict):
         "the user's first held-out interaction (no leakage from the held-out period)")
 
 
-class ModelSection(_Strict):
+class ModelSection(StrictConfig):
     """A run config file (relative to the job config's directory, else the project root)
     and overrides deep-merged into it (validated like the file)."""
 
-    config: str
-    overrides: dict[str, Any] = {}
+    config: str = Field(description="run config YAML (configs/twhin-*.yaml or configs/pinsage-*.yaml)")
+    overrides: dict[str, Any] = Field({}, description="keys deep-merged into the run config before validation, "
+                                      "e.g. {epochs: 2, negatives: {uniform: 50}}")
 
 
-class RaySection(_Strict):
-    enabled: bool = True
-    workers: int = Field(2, ge=1)
-    address: str | None = None
+class RaySection(StrictConfig):
+    """Ray for the whole job: training workers of every model and inference tasks."""
+
+    enabled: bool = Field(True, description="train with Ray Train and infer with Ray tasks (false: all in this "
+                          "process)")
+    workers: int = Field(2, ge=1, description="Ray Train workers of every model (overrides their ray.workers)")
+    address: str | None = Field(None, description="Ray cluster address (None: a local Ray with workers + 1 CPUs)")
 
 
-class ClusterLabels(_Strict):
+class ClusterLabels(StrictConfig):
     """Ground-truth clusters of a node type, for the recovery score (a table column)."""
 
-    node_type: str = "pin"
-    table: str = "pins.parquet"
-    id: str = "pin_id"
-    column: str = "cluster"
+    node_type: str = Field("pin", description="node type whose embeddings are clustered")
+    table: str = Field("pins.parquet", description="table of the data directory holding the labels")
+    id: str = Field("pin_id", description="id column of the table (the node type's ids)")
+    column: str = Field("cluster", description="ground-truth cluster column (skipped when absent)")
 
 
-class JobConfig(_Strict):
+class JobConfig(StrictConfig):
     """The end-to-end job: data -> graph -> split -> TwHIN and PinSage -> inference ->
     export -> FAISS index -> evaluation -> report."""
 
-    name: str = "quickstart"
-    data: DataSection
-    graph_schema: str = Field(alias="schema")
-    split: SplitSection = SplitSection()
-    twhin: ModelSection | None = None
-    pinsage: ModelSection | None = None
-    ray: RaySection = RaySection()
+    name: str = Field("quickstart", description="job name; the default output directory is out/NAME")
+    data: DataSection = Field(description="where the tables come from (required)")
+    graph_schema: str = Field(alias="schema", description="graph schema YAML that builds the graph from the tables "
+                              "(required; e.g. graphs/pinterest-synthetic.yaml)")
+    split: SplitSection = Field(SplitSection(), description="chronological split")
+    twhin: ModelSection | None = Field(None, description="train TwHIN with this run config (None: skip)")
+    pinsage: ModelSection | None = Field(None, description="train PinSage with this run config (None: skip)")
+    ray: RaySection = Field(RaySection(), description="Ray settings of the job")
     seed: int | None = Field(None, description="seed of every model, overriding the model configs' own (None: keep "
                              "them); `graphrec run --seed` sets it")
-    inference_shard_size: int = Field(65536, ge=1)
-    index: IndexConfig = IndexConfig()
+    inference_shard_size: int = Field(65536, ge=1, description="items per layer-wise PinSage inference shard "
+                                      "(bounds the memory of one task)")
+    index: IndexConfig = Field(IndexConfig(), description="FAISS index of every model's item vectors")
     ks: list[int] = Field([1, 5, 10, 20, 50, 100], description="cut-offs K of the metrics")
     select_metric: str = Field("recall@20", description="user→item metric on *valid* that picks the model whose "
                                "index writes candidates.parquet (one of recall/ndcg/hit@K for K in ks, or mrr)")
     recommend_k: int = Field(100, ge=1, description="candidates per user in candidates.parquet")
-    clusters: ClusterLabels | None = ClusterLabels()
+    clusters: ClusterLabels | None = Field(ClusterLabels(), description="ground-truth clusters for the "
+                                           "cluster-recovery score (None: skip)")
 
     @model_validator(mode="after")
     def _models(self):
@@ -163,21 +169,20 @@ def _resolve(path: str, base: Path) -> Path:
 
 
 def load_job_config(path: str | Path) -> tuple[JobConfig, Path]:
-    from graphrec.run.config import load_config
-
+    """The job config at ``path`` and the directory its relative paths start from."""
     path = Path(path)
-    return load_config(path, JobConfig), path.resolve().parent
+    return load_model(path, JobConfig, "config"), path.resolve().parent
 
 
 def _model_config(section: ModelSection, model: str, base: Path, ray: RaySection, seed: int | None = None):
-    import yaml
-
     from graphrec.run.config import RUN_CONFIGS, parse_config
 
     path = _resolve(section.config, base)
     if not path.is_file():
         raise GraphrecError(f"{model}.config: file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = load_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise GraphrecError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
 
     def merge(a, b):
         return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v

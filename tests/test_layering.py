@@ -17,7 +17,7 @@ ALLOWED = {
     "analytics": {"graph"},
     "datasets": set(),
 }
-BASE = {"errors", "io", "ray_env", "__init__"}
+BASE = {"errors", "io", "ray_env", "config_base", "registry", "__init__"}
 
 
 def _imports(path: Path):

@@ -34,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from tqdm import tqdm
 
+from graphrec.config_base import StrictConfig
 from graphrec.io import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -53,25 +54,33 @@ def _strings(arr: np.ndarray) -> pa.Array:
     return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
 
 
-class PinterestConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PinterestConfig(StrictConfig):
+    """Size and generative parameters of the synthetic Pinterest-like dataset (the
+    generative model is described in the module docstring)."""
 
-    users: int = Field(2000, gt=0)
-    pins: int = Field(5000, gt=0)
-    boards: int = Field(500, gt=0)
-    authors: int = Field(300, gt=0)
-    saves: int = Field(40000, gt=0)
-    clusters: int = Field(20, gt=0)
-    seed: int = 0
-    user_alpha: float = Field(1.5, gt=0)
-    pin_alpha: float = Field(1.2, gt=0)
-    p_primary: float = Field(0.7, ge=0, le=1)
-    p_secondary: float = Field(0.2, ge=0, le=1)
-    p_same_cluster: float = Field(0.9, ge=0, le=1)
-    feature_signal: float = Field(0.6, ge=0, le=1)
-    tags_per_cluster: int = Field(12, gt=0)
-    follows_per_user: float = Field(3.0, ge=0)
-    chunk_edges: int = Field(1 << 20, gt=0)
+    users: int = Field(2000, gt=0, description="number of users")
+    pins: int = Field(5000, gt=0, description="number of pins (items); at least clusters")
+    boards: int = Field(500, gt=0, description="number of boards; at least clusters")
+    authors: int = Field(300, gt=0, description="number of pin authors; at least clusters")
+    saves: int = Field(40000, gt=0, description="number of user→pin save edges")
+    clusters: int = Field(20, gt=0, description="latent interest clusters (the ground-truth cluster column)")
+    seed: int = Field(0, description="seed of the one random generator every draw comes from")
+    user_alpha: float = Field(1.5, gt=0, description="Pareto shape a of user activity (saves per user); smaller is "
+                              "more skewed")
+    pin_alpha: float = Field(1.2, gt=0, description="Pareto shape a of pin popularity (saves per pin); smaller is "
+                             "more skewed")
+    p_primary: float = Field(0.7, ge=0, le=1, description="probability that a save is in the user's primary cluster")
+    p_secondary: float = Field(0.2, ge=0, le=1, description="probability that a save is in the user's secondary "
+                               "cluster (the rest: a uniform cluster)")
+    p_same_cluster: float = Field(0.9, ge=0, le=1, description="probability that a pin's author and each of its "
+                                  "boards are of the pin's cluster")
+    feature_signal: float = Field(0.6, ge=0, le=1, description="probability that a pin's category is its cluster's "
+                                  "(else a random one): how informative features are")
+    tags_per_cluster: int = Field(12, gt=0, description="size of each cluster's tag pool")
+    follows_per_user: float = Field(3.0, ge=0, description="mean boards (and authors) followed per user, scaled by "
+                                    "sqrt of the user's relative activity")
+    chunk_edges: int = Field(1 << 20, gt=0, description="save edges generated and written at a time (bounds memory; "
+                             "one Parquet row group each)")
 
     @model_validator(mode="after")
     def _check(self):

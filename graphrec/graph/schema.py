@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from graphrec.config_base import FrozenConfig, format_validation_error
 from graphrec.errors import SchemaError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -48,8 +49,8 @@ MissingPolicy = Literal["error", "drop", "add"]
 ATOMIC_SUFFIXES = {".inter", ".user", ".item", ".kg", ".link", ".net"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(FrozenConfig):
+    """Base of the schema models: strict and immutable (:class:`graphrec.config_base.FrozenConfig`)."""
 
 
 class Source(_Strict):
@@ -228,14 +229,7 @@ class GraphSchema(_Strict):
 
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:
-    lines = [f"invalid schema {origin}:"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
+    return format_validation_error(err, origin, GraphSchema)
 
 
 def parse_schema(data: dict, origin: str = "<dict>") -> GraphSchema:

@@ -1,10 +1,12 @@
 """Knowledge-graph score functions in batched matrix form.
 
-Every score function ``f(h, r, t)`` (higher = more plausible) provides
+Every score function ``f(h, r, t)`` (higher = more plausible) is a :class:`ScoreFunction`
+registered by name in :data:`SCORES` (``@SCORES.register_as("distmult")``; the config's
+``score`` choices are the registry's names) and provides
 
 * ``pair(h, r, t)``: ``[B]`` scores of aligned rows (``h, t: [B, d]``, ``r: [d]`` or ``[B, d]``);
 * ``tails(h, r, T)``: ``[B, N]`` scores of every head against candidate tails ``T: [N, d]``;
-* ``heads(H, r, t)``: ``[B, N]`` scores of candidate heads ``H: [N, d]`` against every tail;
+* ``heads(H, r, t)``: ``[B, N]`` scores of candidate heads ``H: [N, d]`` against every tail ``t: [B, d]``;
 * ``retrieval(h, r, T)``: ``(query [B, d'], candidate [N, d'])`` with
   ``query @ candidate.T`` ordering candidates exactly as ``tails`` does (equal up to a
   per-query constant), or a ``ValueError`` when no exact inner-product form exists;
@@ -32,50 +34,89 @@ rotate          ``−Σ_k |h_k e^{iθ_k} − t_k|``               none (sum of m
 
 from __future__ import annotations
 
+import abc
+import math
+
 import torch
+from torch import Tensor, nn
+
+from graphrec.registry import Registry
+
+SCORES: Registry[type[ScoreFunction]] = Registry("score function")
+"""Score functions by name (``TwHINConfig.score``); :func:`make_score` builds one."""
 
 
-def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _sq_dist(a: Tensor, b: Tensor) -> Tensor:
     """Squared Euclidean distances ``[A, B]`` via ``‖a‖² − 2 a·b + ‖b‖²`` (one matmul)."""
     d = (a * a).sum(-1, keepdim=True) - 2.0 * a @ b.T + (b * b).sum(-1)[None, :]
     return d.clamp_min(0.0)
 
 
-class ScoreFunction:
-    name = "base"
-    has_inner_product_form = True
+class ScoreFunction(abc.ABC):
+    """A knowledge-graph score ``f(h, r, t)`` (higher = more plausible) in batched form.
+
+    Shapes: ``d`` the node dimension, ``d_r = relation_dim(d)`` the relation's; the
+    relation ``r`` is one vector ``[d_r]`` (broadcast over the batch) or ``[B, d_r]``.
+    Subclasses implement :meth:`pair`, :meth:`tails` and :meth:`heads` and register
+    themselves in :data:`SCORES`.
+    """
+
+    #: whether :meth:`retrieval` gives an exact inner-product form (ANN export)
+    has_inner_product_form: bool = True
+    #: complex-valued coordinates stored as ``[re | im]`` halves (``d`` must be even)
+    complex_valued: bool = False
+
+    @property
+    def name(self) -> str:
+        """The name the function is registered under in :data:`SCORES`."""
+        return SCORES.name_of(self)
 
     def relation_dim(self, dim: int) -> int:
+        """Size ``d_r`` of a relation vector for node dimension ``dim``."""
         return dim
 
-    def pair(self, h, r, t):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def pair(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
+        """Scores ``[B]`` of aligned triples ``(h_i, r, t_i)``; ``h, t: [B, d]``."""
 
-    def tails(self, h, r, T):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def tails(self, h: Tensor, r: Tensor, T: Tensor) -> Tensor:
+        """Scores ``[B, N]`` of every head ``h_i`` (``[B, d]``) against every candidate
+        tail ``T_n`` (``[N, d]``, shared by the batch): ``out[i, n] = f(h_i, r, T_n)``."""
 
-    def heads(self, H, r, t):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def heads(self, H: Tensor, r: Tensor, t: Tensor) -> Tensor:
+        """Scores ``[B, N]`` of every candidate head ``H_n`` (``[N, d]``, shared) against
+        every tail ``t_i`` (``[B, d]``): ``out[i, n] = f(H_n, r, t_i)``."""
 
-    def retrieval(self, h, r, T):
-        raise ValueError(f"score function {self.name!r} has no exact inner-product form; it cannot be exported for ANN retrieval")
+    def retrieval(self, h: Tensor, r: Tensor, T: Tensor) -> tuple[Tensor, Tensor]:
+        """``(query [B, d'], candidate [N, d'])`` whose inner products order the
+        candidates of each head as :meth:`tails` does; ``ValueError`` when the score has
+        no exact inner-product form."""
+        raise ValueError(f"score function {self.name!r} has no exact inner-product form; it cannot be exported "
+                         "for ANN retrieval")
 
-    def node_moduli(self, x):
+    def node_moduli(self, x: Tensor) -> Tensor:
         """``|x|`` elementwise, ``[..., d]`` (real-valued coordinates)."""
         return x.abs()
 
-    def relation_moduli(self, r):
-        """Magnitudes of the relation's coordinates (``None``: nothing to regularise)."""
+    def relation_moduli(self, r: Tensor) -> Tensor | None:
+        """Magnitudes of the relation's coordinates, ``[..., d_r]`` (``None``: nothing to
+        regularise)."""
         return r.abs()
+
+    def reset_relations(self, weight: Tensor, std: float) -> None:
+        """Initialise a relation table ``[R, d_r]`` in place: ``N(0, std²)``."""
+        nn.init.normal_(weight, std=std)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
+@SCORES.register_as("translation_dot")
 class TranslationDot(ScoreFunction):
     """TwHIN: ``(θ_s + θ_r)ᵀ θ_t``."""
 
-    name = "translation_dot"
 
     def pair(self, h, r, t):
         return ((h + r) * t).sum(-1)
@@ -91,10 +132,10 @@ class TranslationDot(ScoreFunction):
         return h + r, T
 
 
+@SCORES.register_as("transe")
 class TransE(ScoreFunction):
     """``−‖θ_s + θ_r − θ_t‖_p`` (Bordes et al. 2013)."""
 
-    name = "transe"
 
     def __init__(self, p: int = 2):
         if p not in (1, 2):
@@ -130,10 +171,10 @@ class TransE(ScoreFunction):
         return query, cand
 
 
+@SCORES.register_as("distmult")
 class DistMult(ScoreFunction):
     """``Σ θ_s ∘ θ_r ∘ θ_t`` (Yang et al. 2015)."""
 
-    name = "distmult"
 
     def pair(self, h, r, t):
         return (h * r * t).sum(-1)
@@ -147,6 +188,10 @@ class DistMult(ScoreFunction):
     def retrieval(self, h, r, T):
         return h * r, T
 
+    def reset_relations(self, weight, std):
+        """``N(1, std²)``: ``r ≈ 1`` starts the score as a plain dot product ``h·t``."""
+        nn.init.normal_(weight, mean=1.0, std=std)
+
 
 def _halves(x):
     d = x.shape[-1] // 2
@@ -159,10 +204,12 @@ def _complex_moduli(x):
     return (re * re + im * im).add(1e-18).sqrt()
 
 
+@SCORES.register_as("complex")
 class ComplEx(ScoreFunction):
     """``Re(Σ h ∘ r ∘ conj(t))`` with complex vectors as ``[re | im]`` (Trouillon et al. 2016)."""
 
-    name = "complex"
+    complex_valued = True
+
 
     @staticmethod
     def _hr(h, r):
@@ -196,18 +243,23 @@ class ComplEx(ScoreFunction):
         return _complex_moduli(r)
 
 
+@SCORES.register_as("rotate")
 class RotatE(ScoreFunction):
     """``−Σ_k |h_k e^{iθ_k} − t_k|`` (Sun et al. 2019); relation vectors are phases
     ``θ`` of dimension ``d/2``."""
 
-    name = "rotate"
     has_inner_product_form = False
+    complex_valued = True
 
     def __init__(self, chunk: int = 256):
         self.chunk = chunk
 
     def relation_dim(self, dim: int) -> int:
         return dim // 2
+
+    def reset_relations(self, weight, std):
+        """Phases uniform in ``[−π, π)`` (``std`` unused)."""
+        nn.init.uniform_(weight, -math.pi, math.pi)
 
     @staticmethod
     def _rotate(x, theta):
@@ -245,10 +297,8 @@ class RotatE(ScoreFunction):
         return None  # phases: every coordinate has modulus 1
 
 
-SCORES = {"translation_dot": TranslationDot, "transe": TransE, "distmult": DistMult, "complex": ComplEx, "rotate": RotatE}
-
-
 def make_score(name: str, p: int = 2) -> ScoreFunction:
-    if name not in SCORES:
-        raise ValueError(f"unknown score function {name!r} (choose from {sorted(SCORES)})")
-    return TransE(p) if name == "transe" else SCORES[name]()
+    """The score function registered as ``name`` (``p``: the norm of ``transe``);
+    ``ValueError`` listing the choices for an unknown name."""
+    cls = SCORES.get(name)
+    return cls(p) if cls is TransE else cls()

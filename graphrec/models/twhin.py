@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from graphrec.models.losses import LOSSES
 from graphrec.models.scores import make_score
 
-LOSSES = ("softmax", "softplus", "margin")
 REGULARIZERS = ("l2", "n3")
+"""Regularisers of :meth:`TwHIN.loss` (``TwHINConfig.regularizer``)."""
 
 
 class TwHIN(nn.Module):
@@ -32,7 +33,8 @@ class TwHIN(nn.Module):
         num_nodes: node count per node type, ``{"user": 943, ...}`` (order defines offsets).
         edge_types: relation types ``(src, name, dst)`` (order defines relation ids).
         dim: embedding dimension (even for ``complex``/``rotate``).
-        score: ``translation_dot`` | ``transe`` | ``distmult`` | ``complex`` | ``rotate``.
+        score: a name in :data:`graphrec.models.scores.SCORES` (``translation_dot``,
+            ``transe``, ``distmult``, ``complex``, ``rotate``).
         p_norm: norm of ``transe`` (1 or 2).
         init_scale: std of the normal initialisation (default ``1/sqrt(dim)``).
         sparse: sparse gradients for the node table (for SparseAdam/Adagrad).
@@ -44,7 +46,7 @@ class TwHIN(nn.Module):
                  sparse: bool = True, max_norm: float | None = None):
         super().__init__()
         self.score_fn = make_score(score, p_norm)
-        if score in ("complex", "rotate") and dim % 2:
+        if self.score_fn.complex_valued and dim % 2:
             raise ValueError(f"{score} needs an even dim (complex halves), got {dim}")
         self.num_nodes = dict(num_nodes)
         self.node_types = list(num_nodes)
@@ -68,12 +70,7 @@ class TwHIN(nn.Module):
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.node_emb.weight, std=self.init_scale)
-        if self.score_name == "rotate":
-            nn.init.uniform_(self.rel_emb.weight, -math.pi, math.pi)
-        elif self.score_name == "distmult":  # r ~ 1: starts as a plain dot product h·t
-            nn.init.normal_(self.rel_emb.weight, mean=1.0, std=self.init_scale)
-        else:
-            nn.init.normal_(self.rel_emb.weight, std=self.init_scale)
+        self.score_fn.reset_relations(self.rel_emb.weight, self.init_scale)
 
     def __repr__(self) -> str:
         nodes = ", ".join(f"{t}={n}" for t, n in self.num_nodes.items())
@@ -133,7 +130,8 @@ class TwHIN(nn.Module):
         the other positives' tails (``in_batch``) plus ``neg_tails`` (``[U]`` ids of the
         destination type, shared by the chunk; a shared negative equal to a positive's own
         tail is masked for that positive); head side likewise. All are scored with one
-        matmul per side. Losses over positive ``p`` and negatives ``n_j``:
+        matmul per side. ``loss`` names a function of :data:`graphrec.models.losses.LOSSES`
+        of the positive ``p`` and its negatives ``n_j`` (``margin`` = its ``γ``):
         ``softmax``: :math:`-\log \frac{e^p}{e^p + \sum_j e^{n_j}}`;
         ``softplus``: :math:`\mathrm{sp}(-p) + \mathrm{mean}_j\, \mathrm{sp}(n_j)`;
         ``margin``: :math:`\mathrm{mean}_j \max(0, \gamma - p + n_j)`.
@@ -151,8 +149,7 @@ class TwHIN(nn.Module):
           weighted nuclear 3-norm of Lacroix et al. (2018), which penalises rare
           entities less than an L2 over looked-up rows does.
         """
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r} (choose from {LOSSES})")
+        loss_fn = LOSSES.get(loss)
         if regularizer not in REGULARIZERS:
             raise ValueError(f"unknown regularizer {regularizer!r} (choose from {REGULARIZERS})")
         s, _, d = edge_type
@@ -195,7 +192,7 @@ class TwHIN(nn.Module):
                 masks.append(uniform_ids[None, :] != true_ids[:, None])  # a positive is no negative of itself
             if not negs:
                 continue
-            losses.append(_loss(pos, torch.cat(negs, dim=1), torch.cat(masks, dim=1), loss, margin))
+            losses.append(loss_fn(pos, torch.cat(negs, dim=1), torch.cat(masks, dim=1), margin))
         if not losses:
             raise ValueError("no negatives: enable in_batch (with batch > 1) or pass neg_tails/neg_heads")
         out = torch.stack(losses).mean()
@@ -256,13 +253,3 @@ def _is_every_node(ids: Tensor | None, n: int) -> bool:
         return False
     return int(ids[0]) == 0 and int(ids[-1]) == n - 1 and (n == 1 or bool((ids[1:] > ids[:-1]).all()))
 
-
-def _loss(pos: Tensor, neg: Tensor, valid: Tensor, kind: str, margin: float) -> Tensor:
-    if kind == "softmax":
-        logits = torch.cat([pos[:, None], neg.masked_fill(~valid, float("-inf"))], dim=1)
-        return F.cross_entropy(logits, torch.zeros(pos.shape[0], dtype=torch.long))
-    w = valid.float()
-    denom = w.sum(1).clamp_min(1.0)
-    if kind == "softplus":
-        return (F.softplus(-pos) + (F.softplus(neg) * w).sum(1) / denom).mean()
-    return ((F.relu(margin - pos[:, None] + neg) * w).sum(1) / denom).mean()

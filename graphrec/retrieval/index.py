@@ -37,7 +37,9 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from graphrec.config_base import StrictConfig
 
 from graphrec.errors import GraphrecError
 from graphrec.infer.export import read_vectors
@@ -51,28 +53,29 @@ VECTORS_FILE = "vectors.npy"
 MANIFEST = "manifest.json"
 
 
-class IndexConfig(BaseModel):
+class IndexConfig(StrictConfig):
     """How to index (``kind="auto"``: ``flat`` up to ``flat_max`` vectors, else ``above``)."""
 
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
-    flat_max: int = Field(200_000, ge=0)
+    kind: Literal["auto", "flat", "hnsw", "ivf"] = Field(
+        "auto", description="flat: exact inner-product search; hnsw: graph index; ivf: inverted lists (optionally "
+        "PQ-compressed); auto: flat up to flat_max vectors, else above")
+    flat_max: int = Field(200_000, ge=0, description="auto: largest number of vectors indexed exactly (flat)")
     above: Literal["hnsw", "ivf"] = Field(
         "ivf", description="auto's kind above flat_max: IVF over the MIPS->L2 augmentation measured recall@10 "
                            "0.995 at 5k queries/s on 1.4M TwHIN vectors where raw inner-product HNSW plateaued at "
                            "0.81 (benchmarks/RESULTS.md)")
-    hnsw_m: int = Field(32, ge=4)
-    ef_construction: int = Field(200, ge=8)
-    ef_search: int = Field(128, ge=1)
+    hnsw_m: int = Field(32, ge=4, description="HNSW: neighbours per node (M); more is more accurate and larger")
+    ef_construction: int = Field(200, ge=8, description="HNSW: candidate list size while building")
+    ef_search: int = Field(128, ge=1, description="HNSW: candidate list size while searching (accuracy vs speed)")
     nlist: int | None = Field(None, ge=1, description="IVF lists (None: min(4·sqrt(N), N/39), at least 1)")
-    nprobe: int = Field(32, ge=1)
+    nprobe: int = Field(32, ge=1, description="IVF: lists probed per query (accuracy vs speed)")
     pq_m: int | None = Field(None, ge=1, description="IVF-PQ sub-quantisers (None: IVF-Flat)")
     mips: Literal["auto", "augment", "raw"] = Field(
         "auto", description="approximate kinds: index the MIPS->L2 augmentation or raw inner products "
                             "(auto: augment for IVF, raw for HNSW — what measured best for each)")
     refine: int = Field(0, ge=0, description="IVF-PQ: re-rank k·refine PQ hits exactly (0: off)")
     train_sample: int = Field(200_000, ge=1000, description="vectors used to train IVF centroids")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the IVF training sample and k-means")
 
 
 def _emb_manifest(emb_dir: Path) -> dict:

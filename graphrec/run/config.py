@@ -1,21 +1,36 @@
-"""Typed run configs (pydantic; unknown keys and wrong types are errors)."""
+"""Typed run configs (pydantic; unknown keys and wrong types are errors).
+
+The choices of pluggable parts come from their registries (``score`` from
+:data:`graphrec.models.scores.SCORES`, ``loss`` from :data:`graphrec.models.losses.LOSSES`),
+so a newly registered part is a valid config value at once. ``configs/README.md`` is
+generated from these classes (``graphrec config docs``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from graphrec.errors import SchemaError
+from graphrec.config_base import StrictConfig, load_model, parse_model
+from graphrec.models.losses import LOSSES
+from graphrec.models.pinsage import POOLINGS
+from graphrec.models.scores import SCORES
+from graphrec.models.twhin import REGULARIZERS
+
+ScoreName = Literal[SCORES.names()]  # type: ignore[valid-type]
+LossName = Literal[LOSSES.names()]  # type: ignore[valid-type]
+RegularizerName = Literal[REGULARIZERS]  # type: ignore[valid-type]
+PoolingName = Literal[POOLINGS]  # type: ignore[valid-type]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _choices(summaries: dict[str, str]) -> str:
+    """``name: summary; ...`` of a registry's entries, as plain text for a description."""
+    return "; ".join(f"{name}: {text.replace('``', '').rstrip('.')}" for name, text in summaries.items())
 
 
-class NegativesConfig(_Strict):
+class NegativesConfig(StrictConfig):
     """Negatives of each batch (one relation ``(S, r, T)``), shared by its positives and
     scored with one matmul per side. For each corrupted side of type ``X``: every node of
     ``X`` when ``N_X <= exhaustive_max_nodes`` (an exact softmax over the type, "1-N
@@ -32,15 +47,18 @@ class NegativesConfig(_Strict):
                                       "node of the type (an exact softmax) instead of a uniform sample")
 
 
-class RayConfig(_Strict):
+class RayConfig(StrictConfig):
+    """Ray Train settings of a run: data-parallel workers, their CPUs and fault tolerance."""
+
     workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel processes)")
     cpus_per_worker: int = Field(1, ge=1, description="CPUs reserved per worker (also its torch threads)")
     max_failures: int = Field(2, ge=0, description="worker-group restarts from the last checkpoint before giving up")
-    address: str | None = Field(None, description="Ray cluster address; None starts Ray embedded")
+    address: str | None = Field(None, description="Ray cluster address (e.g. auto or 127.0.0.1:6379); None "
+                                "starts Ray embedded in this process")
     object_store_mb: int = Field(256, ge=64, description="object store size of an embedded Ray, MiB")
 
 
-class EdgeWeightsConfig(_Strict):
+class EdgeWeightsConfig(StrictConfig):
     """Per-edge sampling weights of a relation's positives (edges are drawn with
     probability ∝ weight). The factors multiply:
 
@@ -60,7 +78,7 @@ class EdgeWeightsConfig(_Strict):
         return self
 
 
-class ValidationConfig(_Strict):
+class ValidationConfig(StrictConfig):
     """Early stopping on the **filtered MRR** of validation triples (the protocol of
     :func:`graphrec.eval.link_prediction.filtered_link_prediction`: head and tail
     corruption over every node of the type, train and validation triples filtered).
@@ -90,7 +108,7 @@ class ValidationConfig(_Strict):
                              "uniform sample of them), to bound the cost on big graphs")
 
 
-class TwHINConfig(_Strict):
+class TwHINConfig(StrictConfig):
     """One TwHIN run. ``relations`` maps ``src:name:dst`` patterns (fnmatch, e.g.
     ``entity:*:entity``) to sampling weights: relation ``r`` contributes ``w_r · E_r``
     positives per epoch (default 1; 0 leaves it out)."""
@@ -100,9 +118,10 @@ class TwHINConfig(_Strict):
         100, description="embedding dimension (even for complex/rotate: dim/2 complex coordinates); auto: the largest "
         "even dim <= 1000 with K x dim <= 1,000,000 (K as for batch_size auto), i.e. 1000 when every type has at most "
         "1,000 candidates and 244 with 4,096: a bounded scoring cost per positive")
-    score: Literal["translation_dot", "transe", "distmult", "complex", "rotate"] = Field(
-        "translation_dot", description="score function f(h, r, t) (graphrec.models.scores)")
-    p_norm: Literal[1, 2] = Field(2, description="norm of transe")
+    score: ScoreName = Field("translation_dot", description="score function f(h, r, t), higher = more plausible "
+                             "(graphrec.models.scores.SCORES): " + _choices(SCORES.summaries()))
+    p_norm: Literal[1, 2] = Field(2, description="norm p of transe (only 2 has an exact inner-product form for "
+                                  "ANN retrieval)")
     init_scale: float | None = Field(None, gt=0, description="std of the normal initialisation (None: 1/sqrt(dim))")
     max_norm: float | None = Field(None, gt=0, description="renormalise looked-up node rows to at most this norm")
     epochs: int = Field(10, ge=1, description="epochs to train (an upper bound when validation early-stops)")
@@ -112,15 +131,15 @@ class TwHINConfig(_Strict):
         "negatives.uniform): small graphs take many small steps, and a batch sharing thousands of negatives is big "
         "enough to amortise looking them up and updating them")
     negatives: NegativesConfig = Field(NegativesConfig(), description="negatives of each batch")
-    loss: Literal["softmax", "softplus", "margin"] = Field("softmax", description="loss of a positive against its "
-                                                            "negatives (graphrec.models.TwHIN.loss)")
-    margin: float = Field(1.0, gt=0, description="margin of the margin loss")
-    regularization: float = Field(0.0, ge=0, description="weight λ of the regulariser")
-    regularizer: Literal["l2", "n3"] = Field("l2", description="l2: λ·mean ‖θ‖² over the node rows each batch looks "
+    loss: LossName = Field("softmax", description="loss of a positive score p against its negatives' scores n_j "
+                           "(graphrec.models.losses.LOSSES): " + _choices(LOSSES.summaries()))
+    margin: float = Field(1.0, gt=0, description="margin γ of the margin loss (unused by the others)")
+    regularization: float = Field(0.0, ge=0, description="weight λ of the regulariser (0: none)")
+    regularizer: RegularizerName = Field("l2", description="l2: λ·mean ‖θ‖² over the node rows each batch looks "
                                              "up; n3: λ·mean over positives of Σ|h|³+|r|³+|t|³ (Lacroix et al. 2018)")
     optimizer: Literal["adagrad", "sparse_adam"] = Field("adagrad", description="optimiser of the sparse node table "
                                                           "(relations: Adagrad or Adam)")
-    lr: float = Field(0.1, gt=0, description="learning rate")
+    lr: float = Field(0.1, gt=0, description="learning rate of the node table")
     relation_lr: float | None = Field(None, gt=0, description="learning rate of the relation vectors (None: lr)")
     relations: dict[str, float] = Field(default_factory=dict, description="src:name:dst pattern -> sampling weight "
                                         "(last match wins; 0 leaves the relation out)")
@@ -157,7 +176,7 @@ class TwHINConfig(_Strict):
         for pat in self.edge_weights:
             if pat.count(":") != 2:
                 raise ValueError(f"edge_weights[{pat!r}]: write relation patterns as src:name:dst")
-        if self.score in ("complex", "rotate") and isinstance(self.dim, int) and self.dim % 2:
+        if SCORES.get(self.score).complex_valued and isinstance(self.dim, int) and self.dim % 2:
             raise ValueError(f"score {self.score} needs an even dim")
         n = self.negatives
         if n.uniform == 0 and not n.in_batch and n.exhaustive_max_nodes == 0:
@@ -168,71 +187,66 @@ class TwHINConfig(_Strict):
 
 
 def load_config(path: str | Path, cls=TwHINConfig, overrides: dict | None = None):
-    """Read a YAML run config (``yaml.safe_load``) into ``cls``; errors name the key."""
-    path = Path(path)
-    if not path.is_file():
-        raise SchemaError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise SchemaError(f"config {path}: not valid YAML: {err}") from None
-    if overrides:
-        data = {**data, **overrides}
-    return parse_config(data, cls, origin=str(path))
+    """Read a YAML run config (``yaml.safe_load``) into ``cls`` (``overrides`` replace
+    top-level keys); errors are one line naming the file and the dotted key."""
+    return load_model(path, cls, "config", overrides)
 
 
-def parse_config(data: dict, cls=TwHINConfig, origin: str = "<dict>"):
-    if not isinstance(data, dict):
-        raise SchemaError(f"config {origin}: expected a mapping")
-    try:
-        return cls.model_validate(data)
-    except ValidationError as err:
-        lines = [f"invalid config {origin}:"]
-        for e in err.errors():
-            loc = ".".join(str(p) for p in e["loc"]) or "<root>"
-            lines.append(f"  {loc}: {'unknown key' if e['type'] == 'extra_forbid' or e['type'] == 'extra_forbidden' else e['msg']}")
-        raise SchemaError("\n".join(lines)) from None
+def parse_config(data: dict, cls=TwHINConfig, origin: str = "config"):
+    """Validate a run config given as a mapping into ``cls``."""
+    return parse_model(data, cls, origin)
 
 
-class MetapathConfig(_Strict):
+class MetapathConfig(StrictConfig):
     """A closed walk through the graph, e.g. ``[item:rated_by:user, user:rated:item]``."""
 
-    path: list[str] = Field(min_length=1)
-    weight: float = Field(1.0, gt=0)
+    path: list[str] = Field(min_length=1, description="relations walked in order, each src:name:dst; starts and "
+                            "ends at item_type")
+    weight: float = Field(1.0, gt=0, description="relative probability of picking this metapath in a walk round "
+                          "(weights are normalised over the metapaths)")
 
 
-class WalksConfig(_Strict):
+class WalksConfig(StrictConfig):
     """Random walks that define PinSage's importance neighbourhoods."""
 
-    metapaths: list[MetapathConfig] = Field(min_length=1)
-    restart_prob: float = Field(0.5, ge=0, lt=1)
-    num_walks: int = Field(100, ge=1, description="walks per item")
-    walk_length: int = Field(2, ge=1, description="metapath rounds per walk")
+    metapaths: list[MetapathConfig] = Field(min_length=1, description="metapaths a walk round follows, one picked "
+                                            "per round by weight")
+    restart_prob: float = Field(0.5, ge=0, lt=1, description="probability of jumping back to the start item before "
+                                "each round (0: never)")
+    num_walks: int = Field(100, ge=1, description="walks started from each item")
+    walk_length: int = Field(2, ge=1, description="metapath rounds per walk (each round records one visited item)")
     top_t: int = Field(50, ge=1, description="importance neighbours kept per item (the paper's T)")
     refresh: Literal["fixed", "per_batch"] = Field(
         "fixed", description="fixed: neighbourhoods of every item walked once and saved (used again by inference); "
         "per_batch: walked afresh for each minibatch (catalogues too large to precompute)")
 
 
-class PositivesConfig(_Strict):
+class PositivesConfig(StrictConfig):
     """Co-engagement positives: items of one user at most ``window`` interactions and
     ``max_gap`` seconds apart. ``sampling: all`` trains on every such pair each epoch;
     ``per_interaction`` draws ``per_interaction`` partners per interaction afresh each
     epoch (an epoch then costs the same whatever the window)."""
 
-    window: int = Field(3, ge=1)
-    max_gap: float | None = Field(None, gt=0)
-    sampling: Literal["all", "per_interaction"] = "all"
-    per_interaction: int = Field(1, ge=1)
+    window: int = Field(3, ge=1, description="pair items at most this many interactions apart in the user's history")
+    max_gap: float | None = Field(None, gt=0, description="and at most this many seconds apart (None: no time limit)")
+    sampling: Literal["all", "per_interaction"] = Field("all", description="all: every pair each epoch; "
+                                                        "per_interaction: per_interaction partners drawn per "
+                                                        "interaction afresh each epoch")
+    per_interaction: int = Field(1, ge=1, description="partners drawn per interaction (sampling: per_interaction)")
 
 
-class HardNegativesConfig(_Strict):
+class HardNegativesConfig(StrictConfig):
+    """PinSage's hard negatives: items ranked within ``band`` of the query's personalised
+    PageRank (related to the query, yet not its positives), added per query on a curriculum."""
+
     max_per_query: int = Field(3, ge=0, description="hard negatives per query in the last epochs (0: none)")
     schedule: Literal["curriculum", "constant"] = Field(
         "curriculum", description="curriculum: none in epoch 1, one more per query each epoch (the paper)")
     band: tuple[float, float] = Field((0.05, 0.2), description="PPR rank band as fractions of the catalogue")
     alpha: float = Field(0.3, gt=0, lt=1, description="PPR restart probability")
-    method: Literal["auto", "power", "montecarlo"] = "auto"
+    method: Literal["auto", "power", "montecarlo"] = Field(
+        "auto", description="PPR computation: power iteration (exact, for small catalogues), Monte-Carlo random walks, "
+        "or auto (power iteration up to 20,000 items, Monte-Carlo beyond)")
 
     @model_validator(mode="after")
     def _band(self):
@@ -242,12 +256,14 @@ class HardNegativesConfig(_Strict):
         return self
 
 
-class PinSageNegativesConfig(_Strict):
+class PinSageNegativesConfig(StrictConfig):
+    """Negatives of a PinSage minibatch: uniform items shared by every query, plus hard ones."""
+
     shared: int = Field(500, ge=1, description="uniform negatives shared by the whole minibatch")
-    hard: HardNegativesConfig = HardNegativesConfig()
+    hard: HardNegativesConfig = Field(HardNegativesConfig(), description="PPR-ranked hard negatives per query")
 
 
-class UserVectorsConfig(_Strict):
+class UserVectorsConfig(StrictConfig):
     """User vectors for user→item retrieval (scored by dot product with item vectors).
 
     ``recency``: the recency-weighted mean of the user's item embeddings, weight
@@ -256,46 +272,52 @@ class UserVectorsConfig(_Strict):
     item encoder by the same max-margin loss on (user, engaged item) pairs against the
     minibatch's shared negatives, weighted ``loss_weight`` next to the item-pair loss."""
 
-    kind: Literal["recency", "learned"] = "recency"
-    half_life: float | None = Field(20.0, gt=0, description="recency: None = plain mean")
+    kind: Literal["recency", "learned"] = Field("recency", description="recency: weighted mean of the user's item "
+                                                "embeddings; learned: a user table trained jointly")
+    half_life: float | None = Field(20.0, gt=0, description="recency: half-life of the weights 0.5^(age / half_life), in "
+                                     "interactions (None: plain mean)")
     loss_weight: float = Field(1.0, gt=0, description="learned: weight of the user→item loss")
 
 
-class PinSageConfig(_Strict):
+class PinSageConfig(StrictConfig):
     """One PinSage run: item type, the interaction relation positives come from, walks,
     model, negatives and optimisation."""
 
-    model: Literal["pinsage"] = "pinsage"
-    item_type: str = "item"
+    model: Literal["pinsage"] = Field("pinsage", description="model kind")
+    item_type: str = Field("item", description="node type of the items PinSage embeds")
     interactions: str = Field("user:rated:item", description="user→item relation: positives and user vectors")
     features: list[str] | None = Field(None, description="item features to embed (None: all in the store; []: none)")
-    walks: WalksConfig
-    dim: int = Field(128, gt=0)
-    hidden_dim: int = Field(128, gt=0)
-    num_layers: int = Field(2, ge=0)
+    walks: WalksConfig = Field(description="random walks defining the importance neighbourhoods (required)")
+    dim: int = Field(128, gt=0, description="output embedding dimension")
+    hidden_dim: int = Field(128, gt=0, description="width of the input projection and of every convolution layer")
+    num_layers: int = Field(2, ge=0, description="graph convolution layers K (0: the input projection and dense "
+                            "head only)")
     id_dim: int = Field(64, ge=0, description="learned ID embedding size (0: features only)")
-    feature_dim: int = Field(16, gt=0)
-    pooling: Literal["importance", "mean", "max"] = "importance"
-    normalize_output: bool = True
+    feature_dim: int = Field(16, gt=0, description="embedding size of each categorical / multi-categorical feature")
+    pooling: PoolingName = Field("importance", description="neighbour aggregation γ: importance-weighted mean "
+                                 "(the paper), plain mean or element-wise max")
+    normalize_output: bool = Field(True, description="L2-normalise the output embeddings (the paper)")
     learned_norm: bool = Field(False, description="scale the unit output by a learned magnitude in (0, 1)")
-    positives: PositivesConfig = PositivesConfig()
-    negatives: PinSageNegativesConfig = PinSageNegativesConfig()
-    margin: float = Field(0.1, gt=0)
-    lr: float = Field(1e-3, gt=0)
+    positives: PositivesConfig = Field(PositivesConfig(), description="co-engagement positive pairs")
+    negatives: PinSageNegativesConfig = Field(PinSageNegativesConfig(), description="shared and hard negatives")
+    margin: float = Field(0.1, gt=0, description="margin Δ of the max-margin loss max(0, z_q·z_n − z_q·z_p + Δ)")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate (after warm-up)")
     warmup_steps: int = Field(100, ge=0, description="linear learning-rate warm-up")
-    weight_decay: float = Field(0.0, ge=0)
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(512, ge=1)
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay (0: none)")
+    epochs: int = Field(10, ge=1, description="epochs to train (an upper bound: early stopping on the holdout)")
+    batch_size: int = Field(512, ge=1, description="positive pairs per minibatch")
     loader_workers: int = Field(1, ge=0, description="DataLoader processes preparing minibatches (0: in the trainer)")
-    holdout_fraction: float = Field(0.02, ge=0, lt=1, description="co-engagement pairs held out for early stopping")
-    patience: int = Field(3, ge=1)
-    user_vectors: UserVectorsConfig = UserVectorsConfig()
-    seed: int = 0
-    threads: int | None = Field(None, ge=1)
+    holdout_fraction: float = Field(0.02, ge=0, lt=1, description="co-engagement pairs held out for early stopping "
+                                    "on their HR@10 (at most 20,000; 0: no early stopping)")
+    patience: int = Field(3, ge=1, description="epochs without a better holdout HR@10 before training stops (the "
+                          "best-on-holdout state is kept)")
+    user_vectors: UserVectorsConfig = Field(UserVectorsConfig(), description="user vectors for user→item retrieval")
+    seed: int = Field(0, description="seed of initialisation, walks, positives and negatives")
+    threads: int | None = Field(None, ge=1, description="torch threads (None: torch's default or ray.cpus_per_worker)")
     checkpoint_every_steps: int = Field(0, ge=0, description="also checkpoint every this many steps within an epoch "
                                         "(0: at the end of each epoch only), so a long epoch resumes mid-way")
     keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept in RUN_DIR/checkpoints (older ones deleted)")
-    ray: RayConfig = RayConfig()
+    ray: RayConfig = Field(RayConfig(), description="Ray Train settings")
 
     @model_validator(mode="after")
     def _check(self):

@@ -80,3 +80,22 @@ def test_moduli_for_the_n3_regulariser():
     torch.testing.assert_close(make_score("complex").node_moduli(x), torch.tensor([[5.0, 1.0]]))
     torch.testing.assert_close(make_score("distmult").node_moduli(x), x.abs())
     assert make_score("rotate").relation_moduli(torch.tensor([0.3])) is None
+
+
+def test_registry_and_abstract_base():
+    from graphrec.models.scores import ScoreFunction
+
+    assert SCORES.names() == ("translation_dot", "transe", "distmult", "complex", "rotate")
+    assert [make_score(n).name for n in SCORES] == list(SCORES.names())
+    assert [n for n in SCORES if SCORES.get(n).complex_valued] == ["complex", "rotate"]
+    with pytest.raises(ValueError, match="unknown score function 'dot' .*translation_dot, transe"):
+        make_score("dot")
+    with pytest.raises(TypeError, match="abstract"):
+        ScoreFunction()
+
+    class Incomplete(ScoreFunction):
+        def pair(self, h, r, t):
+            return (h * t).sum(-1)
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()
