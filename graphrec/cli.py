@@ -82,14 +82,20 @@ def build(ctx, schema_path, triples_path, data_dir, out, overwrite):
 @cli.command()
 @click.argument("graph_dir", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
-def info(graph_dir, as_json):
+@click.option("--verify", is_flag=True,
+              help="Also check every file's sha256 against the manifest (reads the whole store; headers and sizes "
+                   "are always checked).")
+def info(graph_dir, as_json, verify):
     """Counts per node and relation type, and degree statistics."""
     import json
 
     from graphrec.analytics.degrees import graph_summary
     from graphrec.graph import GraphStore
 
-    summary = graph_summary(GraphStore(graph_dir))
+    store = GraphStore(graph_dir, verify=verify)
+    summary = graph_summary(store)
+    if verify:
+        summary["verified"] = True
     if as_json:
         click.echo(json.dumps(summary, indent=1))
         return
@@ -110,6 +116,8 @@ def info(graph_dir, as_json):
     console.print(rt)
     console.print(f"total: {summary['total_nodes']:,} nodes, {summary['total_edges']:,} edges "
                   f"in {len(summary['relations'])} relation types")
+    if verify:
+        console.print(f"verified: {len(store.manifest['files'])} arrays match their sha256 checksums")
 
 
 # ---- split --------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Reading tables: the one place graphrec opens Parquet, CSV/TSV, RecBole atomic files
-and triple files. Everything is streamed as Arrow record batches.
+and triple files. :meth:`Table.iter_batches` streams Arrow record batches (Parquet row
+groups, 16 MiB CSV blocks); :meth:`Table.read`, which the builder uses, collects the
+requested columns of the whole table into one Arrow table.
 
 RecBole atomic files are TSV with a ``name:type`` header (``user_id:token``,
 ``rating:float``, ``class:token_seq``); columns are exposed under ``name``. ``token`` and
@@ -42,7 +44,8 @@ def resolve_path(path: str, data_dir: str | Path | None) -> Path:
 
 
 class Table:
-    """One source table: column names known up front, rows streamed in batches.
+    """One source table: column names known up front (from the header or the Parquet
+    schema), rows read in record batches.
 
     >>> t = Table(Source(path="ratings.parquet"), data_dir="data")
     >>> t.require(["user_id", "item_id"], what="relation 'rated'")
