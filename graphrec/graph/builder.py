@@ -63,7 +63,7 @@ def normalize_ids(col: pa.ChunkedArray | pa.Array, where: str) -> pa.ChunkedArra
         nan = np.flatnonzero(np.isnan(f))
         if nan.size:
             raise DataError(f"{where}: {nan.size} NaN ids, first at {format_rows(nan)}")
-        frac = np.flatnonzero(f != np.floor(f))
+        frac = np.flatnonzero(~np.isfinite(f) | (f != np.floor(f)) | (np.abs(f) >= 2.0**63))
         if frac.size:
             raise DataError(
                 f"{where}: ids must be integers or strings, found non-integer numbers at "

@@ -12,6 +12,7 @@ line of RecBole-style or ``head relation tail`` names is skipped.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,10 +116,15 @@ class Table:
             self._skip_rows = 1 if (self.source.header and looks_like_header) else 0
             self._csv_types = {c: pa.string() for c in TRIPLE_COLUMNS}
             return list(TRIPLE_COLUMNS)
-        # csv / tsv
+        # csv / tsv: the header is parsed as CSV (names may be quoted, as pandas and
+        # pyarrow write them)
         if not self.source.header:
             raise DataError(f"{self.path}: csv/tsv sources need a header row naming the columns")
-        return first.split(self._delimiter())
+        try:
+            names = next(csv.reader([first], delimiter=self._delimiter(), quotechar='"', strict=True), [])
+        except csv.Error as err:
+            raise DataError(f"{self.path}: cannot parse the header row: {err}") from None
+        return names
 
     def require(self, columns, what: str) -> None:
         """Raise a :class:`DataError` naming the file and column if one is missing."""
