@@ -138,7 +138,7 @@ def _edge_type(text: str, option: str):
 @click.option("--random", "random_", is_flag=True, help="Split every relation's edges uniformly at random (link prediction).")
 @click.option("--fractions", nargs=3, type=float, default=None,
               help="Train, valid and test fractions [default: 0.8 0.1 0.1 per user; 0.9 0.05 0.05 with --random].")
-@click.option("--min-interactions", type=int, default=3, show_default=True,
+@click.option("--min-interactions", type=click.IntRange(min=1), default=3, show_default=True,
               help="Users with fewer interactions keep them all in train.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random.")
 @click.option("--cut-side-relations/--keep-side-relations", default=True, show_default=True,
@@ -423,10 +423,16 @@ def generate():
 @click.pass_context
 def generate_pinterest_cmd(ctx, users, pins, boards, authors, saves, clusters, seed, out, overwrite):
     """Synthetic Pinterest-like tables (users, pins, boards, authors and their edges)."""
+    from pydantic import ValidationError
+
     from graphrec.datasets.pinterest import PinterestConfig, generate_pinterest
 
-    cfg = PinterestConfig(users=users, pins=pins, boards=boards, authors=authors,
-                          saves=saves if saves is not None else 20 * users, clusters=clusters, seed=seed)
+    try:
+        cfg = PinterestConfig(users=users, pins=pins, boards=boards, authors=authors,
+                              saves=saves if saves is not None else 20 * users, clusters=clusters, seed=seed)
+    except ValidationError as err:
+        raise GraphrecError("; ".join(f"--{'.'.join(map(str, e['loc']))} {e['input']!r}: {e['msg'].lower()}"
+                                      for e in err.errors())) from None
     counts = generate_pinterest(cfg, out, overwrite=overwrite, progress=ctx.obj["progress"])
     click.echo("wrote " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + f" -> {out}")
 
@@ -487,7 +493,10 @@ def main(argv=None) -> int:
         click.echo("aborted", err=True)
         return 130
     except click.ClickException as err:
-        err.show()
+        # one line, like every other user error: "error: <what>" plus where to look
+        ctx = getattr(err, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        click.echo(f"error: {err.format_message()}{hint}", err=True)
         return err.exit_code
     except GraphrecError as err:
         if debug:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,7 +262,12 @@ def write_split(store: GraphStore, labels: dict, info: dict, out, overwrite: boo
     info = {**info, "source_graph": str(store.path), "source_checksum": store.checksum, "counts": counts}
     meta["split"] = info
     out = Path(out)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    stack = ExitStack()
+    try:
+        tmp = stack.enter_context(atomic_dir(out, overwrite=overwrite))
+    except OSError as err:  # e.g. a parent of OUT is a file, or not writable
+        raise GraphrecError(f"{out}: cannot create the split directory: {err.strerror or err}") from None
+    with stack:
         write_store(tmp / "train", arrays, meta, store.json_files())
         for code, part in ((1, "valid"), (2, "test")):
             if not parts[code]:

@@ -194,7 +194,10 @@ class StoreWriter:
 
     def __enter__(self) -> StoreWriter:
         self._cm = atomic_dir(self.out, overwrite=self.overwrite)
-        self.tmp = self._cm.__enter__()
+        try:
+            self.tmp = self._cm.__enter__()
+        except OSError as err:  # e.g. a parent of OUT is a file, or not writable
+            raise StoreError(f"{self.out}: cannot create the graph store: {err.strerror or err}") from None
         self._finished = False
         return self
 
