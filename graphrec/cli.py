@@ -83,14 +83,20 @@ def build(ctx, schema_path, triples_path, data_dir, out, overwrite):
 @cli.command()
 @click.argument("graph_dir", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
-def info(graph_dir, as_json):
+@click.option("--verify", is_flag=True,
+              help="Also check every file's sha256 against the manifest (reads the whole store; headers and sizes "
+                   "are always checked).")
+def info(graph_dir, as_json, verify):
     """Counts per node and relation type, and degree statistics."""
     import json
 
     from graphrec.analytics.degrees import graph_summary
     from graphrec.graph import GraphStore
 
-    summary = graph_summary(GraphStore(graph_dir))
+    store = GraphStore(graph_dir, verify=verify)
+    summary = graph_summary(store)
+    if verify:
+        summary["verified"] = True
     if as_json:
         click.echo(json.dumps(summary, indent=1))
         return
@@ -111,6 +117,8 @@ def info(graph_dir, as_json):
     console.print(rt)
     console.print(f"total: {summary['total_nodes']:,} nodes, {summary['total_edges']:,} edges "
                   f"in {len(summary['relations'])} relation types")
+    if verify:
+        console.print(f"verified: {len(store.manifest['files'])} arrays match their sha256 checksums")
 
 
 # ---- split --------------------------------------------------------------------------
@@ -131,7 +139,7 @@ def _edge_type(text: str, option: str):
 @click.option("--random", "random_", is_flag=True, help="Split every relation's edges uniformly at random (link prediction).")
 @click.option("--fractions", nargs=3, type=float, default=None,
               help="Train, valid and test fractions [default: 0.8 0.1 0.1 per user; 0.9 0.05 0.05 with --random].")
-@click.option("--min-interactions", type=int, default=3, show_default=True,
+@click.option("--min-interactions", type=click.IntRange(min=1), default=3, show_default=True,
               help="Users with fewer interactions keep them all in train.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random.")
 @click.option("--cut-side-relations/--keep-side-relations", default=True, show_default=True,
@@ -433,10 +441,16 @@ def generate():
 @click.pass_context
 def generate_pinterest_cmd(ctx, users, pins, boards, authors, saves, clusters, seed, out, overwrite):
     """Synthetic Pinterest-like tables (users, pins, boards, authors and their edges)."""
+    from pydantic import ValidationError
+
     from graphrec.datasets.pinterest import PinterestConfig, generate_pinterest
 
-    cfg = PinterestConfig(users=users, pins=pins, boards=boards, authors=authors,
-                          saves=saves if saves is not None else 20 * users, clusters=clusters, seed=seed)
+    try:
+        cfg = PinterestConfig(users=users, pins=pins, boards=boards, authors=authors,
+                              saves=saves if saves is not None else 20 * users, clusters=clusters, seed=seed)
+    except ValidationError as err:
+        raise GraphrecError("; ".join(f"--{'.'.join(map(str, e['loc']))} {e['input']!r}: {e['msg'].lower()}"
+                                      for e in err.errors())) from None
     counts = generate_pinterest(cfg, out, overwrite=overwrite, progress=ctx.obj["progress"])
     click.echo("wrote " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + f" -> {out}")
 
@@ -529,7 +543,10 @@ def main(argv=None) -> int:
         click.echo("aborted", err=True)
         return 130
     except click.ClickException as err:
-        err.show()
+        # one line, like every other user error: "error: <what>" plus where to look
+        ctx = getattr(err, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        click.echo(f"error: {err.format_message()}{hint}", err=True)
         return err.exit_code
     except GraphrecError as err:
         if debug:

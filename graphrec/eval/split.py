@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,7 @@ import pyarrow.parquet as pq
 
 from graphrec.errors import DataError, GraphrecError
 from graphrec.graph.csr import build_csr, expand_indptr, reverse_csr, row_ranks
-from graphrec.graph.store import EdgeType, GraphStore, relation_key, write_store
+from graphrec.graph.store import EdgeType, GraphStore, format_edge_type, parse_edge_type, write_store
 from graphrec.io import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -81,11 +83,14 @@ def chronological_split(
     held-out period on. The cut edges are not held out; ``split.json`` counts them per
     relation (``counts.side_cut``)."""
     fractions = _check_fractions(fractions)
-    rel = store.relation(relation)
+    if isinstance(relation, str):
+        relation = parse_edge_type(relation)
+    relation = tuple(relation)
+    rel = store.relation(relation)  # an unknown relation: UnknownNameError listing the store's relations
     if rel.is_reverse:
-        raise GraphrecError(f"{':'.join(relation)} is a reverse view; split its base relation instead")
+        raise GraphrecError(f"{format_edge_type(relation)} is a reverse view; split its base relation instead")
     if "timestamp" not in rel.attr_names:
-        raise DataError(f"relation {':'.join(relation)} has no timestamp column; a chronological split needs one (schema: timestamp: COLUMN)")
+        raise DataError(f"relation {format_edge_type(relation)} has no timestamp column; a chronological split needs one (schema: timestamp: COLUMN)")
     indptr = np.asarray(rel.indptr)
     labels = split_labels(indptr, np.asarray(rel.edge_attr("timestamp")), fractions, min_interactions)
     src = rel.coo()[0]
@@ -94,7 +99,7 @@ def chronological_split(
     extra = {"users_split": int(held_users.sum()), "users_train_only": int(((deg > 0) & ~held_users).sum())}
     cut = side_relation_cuts(store, relation, src, np.asarray(rel.edge_attr("timestamp")), labels) \
         if cut_side_relations else {}
-    extra["side_cut"] = {":".join(et): int((~keep).sum()) for et, keep in cut.items()}
+    extra["side_cut"] = {format_edge_type(et): int((~keep).sum()) for et, keep in cut.items()}
     info = {"kind": "chronological", "relation": list(relation), "fractions": list(fractions),
             "min_interactions": min_interactions, "cut_side_relations": cut_side_relations}
     return write_split(store, {tuple(relation): labels}, info, out, overwrite, extra, cut=cut)
@@ -135,6 +140,10 @@ def random_split(
     """Split the edges of every base relation (or of ``relations``) uniformly at random
     into train/valid/test (link-prediction protocol; exact counts ``round(f * E)``)."""
     fractions = _check_fractions(fractions)
+    if relations is not None:
+        relations = [parse_edge_type(r) if isinstance(r, str) else tuple(r) for r in relations]
+        for r in relations:
+            store.relation(r)  # an unknown relation: UnknownNameError listing the store's relations
     labels = {}
     for i, rel in enumerate(store.relations()):
         if rel.is_reverse or (relations is not None and rel.edge_type not in [tuple(r) for r in relations]):
@@ -154,8 +163,12 @@ def random_split(
 
 
 def _check_fractions(fractions) -> tuple:
-    fractions = tuple(float(f) for f in fractions)
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+    try:
+        fractions = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError):
+        raise GraphrecError(f"fractions must be three numbers, got {fractions!r}") from None
+    if len(fractions) != 3 or not all(math.isfinite(f) and f >= 0 for f in fractions) \
+            or abs(sum(fractions) - 1.0) > 1e-6:
         raise GraphrecError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
     if fractions[0] <= 0:
         raise GraphrecError("the train fraction must be positive")
@@ -210,7 +223,7 @@ def _heldout_table(store: GraphStore, et, src: np.ndarray, dst: np.ndarray, attr
     """Held-out edges as written to ``valid/test.parquet``: ``relation, src, dst, src_id,
     dst_id`` and edge attributes."""
     n = src.shape[0]
-    cols = {"relation": pa.array(np.full(n, ":".join(et), dtype=object), pa.string()),
+    cols = {"relation": pa.array(np.full(n, format_edge_type(et), dtype=object), pa.string()),
             "src": np.asarray(src, np.int64), "dst": np.asarray(dst, np.int64),
             "src_id": pa.array(store.original_ids(et[0], src)),
             "dst_id": pa.array(store.original_ids(et[2], dst))}
@@ -244,12 +257,17 @@ def write_split(store: GraphStore, labels: dict, info: dict, out, overwrite: boo
     if counts["train"] == 0 and not labels:
         counts["train"] = sum(r.num_edges for r in store.relations() if not r.is_reverse)
     counts.update(extra or {})
-    meta = {k: v for k, v in store.manifest.items() if k not in ("files", "checksum", "format", "format_version", "builder_version")}
+    meta = store.meta()
     meta["relations"] = [entries[r["key"]] for r in store.manifest["relations"]]
     info = {**info, "source_graph": str(store.path), "source_checksum": store.checksum, "counts": counts}
     meta["split"] = info
     out = Path(out)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    stack = ExitStack()
+    try:
+        tmp = stack.enter_context(atomic_dir(out, overwrite=overwrite))
+    except OSError as err:  # e.g. a parent of OUT is a file, or not writable
+        raise GraphrecError(f"{out}: cannot create the split directory: {err.strerror or err}") from None
+    with stack:
         write_store(tmp / "train", arrays, meta, store.json_files())
         for code, part in ((1, "valid"), (2, "test")):
             if not parts[code]:
@@ -266,7 +284,7 @@ def _keep_edges(arrays: dict, entries: dict, rel, keep: np.ndarray) -> int:
     """Replace ``rel``'s arrays (CSR both ways, edge attributes) in ``arrays`` by those of
     its ``keep`` edges and fix the edge counts of it and its reverse views; returns the
     number kept."""
-    key = relation_key(rel.edge_type)
+    key = rel.base_key
     base = f"relations/{key}"
     src, dst = rel.coo()
     indptr, indices, perm = build_csr(src[keep], np.asarray(dst)[keep], rel.num_src, rel.num_dst)
@@ -308,7 +326,7 @@ class Split:
         out = {}
         for name in pc.unique(t.column("relation")).to_pylist():  # one entry per relation type
             sub = t.filter(pc.equal(t.column("relation"), name))
-            out[tuple(name.split(":"))] = (sub.column("src").to_numpy(), sub.column("dst").to_numpy())
+            out[parse_edge_type(name)] = (sub.column("src").to_numpy(), sub.column("dst").to_numpy())
         return out
 
     def seen(self, part: str) -> tuple[np.ndarray, np.ndarray]:

@@ -4,10 +4,12 @@ Steps, all vectorised (Arrow compute / numpy), nothing per node or edge in Pytho
 
 1. node tables: ids normalised (integers -> int64, strings -> large_string), nulls and
    duplicates rejected, features encoded (:mod:`graphrec.graph.features`);
-2. relation tables, one at a time, streamed in record batches: endpoint ids mapped to
-   internal ids by a hash lookup (``pyarrow.compute.index_in``), unknown endpoints
-   handled by the relation's policy (``error`` / ``drop`` / ``add``), then CSR in both
-   directions (:mod:`graphrec.graph.csr`) written straight to disk;
+2. relation tables, one at a time: the needed columns are read (in record batches,
+   collected into one Arrow table, so one relation table's columns are in memory at a
+   time), endpoint ids mapped to internal ids by a direct-address or hash lookup
+   (:class:`graphrec.graph.ids.IdIndex`), unknown endpoints handled by the relation's
+   policy (``error`` / ``drop`` / ``add``), then CSR in both directions
+   (:mod:`graphrec.graph.csr`) written to disk before the next table is read;
 3. node ids and features written last (``add`` may have appended nodes), then the
    manifest, and the temporary directory renamed into place.
 """
@@ -15,6 +17,7 @@ Steps, all vectorised (Arrow compute / numpy), nothing per node or edge in Pytho
 from __future__ import annotations
 
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,11 +32,13 @@ from graphrec.errors import DataError, format_rows
 from graphrec.graph.csr import build_csr, reverse_csr, stable_order
 from graphrec.graph.ids import IdIndex
 from graphrec.graph.features import encode_feature, pad_feature, to_numeric
-from graphrec.graph.schema import NAME_RE, GraphSchema, Relation
+from graphrec.graph.schema import GraphSchema, Relation
 from graphrec.graph.sources import Table
-from graphrec.graph.store import GraphStore, StoreWriter, relation_key
+from graphrec.graph.store import GraphStore, StoreWriter, path_component, relation_key
 
 log = logging.getLogger(__name__)
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def normalize_ids(col: pa.ChunkedArray | pa.Array, where: str) -> pa.ChunkedArray:
@@ -58,7 +63,7 @@ def normalize_ids(col: pa.ChunkedArray | pa.Array, where: str) -> pa.ChunkedArra
         nan = np.flatnonzero(np.isnan(f))
         if nan.size:
             raise DataError(f"{where}: {nan.size} NaN ids, first at {format_rows(nan)}")
-        frac = np.flatnonzero(f != np.floor(f))
+        frac = np.flatnonzero(~np.isfinite(f) | (f != np.floor(f)) | (np.abs(f) >= 2.0**63))
         if frac.size:
             raise DataError(
                 f"{where}: ids must be integers or strings, found non-integer numbers at "
@@ -245,7 +250,15 @@ class _RelOut:
     reverse_name: str | None
 
 
-def _build_relation(rel: Relation, schema: GraphSchema, nodes: dict, data_dir, writer: StoreWriter, progress: bool):
+def _data_name_ok(name: str) -> bool:
+    """A relation name read from a table (``name_column``): any non-empty text without
+    ``:`` or control characters. It is stored under an encoded directory name
+    (:func:`graphrec.graph.store.relation_key`), so ``/``, ``..`` or ``__`` are harmless."""
+    return bool(name) and ":" not in name and not _CONTROL_RE.search(name)
+
+
+def _build_relation(rel: Relation, schema: GraphSchema, nodes: dict, data_dir, writer: StoreWriter, progress: bool,
+                    seen: set):
     table = Table(rel.source, data_dir)
     label = rel.label
     what = f"relation {label!r}"
@@ -284,10 +297,10 @@ def _build_relation(rel: Relation, schema: GraphSchema, nodes: dict, data_dir, w
         names = names.take(pc.array_sort_indices(names))
         codes = np.asarray(pc.index_in(names_col, value_set=names).to_numpy(), dtype=np.int64)
         name_list = names.to_pylist()
-        bad_names = [n for n in name_list if not NAME_RE.match(n)]
+        bad_names = [n for n in name_list if not _data_name_ok(n)]
         if bad_names:
-            raise DataError(f"{table.path}: column {rel.name_column!r}: relation names must match {NAME_RE.pattern} "
-                            f"(they become file names); found {bad_names[:5]}")
+            raise DataError(f"{table.path}: column {rel.name_column!r}: relation names must be non-empty, without "
+                            f"':' (it separates src:name:dst) or control characters; found {bad_names[:5]}")
     else:
         codes = np.zeros(len(src), dtype=np.int64)
         name_list = [rel.name]
@@ -306,7 +319,12 @@ def _build_relation(rel: Relation, schema: GraphSchema, nodes: dict, data_dir, w
         else:
             s, d, a = src, dst, attrs
         et = (rel.src.type, name, rel.dst.type)
-        outs.append(_write_relation(et, s, d, a, nodes, writer, rel.reverse_name(name)))
+        rev_name = rel.reverse_name(name)
+        for t in [et] + ([(rel.dst.type, rev_name, rel.src.type)] if rev_name else []):
+            if t in seen:
+                raise DataError(f"relation {':'.join(t)} is defined twice (in the schema or by {table.path})")
+            seen.add(t)
+        outs.append(_write_relation(et, s, d, a, nodes, writer, rev_name))
     dt = time.perf_counter() - t0
     n = int(len(src))
     log.info("%s: %d edges in %.2fs (%.0f edges/s)", what, n, dt, n / max(dt, 1e-9))
@@ -315,7 +333,8 @@ def _build_relation(rel: Relation, schema: GraphSchema, nodes: dict, data_dir, w
 
 def _write_relation(et, src, dst, attrs, nodes, writer: StoreWriter, reverse_name):
     key = relation_key(et)
-    n_src, n_dst = nodes[et[0]].count, nodes[et[2]].count
+    src_type, _, dst_type = et
+    n_src, n_dst = nodes[src_type].count, nodes[dst_type].count
     indptr, indices, perm = build_csr(src, dst, n_src, n_dst)
     rev_indptr, rev_indices, rev_eid = reverse_csr(indptr, indices, n_dst)
     base = f"relations/{key}"
@@ -332,9 +351,9 @@ def _pad_indptr(indptr: np.ndarray, n: int) -> np.ndarray:
     return indptr if extra == 0 else np.concatenate([indptr, np.full(extra, indptr[-1], np.int64)])
 
 
-def _write_ids(writer: StoreWriter, node: _NodeState) -> str:
+def _write_ids(writer: StoreWriter, node: _NodeState, node_dir: str) -> str:
     ids = node.all_ids().combine_chunks()
-    base = f"nodes/{node.name}/ids"
+    base = f"{node_dir}/ids"
     if pa.types.is_integer(ids.type):
         writer.add_array(f"{base}.npy", np.asarray(ids.to_numpy(zero_copy_only=False), dtype=np.int64))
         return "int64"
@@ -371,40 +390,39 @@ def build_graph(
     rel_entries = []
     with StoreWriter(out, overwrite=overwrite) as writer:
         built: list[_RelOut] = []
+        seen: set = set()  # edge types written so far, reverse views included
         for rel in tqdm(schema.relations, desc="relations", unit="table", disable=not progress, leave=False):
-            built.extend(_build_relation(rel, schema, nodes, data_dir, writer, progress))
-        seen = set()
-        for r in built:
-            for et in [r.edge_type] + ([(r.edge_type[2], r.reverse_name, r.edge_type[0])] if r.reverse_name else []):
-                if et in seen:
-                    raise DataError(f"relation {':'.join(et)} is defined twice in the schema")
-                seen.add(et)
+            built.extend(_build_relation(rel, schema, nodes, data_dir, writer, progress, seen))
         node_meta = {}
         for name, node in nodes.items():
             if node.count == 0:
                 raise DataError(f"node type {name!r} has no nodes (no table and no relation adds any)")
-            id_dtype = _write_ids(writer, node)
+            node_dir = f"nodes/{path_component(name)}"
+            id_dtype = _write_ids(writer, node, node_dir)
             extra = len(node.ids) if node.ids is not None else 0
             extra = node.count - extra
             feats = {}
             for fname, (kind, arrays, vocab, col) in node.features.items():
+                stem = f"{node_dir}/features/{path_component(fname, dots=True)}"
                 arrays = pad_feature(arrays, kind, extra)
                 for suffix, arr in arrays.items():
-                    writer.add_array(f"nodes/{name}/features/{fname}{suffix}", arr)
+                    writer.add_array(f"{stem}{suffix}", arr)
                 if vocab is not None:
-                    writer.add_json(f"nodes/{name}/features/{fname}.vocab.json", vocab)
-                feats[fname] = {"kind": kind, "column": col, "vocab_size": len(vocab) if vocab else None}
-            node_meta[name] = {"count": node.count, "id_dtype": id_dtype, "added_from_edges": extra, "features": feats}
+                    writer.add_json(f"{stem}.vocab.json", vocab)
+                feats[fname] = {"kind": kind, "column": col, "vocab_size": len(vocab) if vocab else None, "path": stem}
+            node_meta[name] = {"count": node.count, "id_dtype": id_dtype, "added_from_edges": extra, "features": feats,
+                               "dir": node_dir}
         for r in built:
             key = relation_key(r.edge_type)
-            n_src, n_dst = nodes[r.edge_type[0]].count, nodes[r.edge_type[2]].count
+            src_type, rel_name, dst_type = r.edge_type
+            n_src, n_dst = nodes[src_type].count, nodes[dst_type].count
             writer.add_array(f"relations/{key}/indptr.npy", _pad_indptr(r.indptr, n_src))
             writer.add_array(f"relations/{key}/rev_indptr.npy", _pad_indptr(r.rev_indptr, n_dst))
-            rel_entries.append({"key": key, "src": r.edge_type[0], "name": r.edge_type[1], "dst": r.edge_type[2],
+            rel_entries.append({"key": key, "src": src_type, "name": rel_name, "dst": dst_type,
                                 "num_edges": r.num_edges, "attrs": r.attrs, "base": None})
             if r.reverse_name:
-                ret = (r.edge_type[2], r.reverse_name, r.edge_type[0])
-                rel_entries.append({"key": relation_key(ret), "src": ret[0], "name": ret[1], "dst": ret[2],
+                ret = (dst_type, r.reverse_name, src_type)
+                rel_entries.append({"key": relation_key(ret), "src": dst_type, "name": r.reverse_name, "dst": src_type,
                                     "num_edges": r.num_edges, "attrs": r.attrs, "base": key})
         writer.finish({
             "name": schema.name,

@@ -29,10 +29,12 @@ def to_numeric(col: pa.ChunkedArray, where: str, invalid: str = "error") -> np.n
     raise a clear error naming ``where`` (file and column) and the first offending rows,
     or become NaN with ``invalid="missing"``."""
     t = col.type
+    if pa.types.is_null(t):  # a column with no values at all (CSV infers type null)
+        return np.full(len(col), np.nan)
     if pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
         return _to_numpy(pc.fill_null(col.cast(pa.float64()), np.nan))
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        ok = pc.or_(pc.is_null(col), pc.match_substring_regex(col, _NUMBER_RE))
+        ok = pc.or_kleene(pc.is_null(col), pc.match_substring_regex(col, _NUMBER_RE))
         ok = _to_numpy(ok).astype(bool)
         bad = np.flatnonzero(~ok)
         if bad.size and invalid == "missing":
@@ -66,6 +68,8 @@ def _vocab_from_counts(tokens: pa.ChunkedArray | pa.Array, max_vocab: int | None
 
 def _as_strings(col, where: str):
     t = col.type
+    if pa.types.is_null(t):  # a column with no values at all (CSV infers type null)
+        return col.cast(pa.large_string())
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return col.cast(pa.large_string())
     if pa.types.is_integer(t) or pa.types.is_boolean(t):

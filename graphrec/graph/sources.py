@@ -1,5 +1,7 @@
 """Reading tables: the one place graphrec opens Parquet, CSV/TSV, RecBole atomic files
-and triple files. Everything is streamed as Arrow record batches.
+and triple files. :meth:`Table.iter_batches` streams Arrow record batches (Parquet row
+groups, 16 MiB CSV blocks); :meth:`Table.read`, which the builder uses, collects the
+requested columns of the whole table into one Arrow table.
 
 RecBole atomic files are TSV with a ``name:type`` header (``user_id:token``,
 ``rating:float``, ``class:token_seq``); columns are exposed under ``name``. ``token`` and
@@ -10,6 +12,7 @@ line of RecBole-style or ``head relation tail`` names is skipped.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,7 +45,8 @@ def resolve_path(path: str, data_dir: str | Path | None) -> Path:
 
 
 class Table:
-    """One source table: column names known up front, rows streamed in batches.
+    """One source table: column names known up front (from the header or the Parquet
+    schema), rows read in record batches.
 
     >>> t = Table(Source(path="ratings.parquet"), data_dir="data")
     >>> t.require(["user_id", "item_id"], what="relation 'rated'")
@@ -112,10 +116,15 @@ class Table:
             self._skip_rows = 1 if (self.source.header and looks_like_header) else 0
             self._csv_types = {c: pa.string() for c in TRIPLE_COLUMNS}
             return list(TRIPLE_COLUMNS)
-        # csv / tsv
+        # csv / tsv: the header is parsed as CSV (names may be quoted, as pandas and
+        # pyarrow write them)
         if not self.source.header:
             raise DataError(f"{self.path}: csv/tsv sources need a header row naming the columns")
-        return first.split(self._delimiter())
+        try:
+            names = next(csv.reader([first], delimiter=self._delimiter(), quotechar='"', strict=True), [])
+        except csv.Error as err:
+            raise DataError(f"{self.path}: cannot parse the header row: {err}") from None
+        return names
 
     def require(self, columns, what: str) -> None:
         """Raise a :class:`DataError` naming the file and column if one is missing."""

@@ -117,11 +117,28 @@ def test_existing_output_is_never_clobbered(tiny_schema, tiny_dir, tmp_path):
     assert (out / "precious.txt").read_text() == "keep me"
 
 
-def test_relation_names_from_a_column_must_be_file_safe(tmp_path):
+def test_relation_names_from_a_column_are_stored_under_safe_names(tmp_path):
+    """Knowledge-graph relation names come from data (Freebase: /film/film/genre): any
+    text without ':' or control characters is a relation, stored under an encoded
+    directory inside the store."""
+    from graphrec.graph import GraphStore, triples_schema
+
+    (tmp_path / "kg.tsv").write_text("a\t/film/actor\tb\nb\t..\ta\nc\tx__y\td\n")
+    g = build_graph(triples_schema(tmp_path / "kg.tsv"), tmp_path / "g", progress=False)
+    assert sorted(n for _, n, _ in g.edge_types) == sorted(["/film/actor", "..", "x__y"])
+    for et in g.edge_types:
+        assert g.relation(et).num_edges == 1
+    files = [p.resolve() for p in (tmp_path / "g").rglob("*") if p.is_file()]
+    assert all((tmp_path / "g").resolve() in p.parents for p in files)
+    GraphStore(tmp_path / "g", verify=True)
+
+
+@pytest.mark.parametrize("name", ["film:actor", "bad\x00name", "tab\x01"])
+def test_relation_names_from_a_column_refused(tmp_path, name):
     from graphrec.graph import triples_schema
 
-    (tmp_path / "kg.tsv").write_text("a\tfilm/actor\tb\n")
+    (tmp_path / "kg.tsv").write_text(f"a\t{name}\tb\n")
     out = tmp_path / "g"
-    with pytest.raises(DataError, match=r"kg\.tsv: column 'relation': relation names must match .*'film/actor'"):
+    with pytest.raises(DataError, match=r"kg\.tsv: column 'relation': relation names must be non-empty"):
         build_graph(triples_schema(tmp_path / "kg.tsv"), out, progress=False)
     _assert_nothing_left(out)
