@@ -8,7 +8,7 @@ import yaml
 
 from graphrec.cli import main
 from graphrec.errors import DataError, GraphrecError, SchemaError
-from graphrec.graph import build_graph, parse_schema
+from graphrec.graph import GraphStore, build_graph, parse_schema
 
 
 def _assert_nothing_left(out):
@@ -110,11 +110,16 @@ def test_existing_output_is_never_clobbered(tiny_schema, tiny_dir, tmp_path):
     (out / "precious.txt").write_text("keep me")
     with pytest.raises(GraphrecError, match="already exists"):
         build_graph(parse_schema(tiny_schema), out, data_dir=tiny_dir, progress=False)
-    # a failing --overwrite build leaves the old directory intact
+    # --overwrite replaces only a directory graphrec wrote
+    with pytest.raises(GraphrecError, match="did not write"):
+        build_graph(parse_schema(tiny_schema), out, data_dir=tiny_dir, overwrite=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+    # a failing --overwrite build leaves the old store intact
+    store = build_graph(parse_schema(tiny_schema), tmp_path / "g2", data_dir=tiny_dir, progress=False)
     tiny_schema["relations"][0]["weight"] = "nope"
     with pytest.raises(DataError):
-        build_graph(parse_schema(tiny_schema), out, data_dir=tiny_dir, overwrite=True, progress=False)
-    assert (out / "precious.txt").read_text() == "keep me"
+        build_graph(parse_schema(tiny_schema), tmp_path / "g2", data_dir=tiny_dir, overwrite=True, progress=False)
+    assert GraphStore(tmp_path / "g2", verify=True).checksum == store.checksum
 
 
 def test_relation_names_from_a_column_are_stored_under_safe_names(tmp_path):
