@@ -385,11 +385,11 @@ def search(index_dir, ids, k, as_json):
     from graphrec.retrieval import Index, similar_items
 
     df, unknown = similar_items(Index(index_dir), list(ids), k)
+    if unknown and len(unknown) == len(ids):
+        raise GraphrecError(f"none of the ids is in {index_dir}: {', '.join(map(str, unknown[:10]))}")
     for u in unknown:
         click.echo(f"unknown id: {u}", err=True)
     click.echo(df.to_json(orient="records", lines=True).rstrip("\n") if as_json else df.to_string(index=False))
-    if unknown and len(unknown) == len(ids):
-        raise GraphrecError(f"none of the ids is in {index_dir}")
 
 
 @cli.command()

@@ -15,6 +15,7 @@ import yaml
 
 from graphrec.cli import main
 from graphrec.graph import build_graph, parse_schema
+from tests.conftest import ROOT
 
 INDICES = "relations/user__rated__item/indices.npy"
 
@@ -80,6 +81,49 @@ CASES = [
     ("generate-unknown-dataset", ["generate", "netflix", "--out", "{tmp}/p"], ["netflix"]),
     # demo
     ("demo-out-exists", ["demo", "--out", "{file}"], ["already exists"]),
+    # train
+    ("train-truncated-array", ["train", "twhin", "--config", "{cfg}", "--graph", "{bad}", "--out", "{tmp}/r",
+                               "--no-ray"], ["indices.npy", "truncated"]),
+    ("train-no-config", ["train", "twhin", "--config", "{tmp}/nope.yaml", "--graph", "{g}", "--out", "{tmp}/r"],
+     ["nope.yaml"]),
+    ("train-bad-config-value", ["train", "twhin", "--config", "{badcfg}", "--graph", "{g}", "--out", "{tmp}/r"],
+     ["badcfg.yaml", "dim"]),
+    ("train-unknown-config-key", ["train", "twhin", "--config", "{typocfg}", "--graph", "{g}", "--out", "{tmp}/r"],
+     ["typocfg.yaml", "negatives.unifrom", "unknown key"]),
+    ("train-wrong-model-config", ["train", "pinsage", "--config", "{cfg}", "--graph", "{g}", "--out", "{tmp}/r"],
+     ["twhin", "pinsage"]),
+    ("train-not-a-store", ["train", "twhin", "--config", "{cfg}", "--graph", "{tmp}", "--out", "{tmp}/r"],
+     ["not a graph store"]),
+    ("train-into-user-directory", ["train", "twhin", "--config", "{cfg}", "--graph", "{g}", "--out", "{data}",
+                                   "--no-ray"], ["did not write"]),
+    ("train-finished-run", ["train", "twhin", "--config", "{cfg}", "--graph", "{g}", "--out", "{run}", "--no-ray"],
+     ["finished run", "--overwrite"]),
+    ("train-bad-workers", ["train", "twhin", "--config", "{cfg}", "--graph", "{g}", "--out", "{tmp}/r",
+                           "--workers", "0"], ["--workers"]),
+    ("train-unknown-relation", ["train", "pinsage", "--config", "{pscfg}", "--graph", "{g}", "--out", "{tmp}/r",
+                                "--no-ray"], ["user:nope:item"]),
+    # export / infer / evaluate
+    ("export-not-a-run", ["export", "--run", "{tmp}", "--out", "{tmp}/e"], ["not a finished training run"]),
+    ("export-truncated-graph", ["export", "--run", "{run}", "--graph", "{bad}", "--out", "{tmp}/e"],
+     ["indices.npy", "truncated"]),
+    ("export-unknown-retrieval", ["export", "--run", "{run}", "--retrieval", "user:nope:item", "--out", "{tmp}/e"],
+     ["user:nope:item"]),
+    ("export-out-exists", ["export", "--run", "{run}", "--out", "{g}"], ["already exists"]),
+    ("export-inference-of-twhin", ["export", "--run", "{run}", "--inference", "{tmp}", "--out", "{tmp}/e"],
+     ["--inference"]),
+    ("infer-not-pinsage", ["infer", "--run", "{run}", "--out", "{tmp}/i"], ["not pinsage"]),
+    ("evaluate-not-a-split", ["evaluate", "--run", "{run}", "--split", "{tmp}"], ["split"]),
+    # index / search / recommend
+    ("index-not-embeddings", ["index", "--embeddings", "{tmp}", "--target", "item", "--out", "{tmp}/x"],
+     ["manifest.json"]),
+    ("index-unknown-target", ["index", "--embeddings", "{emb}", "--target", "nope", "--out", "{tmp}/x"], ["nope"]),
+    ("index-out-exists", ["index", "--embeddings", "{emb}", "--target", "item", "--out", "{g}"], ["already exists"]),
+    ("search-unknown-ids", ["search", "--index", "{index}", "--id", "zzz"], ["none of the ids"]),
+    ("search-not-an-index", ["search", "--index", "{tmp}", "--id", "10"], ["manifest.json"]),
+    ("recommend-no-users", ["recommend", "--index", "{index}", "--out", "{tmp}/c.parquet"], ["--users", "--all"]),
+    # the whole pipeline
+    ("run-no-config", ["run", "{tmp}/nope.yaml", "--out", "{tmp}/q"], ["nope.yaml"]),
+    ("run-overwrite-user-directory", ["run", "{quickstart}", "--out", "{data}", "--overwrite"], ["did not write"]),
     # top level
     ("unknown-command", ["frobnicate"], ["frobnicate"]),
     ("unknown-option", ["info", "--colour", "{g}"], ["--colour"]),
@@ -113,7 +157,20 @@ def fixtures(tmp_path_factory):
     (root / "noid.yaml").write_text(yaml.safe_dump(noid))
     file = root / "plain.txt"
     file.write_text("not a directory\n")
-    return {"g": g, "bad": bad, "flip": flip, "data": data, "schema": schema, "file": file, "root": root}
+    cfg = root / "cfg.yaml"
+    cfg.write_text("dim: 8\nepochs: 1\nbatch_size: 4\n")
+    (root / "badcfg.yaml").write_text("dim: -3\n")
+    (root / "typocfg.yaml").write_text("negatives: {unifrom: 3}\n")
+    (root / "pscfg.yaml").write_text("model: pinsage\ninteractions: user:nope:item\nwalks:\n  metapaths:\n"
+                                     "    - path: [item:rev_rated:user, user:rated:item]\n")
+    run, emb, index = root / "run", root / "emb", root / "index"
+    assert main(["-q", "train", "twhin", "--config", str(cfg), "--graph", str(g), "--out", str(run), "--no-ray"]) == 0
+    assert main(["-q", "export", "--run", str(run), "--out", str(emb), "--retrieval", "user:rated:item"]) == 0
+    assert main(["-q", "index", "--embeddings", str(emb), "--target", "item", "--query", "user:rated:item",
+                 "--out", str(index)]) == 0
+    return {"g": g, "bad": bad, "flip": flip, "data": data, "schema": schema, "file": file, "root": root, "cfg": cfg,
+            "badcfg": root / "badcfg.yaml", "typocfg": root / "typocfg.yaml", "pscfg": root / "pscfg.yaml",
+            "run": run, "emb": emb, "index": index, "quickstart": ROOT / "configs" / "quickstart.yaml"}
 
 
 @pytest.mark.parametrize("argv, needles, multiline", [(*c[1:3], len(c) > 3) for c in CASES], ids=[c[0] for c in CASES])

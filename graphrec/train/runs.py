@@ -18,6 +18,7 @@ from pathlib import Path
 from graphrec.errors import GraphrecError
 from graphrec.graph.store import GraphStore
 from graphrec.io import OutputLock, is_graphrec_dir, mark_graphrec_dir
+from graphrec.config_base import load_yaml
 from graphrec.run.config import RUN_CONFIGS, load_config
 from graphrec.run.directory import CHECKPOINTS_DIR, MODEL_FILE, RAY_DIR, RUN_FILE
 
@@ -40,9 +41,11 @@ def load_run_config(model: str, path: str | Path, workers: int | None = None, ep
     """The typed config of ``model`` from YAML ``path`` with command-line overrides."""
     if model not in RUN_CONFIGS:
         raise GraphrecError(f"unknown model {model!r} (choose from {MODELS})")
+    data = load_yaml(path)
+    declared = data.get("model", "twhin") if isinstance(data, dict) else None
+    if declared is not None and declared != model:
+        raise GraphrecError(f"{path}: a {declared!r} config (model: {declared}), not {model!r}")
     cfg = load_config(path, RUN_CONFIGS[model])
-    if cfg.model != model:
-        raise GraphrecError(f"{path}: a {cfg.model!r} config, not {model!r}")
     if workers is not None and workers < 1:
         raise GraphrecError("--workers must be >= 1")
     if epochs is not None and epochs < 1:
