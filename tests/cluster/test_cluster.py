@@ -7,7 +7,8 @@ cluster" says: ``ray start --head`` plus ``ray start --address``, token authenti
 - PinSage layer-wise inference submitted with ``ray job submit ... jobs/infer_pinsage.py``
   and run from a client process joining with ``--address`` (``graphrec infer``'s path).
 
-Each node declares ONE logical CPU, and the two Ray Train workers need one each, so a
+Nodes get ``--node-ip-address 127.0.0.1`` (Ray 2.60 replaces a loopback address by the
+host's own). Each node declares ONE logical CPU, and the two Ray Train workers need one each, so a
 successful run has a worker on each node (gloo all-reduce between the nodes). Both nodes
 run under a private ``--temp-dir`` and distinct ports; teardown kills exactly the
 processes of that temp dir (never ``ray stop``, which would stop every Ray on the machine).
@@ -93,8 +94,6 @@ class Cluster:
         assert p.returncode == 0, out[-4000:]
         status = self.run(RAY, "job", "status", "--address", self.dashboard, job_id, timeout=60)
         assert f"Job '{job_id}' succeeded" in status.stdout, status.stdout + status.stderr + out[-4000:]
-        if os.environ.get("GRAPHREC_TEST_DUMP"):
-            Path(os.environ["GRAPHREC_TEST_DUMP"], job_id + ".txt").write_text(out + "\n=== status\n" + status.stdout)
         return out
 
 
@@ -162,9 +161,6 @@ def cluster():
         assert head.returncode == 0, head.stdout + head.stderr
         worker = c.run(RAY, "start", "--address", c.gcs, *common, *node_args(1), timeout=120)
         assert worker.returncode == 0, worker.stdout + worker.stderr
-        if os.environ.get("GRAPHREC_TEST_DUMP"):
-            Path(os.environ["GRAPHREC_TEST_DUMP"], "start.txt").write_text(head.stdout + head.stderr + worker.stdout
-                                                                           + worker.stderr)
         yield c
     finally:
         _kill(temp_dir)
