@@ -41,7 +41,7 @@ def _stderr_console():
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors and Ray's full logs (GRAPHREC_DEBUG=1).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors (no progress log).")
 @click.version_option(package_name="graphrec")
 @click.pass_context
@@ -49,6 +49,10 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """graphrec: heterogeneous graphs in, embeddings and retrieval indexes out."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if debug:  # Ray's full output, in this process and (through the environment) its Ray workers
+        from graphrec.ray_env import set_debug
+
+        set_debug()
     ctx.obj["progress"] = not quiet and sys.stderr.isatty()
     _setup_logging(verbose=not quiet)
 

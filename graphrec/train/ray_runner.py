@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from graphrec.ray_env import init_ray
+from graphrec.ray_env import init_ray, train_log_level
 from graphrec.run.config import RayConfig
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,12 @@ def run_with_ray(loop, loop_config: dict, ray_cfg: RayConfig, run_dir: str | Pat
     from ray.train.torch import TorchConfig, TorchTrainer
 
     run_dir = Path(run_dir).resolve()
+    try:  # Ray Train V2: its INFO chatter only with --debug (see graphrec.ray_env)
+        from ray.train import LoggingConfig
+
+        logging_kw = {"logging_config": LoggingConfig(log_level=train_log_level())}
+    except ImportError:  # V1 (RAY_TRAIN_V2_ENABLED=0) has no LoggingConfig
+        logging_kw = {}
     started = init_ray(ray_cfg.address, ray_cfg.workers * ray_cfg.cpus_per_worker + 1, ray_cfg.object_store_mb)
     try:
         trainer = TorchTrainer(
@@ -40,7 +46,7 @@ def run_with_ray(loop, loop_config: dict, ray_cfg: RayConfig, run_dir: str | Pat
                                          resources_per_worker={"CPU": ray_cfg.cpus_per_worker}),
             run_config=RunConfig(name=name, storage_path=str(run_dir / "ray"),
                                  failure_config=FailureConfig(max_failures=ray_cfg.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2), **logging_kw),
         )
         result = trainer.fit()
     finally:
