@@ -97,11 +97,11 @@ def test_cli_debug_sets_the_environment(monkeypatch):
 def test_local_ray_training_output_is_quiet(small_pins_graph, tmp_path, capfd, monkeypatch):
     """What a user sees of a 2-worker run on local Ray: graphrec's epoch lines, not Ray's chatter."""
     from graphrec.run.config import RayConfig, TwHINConfig
-    from graphrec.train.twhin import fit_twhin
+    from graphrec.train.runs import fit
 
     monkeypatch.delenv(ray_env.DEBUG_ENV, raising=False)
     cfg = TwHINConfig(dim=8, epochs=2, batch_size=256, ray=RayConfig(workers=2))
-    fit_twhin(cfg, small_pins_graph.path, tmp_path / "run", use_ray=True)
+    fit(cfg, small_pins_graph.path, tmp_path / "run", use_ray=True)
     out = capfd.readouterr()
     text = out.out + out.err
     assert "epoch 1: loss" in text  # the worker's progress is forwarded
