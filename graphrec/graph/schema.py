@@ -59,10 +59,12 @@ class Source(_Strict):
     (``.inter .user .item .kg .link .net``) atomic. ``triples`` (head, relation, tail TSV,
     optional header) must be named explicitly."""
 
-    path: str
-    format: TableFormat | None = None
-    delimiter: str | None = Field(default=None, min_length=1, max_length=1)
-    header: bool = True
+    path: str = Field(description="table file, relative to --data (or absolute)")
+    format: TableFormat | None = Field(None, description="parquet | csv | tsv | atomic | triples (None: from the "
+                                       "file suffix)")
+    delimiter: str | None = Field(default=None, min_length=1, max_length=1,
+                                  description="field separator of csv/tsv tables (None: the format's own)")
+    header: bool = Field(True, description="csv/tsv/triples: the first line names the columns")
 
     @property
     def resolved_format(self) -> str:
@@ -96,12 +98,17 @@ class Feature(_Strict):
     ``text`` (lower-cased word tokens -> vocabulary codes, stored like multi_categorical).
     """
 
-    kind: Literal["categorical", "multi_categorical", "numeric", "text"]
-    column: str | None = None  # defaults to the feature name
-    sep: str | None = None  # multi_categorical split separator (default: whitespace)
-    buckets: list[float] | None = None  # categorical only: sorted bucket boundaries
-    max_vocab: int | None = Field(default=None, gt=0)  # keep the most frequent tokens
-    invalid: Literal["error", "missing"] = "error"  # numeric: unparsable -> error, or NaN
+    kind: Literal["categorical", "multi_categorical", "numeric", "text"] = Field(
+        description="categorical | multi_categorical | numeric | text (see the class docstring)")
+    column: str | None = Field(None, description="column of the node table (None: the feature's name)")
+    sep: str | None = Field(None, description="multi_categorical: token separator of a string column "
+                            "(None: whitespace)")
+    buckets: list[float] | None = Field(None, description="categorical: strictly increasing boundaries that turn a "
+                                        "numeric column into bucket codes")
+    max_vocab: int | None = Field(default=None, gt=0, description="keep only the most frequent tokens (None: all); "
+                                  "the rest map to code 0 (unknown)")
+    invalid: Literal["error", "missing"] = Field("error", description="numeric: an unparsable value is an error, "
+                                                 "or (missing) becomes NaN")
 
     @model_validator(mode="after")
     def _check(self):
@@ -118,9 +125,13 @@ class Feature(_Strict):
 
 
 class NodeType(_Strict):
-    source: Source | None = None
-    id: str | None = None
-    features: dict[str, Feature] = Field(default_factory=dict)
+    """A node type: its ids (and features) from a table, or — without ``source`` — the ids
+    the relations' endpoints name."""
+
+    source: Source | None = Field(None, description="table of the nodes (a path or {path, format, ...}); None: "
+                                  "ids come from relation endpoints")
+    id: str | None = Field(None, description="id column of the source table (required with source)")
+    features: dict[str, Feature] = Field(default_factory=dict, description="feature name -> feature column")
 
     _coerce = field_validator("source", mode="before")(_coerce_source)
 
@@ -141,9 +152,10 @@ class Endpoint(_Strict):
     on ``sep`` (``" "`` splits on any whitespace) and every token becomes one edge, as for
     a genre list ``"Action Comedy"`` -> two ``item -has_genre-> genre`` edges."""
 
-    type: str
-    column: str
-    sep: str | None = Field(default=None, min_length=1)
+    type: str = Field(description="node type of this endpoint")
+    column: str = Field(description="column of the relation table holding the endpoint ids")
+    sep: str | None = Field(default=None, min_length=1, description="split the column on this separator: one edge "
+                            "per token (\" \": any whitespace)")
 
 
 class Relation(_Strict):
@@ -153,15 +165,19 @@ class Relation(_Strict):
     value of that column, as in a knowledge-graph triple table) is given.
     """
 
-    name: str | None = None
-    name_column: str | None = None
-    source: Source
-    src: Endpoint
-    dst: Endpoint
-    weight: str | None = None
-    timestamp: str | None = None
-    reverse: bool | str = False
-    missing_endpoints: MissingPolicy | None = None  # overrides the schema default
+    name: str | None = Field(None, description="relation name (one relation)")
+    name_column: str | None = Field(None, description="column whose distinct values name the relations (a triple "
+                                    "table)")
+    source: Source = Field(description="table of the edges (a path or {path, format, ...})")
+    src: Endpoint = Field(description="source endpoint: {type, column[, sep]}")
+    dst: Endpoint = Field(description="destination endpoint: {type, column[, sep]}")
+    weight: str | None = Field(None, description="column stored as the edge attribute `weight`")
+    timestamp: str | None = Field(None, description="column stored as the edge attribute `timestamp` (chronological "
+                                  "splits, recency)")
+    reverse: bool | str = Field(False, description="also store the reverse view: true names it rev_<name>, a string "
+                                "names it")
+    missing_endpoints: MissingPolicy | None = Field(None, description="edges to ids absent from the node tables: "
+                                                    "error | drop | add (None: the schema's default)")
 
     _coerce = field_validator("source", mode="before")(_coerce_source)
 
@@ -192,10 +208,13 @@ class Relation(_Strict):
 
 
 class GraphSchema(_Strict):
-    name: str = "graph"
-    missing_endpoints: MissingPolicy = "error"
-    nodes: dict[str, NodeType]
-    relations: list[Relation] = Field(min_length=1)
+    """A graph: its node types and the relations between them (module docstring: an example)."""
+
+    name: str = Field("graph", description="name of the graph (recorded in the store)")
+    missing_endpoints: MissingPolicy = Field("error", description="default for edges to ids absent from the node "
+                                             "tables: error | drop (the edge) | add (the node)")
+    nodes: dict[str, NodeType] = Field(description="node type name -> node type")
+    relations: list[Relation] = Field(min_length=1, description="relations (at least one)")
 
     @model_validator(mode="after")
     def _check(self):

@@ -200,11 +200,11 @@ def test_training_and_inference_jobs_on_two_nodes(cluster, small_pins_graph, tmp
     # shards as Ray tasks on the cluster, submitted as a job and from a joining client
     from graphrec.infer.layerwise import infer_pinsage
     from graphrec.run.config import PinSageConfig
-    from graphrec.train.pinsage import fit_pinsage
+    from graphrec.train.runs import fit
     from tests.train.test_pinsage_train import FAST
 
     pin_run = tmp_path / "pinsage"
-    fit_pinsage(PinSageConfig(**{**FAST, "epochs": 1}), small_pins_graph.path, pin_run, use_ray=False)
+    fit(PinSageConfig(**{**FAST, "epochs": 1}), small_pins_graph.path, pin_run, use_ray=False)
     reference = infer_pinsage(pin_run, tmp_path / "inf-local", shard_size=128, progress=False)
 
     cluster.submit("graphrec-infer-pinsage", "jobs/infer_pinsage.py", "--run", str(pin_run), "--out",
