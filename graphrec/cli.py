@@ -22,11 +22,13 @@ EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, debug: bool = False) -> None:
+    """graphrec's own progress at INFO (unless ``--quiet``); other libraries' INFO chatter
+    (faiss's loader, ...) only with ``--debug``, their warnings always."""
     from rich.logging import RichHandler
 
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
+        level=logging.INFO if debug else logging.WARNING,
         format="%(message)s",
         datefmt="[%X]",
         handlers=[RichHandler(show_path=False, rich_tracebacks=False, console=_stderr_console())],
@@ -54,7 +56,7 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
         set_debug()
     ctx.obj["progress"] = not quiet and sys.stderr.isatty()
-    _setup_logging(verbose=not quiet)
+    _setup_logging(verbose=not quiet, debug=debug)
 
 
 # ---- build / info ------------------------------------------------------------------

@@ -73,8 +73,8 @@ def ranking_task(split: Split, part: str = "test", protocol: str = "new_items") 
         raise ValueError(f"unknown protocol {protocol!r} (choose from {sorted(PROTOCOLS)})")
     if part not in ("valid", "test"):
         raise ValueError("part must be 'valid' or 'test'")
-    et = split.relation
-    n_users, n_items = split.train.num_nodes(et[0]), split.train.num_nodes(et[2])
+    user_type, _, item_type = split.relation
+    n_users, n_items = split.train.num_nodes(user_type), split.train.num_nodes(item_type)
     hs, hd = split.heldout(part)
     held = _pairs(hs, hd, n_items)
     s_src, s_dst = split.seen(part)

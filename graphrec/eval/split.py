@@ -202,8 +202,9 @@ def given_split(store: GraphStore, valid: str | Path, test: str | Path, out: str
             rows = np.flatnonzero(names == name)
             for et in by_name.get(str(name), []):
                 sub = table.take(pa.array(rows))
-                src = store.lookup(et[0], sub.column("head"))
-                dst = store.lookup(et[2], sub.column("tail"))
+                src_type, _, dst_type = et
+                src = store.lookup(src_type, sub.column("head"))
+                dst = store.lookup(dst_type, sub.column("tail"))
                 ok = (src >= 0) & (dst >= 0)
                 keep[rows[ok]] = True
                 parts[code].append(_heldout_table(store, et, src[ok], dst[ok], {}))
@@ -223,10 +224,11 @@ def _heldout_table(store: GraphStore, et, src: np.ndarray, dst: np.ndarray, attr
     """Held-out edges as written to ``valid/test.parquet``: ``relation, src, dst, src_id,
     dst_id`` and edge attributes."""
     n = src.shape[0]
+    src_type, _, dst_type = et
     cols = {"relation": pa.array(np.full(n, format_edge_type(et), dtype=object), pa.string()),
             "src": np.asarray(src, np.int64), "dst": np.asarray(dst, np.int64),
-            "src_id": pa.array(store.original_ids(et[0], src)),
-            "dst_id": pa.array(store.original_ids(et[2], dst))}
+            "src_id": pa.array(store.original_ids(src_type, src)),
+            "dst_id": pa.array(store.original_ids(dst_type, dst))}
     return pa.table({**cols, **attrs})
 
 

@@ -88,9 +88,10 @@ def export_embeddings(out: str | Path, store: GraphStore, node_vectors: dict, ma
             files.append("relations.parquet")
         retr = {}
         for et, (query, cand) in (retrieval or {}).items():
+            src_type, _, dst_type = et
             base = Path("retrieval") / relation_key(et)
-            write_vectors(tmp / base / "query.parquet", store.node_ids(et[0]), query)
-            write_vectors(tmp / base / "candidate.parquet", store.node_ids(et[2]), cand)
+            write_vectors(tmp / base / "query.parquet", store.node_ids(src_type), query)
+            write_vectors(tmp / base / "candidate.parquet", store.node_ids(dst_type), cand)
             files += [str(base / "query.parquet"), str(base / "candidate.parquet")]
             retr[":".join(et)] = {"path": str(base), "dim": int(query.shape[1]), "queries": int(query.shape[0]),
                                   "candidates": int(cand.shape[0]), "metric": "inner_product"}
@@ -127,7 +128,7 @@ def export_twhin(run_dir: str | Path, out: str | Path, retrieval: list[str] | No
                 "rank candidates differently from the model; export retrieval vectors only for translation_dot, "
                 "transe (p=2), distmult or complex")
     else:
-        wanted = [et for et in trained if et[0] == "user"]
+        wanted = [(s, r, d) for s, r, d in trained if s == "user"]
         if wanted and not model.score_fn.has_inner_product_form:
             log.warning("score %r has no inner-product form: no retrieval vectors exported", model.score_fn)
             wanted = []

@@ -40,8 +40,8 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from graphrec.config_base import StrictConfig
-
 from graphrec.errors import GraphrecError
+from graphrec.graph.store import parse_edge_type
 from graphrec.infer.export import read_vectors
 from graphrec.io import atomic_dir, portable_path
 
@@ -99,8 +99,12 @@ def candidate_file(emb_dir: Path, target: str, query: str | None) -> Path:
     if query not in retr:
         raise GraphrecError(f"--query {query}: {emb_dir} has no retrieval vectors for it "
                             f"(has {sorted(retr) or 'none'}; see `graphrec export --retrieval`)")
-    if query.split(":")[2] != target:
-        raise GraphrecError(f"--query {query}: its candidates are {query.split(':')[2]!r} nodes, not {target!r}")
+    try:
+        _, _, candidate_type = parse_edge_type(query)
+    except ValueError as err:
+        raise GraphrecError(f"--query: {err}") from None
+    if candidate_type != target:
+        raise GraphrecError(f"--query {query}: its candidates are {candidate_type!r} nodes, not {target!r}")
     return emb_dir / retr[query]["path"] / "candidate.parquet"
 
 

@@ -112,8 +112,9 @@ def recommend(index: Index, out: str | Path, users=None, k: int = 100, exclude_s
             raise GraphrecError(f"--exclude-seen {exclude_seen}: graph has no relation {man['query']}")
         rel = store.relation(et)
         # store internal ids -> index rows (equal when both come from the same export)
-        store_users = store.lookup(et[0], pa.array(qids))
-        items_map = index.lookup(store.original_ids(et[2]))[0]
+        src, _, dst = et
+        store_users = store.lookup(src, pa.array(qids))
+        items_map = index.lookup(store.original_ids(dst))[0]
         seen_indptr, seen_items = np.asarray(rel.indptr), items_map[np.asarray(rel.indices)]
         user_row = store_users
     schema = pa.schema([("user", pa.array(qids[:0]).type), ("rank", pa.int32()), ("item", pa.array(index.ids[:0]).type),

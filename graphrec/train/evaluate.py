@@ -102,8 +102,8 @@ def link_prediction_on_split(model: TwHIN | None, split: Split, part: str = "tes
         raise GraphrecError(f"{split.path}: no held-out {part} triple of a relation the model was trained on")
     if max_per_relation is not None:
         test = {et: (s[:max_per_relation], d[:max_per_relation]) for et, (s, d) in test.items()}
-    num_src = {et: store.num_nodes(et[0]) for et in test}
-    num_dst = {et: store.num_nodes(et[2]) for et in test}
+    num_src = {(s, r, d): store.num_nodes(s) for s, r, d in test}
+    num_dst = {(s, r, d): store.num_nodes(d) for s, r, d in test}
     known = KnownTriples(num_src, num_dst)
     for et in test:
         s, d = store.relation(et).coo()

@@ -145,7 +145,8 @@ def sampled_validation_mrr(model: TwHIN, schedule: RelationBatchSchedule, seed: 
             continue
         src, dst = torch.from_numpy(src[:max_per_relation]), torch.from_numpy(dst[:max_per_relation])
         et = rel.edge_type
-        cand = uniform_typed_negatives(model.num_nodes[et[2]], candidates, g)
+        _, _, dst_type = et
+        cand = uniform_typed_negatives(model.num_nodes[dst_type], candidates, g)
         pos = model(et, src, dst)
         neg = model.score_tails(et, src, cand)
         rank = 1 + (neg > pos[:, None]).sum(1)
@@ -275,7 +276,8 @@ def build_validation(cfg: TwHINConfig, store: GraphStore, edge_types, source: st
     held = {et: (np.asarray(s, np.int64), np.asarray(d, np.int64)) for et, (s, d) in held.items() if len(s)}
     if not held:
         raise GraphrecError(f"validation ({source}): no validation triple of a trained relation")
-    known = KnownTriples({et: store.num_nodes(et[0]) for et in held}, {et: store.num_nodes(et[2]) for et in held})
+    known = KnownTriples({(s, r, d): store.num_nodes(s) for s, r, d in held},
+                         {(s, r, d): store.num_nodes(d) for s, r, d in held})
     ets = sorted(held)
     sizes = np.array([held[et][0].shape[0] for et in ets])
     cap = cfg.validation.max_triples
