@@ -57,6 +57,9 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
         set_debug()
     ctx.obj["progress"] = not quiet and sys.stderr.isatty()
     _setup_logging(verbose=not quiet, debug=debug)
+    from graphrec.ray_env import quiet_known_warnings
+
+    quiet_known_warnings()
 
 
 # ---- build / info ------------------------------------------------------------------

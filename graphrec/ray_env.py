@@ -63,6 +63,19 @@ WORKER_WARNINGS: tuple[str, ...] = (
 )
 
 
+def quiet_known_warnings() -> None:
+    """In this process, ignore the harmless warnings of :data:`WORKER_WARNINGS` (what the
+    Ray workers get through ``PYTHONWARNINGS``) unless debugging."""
+    if debug_enabled():
+        return
+    import builtins
+    import warnings
+
+    for entry in WORKER_WARNINGS:
+        action, message, category = entry.split(":", 2)
+        warnings.filterwarnings(action, message=message, category=getattr(builtins, category, Warning))
+
+
 def debug_enabled() -> bool:
     """Whether Ray's full output is wanted (``GRAPHREC_DEBUG`` set to a true value)."""
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
