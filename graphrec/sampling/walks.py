@@ -192,15 +192,15 @@ class ImportanceNeighborhoods:
         return int(self.neighbors.shape[0])
 
     def save(self, directory) -> None:
-        """``neighbors.npy`` and ``weights.npy`` in ``directory`` (written then renamed)."""
+        """``neighbors.npy`` and ``weights.npy`` in ``directory`` (each written atomically)."""
         from pathlib import Path
+
+        from graphrec.io import write_npy
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         for name, arr in (("neighbors", self.neighbors), ("weights", self.weights)):
-            tmp = d / f".{name}.tmp.npy"
-            np.save(tmp, arr)
-            tmp.replace(d / f"{name}.npy")
+            write_npy(d / f"{name}.npy", np.asarray(arr))
 
     @classmethod
     def load(cls, directory, mmap: bool = True) -> ImportanceNeighborhoods:
