@@ -35,8 +35,14 @@ from graphrec.errors import GraphrecError
 MARKER = ".graphrec"
 """File in every directory graphrec writes (JSON: ``{"kind": ...}``)."""
 
-# files whose presence also proves a directory is graphrec's (outputs written before the marker existed)
-_KNOWN_MANIFESTS = ("manifest.json", "run.json", "split.json", "summary.json", "index.json", "inference.json")
+# outputs written before the marker existed are recognised by their manifest's content
+# (a file merely *named* manifest.json proves nothing)
+_LEGACY_MANIFESTS = {
+    "manifest.json": lambda d: str(d.get("format", "")).startswith("graphrec"),
+    "run.json": lambda d: d.get("model") in ("twhin", "pinsage") and "graph_checksum" in d,
+    "split.json": lambda d: "source_checksum" in d and "train_checksum" in d,
+    "inference.json": lambda d: "fingerprint" in d and "shard_size" in d,
+}
 
 
 def _fsync_path(path: Path) -> None:
@@ -71,9 +77,21 @@ def mark_graphrec_dir(path: str | Path, kind: str) -> None:
 
 
 def is_graphrec_dir(path: str | Path) -> bool:
-    """Whether ``path`` is a directory graphrec wrote (its marker or one of its manifests)."""
+    """Whether ``path`` is a directory graphrec wrote: its marker, or (outputs older than
+    the marker) a manifest whose content is graphrec's."""
     p = Path(path)
-    return p.is_dir() and any((p / name).is_file() for name in (MARKER, *_KNOWN_MANIFESTS))
+    if not p.is_dir() or p.is_symlink():
+        return False
+    if (p / MARKER).is_file():
+        return True
+    for name, is_ours in _LEGACY_MANIFESTS.items():
+        try:
+            doc = json.loads((p / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and is_ours(doc):
+            return True
+    return False
 
 
 def check_replaceable(out: str | Path, overwrite: bool) -> None:
@@ -81,9 +99,11 @@ def check_replaceable(out: str | Path, overwrite: bool) -> None:
 
     An empty directory counts as free. Raises :class:`GraphrecError` (exit 2)."""
     out = Path(out)
-    if not out.exists() and not out.is_symlink():
+    if out.is_symlink():
+        raise GraphrecError(f"{out} is a symbolic link; give the path it points to ({out.resolve()}) instead")
+    if not out.exists():
         return
-    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+    if out.is_dir() and not any(out.iterdir()):
         return
     if not overwrite:
         raise GraphrecError(f"{out} already exists (pass --overwrite to replace it)")
@@ -91,6 +111,15 @@ def check_replaceable(out: str | Path, overwrite: bool) -> None:
         what = "a file" if out.is_file() else "a directory graphrec did not write"
         raise GraphrecError(f"{out} is {what} (no {MARKER} marker); refusing to replace it even with --overwrite "
                             "- choose another output path or remove it yourself")
+
+
+def make_parent(out: Path) -> None:
+    """Create ``out``'s parent directories; :class:`GraphrecError` naming the path when that
+    is impossible (a file in the way, no permission)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GraphrecError(f"{out}: cannot create its parent directory ({err.strerror or err})") from None
 
 
 def _tmp_sibling(out: Path, tag: str) -> Path:
@@ -121,7 +150,11 @@ def remove_stale_siblings(out: Path) -> None:
     job left beside ``out``; call only while holding ``out``'s :class:`OutputLock` (so no
     live job is writing them)."""
     name = glob.escape(out.name)
-    for p in [*out.parent.glob(f".{name}.tmp-*"), *out.parent.glob(f".{name}.old-*")]:
+    olds = sorted(out.parent.glob(f".{name}.old-*"), key=lambda q: q.stat().st_mtime)
+    if olds and not out.exists() and not out.is_symlink():
+        # killed between moving the old output aside and moving the new one in: restore the old
+        os.rename(olds.pop(), out)
+    for p in [*out.parent.glob(f".{name}.tmp-*"), *olds]:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
         else:
@@ -140,12 +173,14 @@ def atomic_dir(out: str | Path, overwrite: bool = False, kind: str = "output", l
     """
     out = Path(out)
     check_replaceable(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
     holder = OutputLock(out) if lock else None
     if holder is not None:
         holder.acquire()
-        remove_stale_siblings(out)
     try:
+        if holder is not None:
+            remove_stale_siblings(out)  # may restore an old output a killed swap left aside
+            check_replaceable(out, overwrite)
         tmp = _tmp_sibling(out, "tmp")
         tmp.mkdir()
         try:
@@ -170,7 +205,7 @@ def atomic_file(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise GraphrecError(f"{out} already exists (pass --overwrite to replace it)")
     if out.is_dir():
         raise GraphrecError(f"{out} is a directory; expected a file path")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
     tmp = _tmp_sibling(out, "tmp")
     try:
         yield tmp
@@ -244,9 +279,12 @@ class OutputLock:
         if key in OutputLock._held:
             self._reentered = True
             return self
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(self.lock_path)
         while True:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise GraphrecError(f"{self.lock_path}: cannot create the lock file ({err.strerror or err})") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

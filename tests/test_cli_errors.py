@@ -97,6 +97,8 @@ CASES = [
                                    "--no-ray"], ["did not write"]),
     ("train-finished-run", ["train", "twhin", "--config", "{cfg}", "--graph", "{g}", "--out", "{run}", "--no-ray"],
      ["finished run", "--overwrite"]),
+    ("train-out-under-file", ["train", "twhin", "--config", "{cfg}", "--graph", "{g}", "--out", "{file}/run",
+                              "--no-ray"], ["plain.txt"]),
     ("train-bad-workers", ["train", "twhin", "--config", "{cfg}", "--graph", "{g}", "--out", "{tmp}/r",
                            "--workers", "0"], ["--workers"]),
     ("train-unknown-relation", ["train", "pinsage", "--config", "{pscfg}", "--graph", "{g}", "--out", "{tmp}/r",

@@ -116,3 +116,37 @@ def test_portable_reference_survives_moving_both(tmp_path):
     ref = portable_path(tmp_path / "a" / "graph", tmp_path / "a" / "run")
     os.rename(tmp_path / "a", tmp_path / "b")
     assert resolve_portable(ref, tmp_path / "b" / "run") == (tmp_path / "b" / "graph").resolve()
+
+
+def test_a_file_merely_named_like_a_manifest_proves_nothing(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "manifest.json").write_text('{"title": "my own manifest"}')
+    (mine / "thesis.tex").write_text("precious")
+    assert not is_graphrec_dir(mine)
+    with pytest.raises(GraphrecError, match="did not write"), atomic_dir(mine, overwrite=True):
+        pass
+    assert (mine / "thesis.tex").read_text() == "precious"
+    (mine / "manifest.json").write_text('{"format": "graphrec-embeddings"}')  # an export from before the marker
+    assert is_graphrec_dir(mine)
+
+
+def test_a_symlinked_output_is_refused_before_any_work(tmp_path):
+    with atomic_dir(tmp_path / "real") as d:
+        (d / "a").write_text("1")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(GraphrecError, match="symbolic link"), atomic_dir(tmp_path / "link", overwrite=True):
+        raise AssertionError("the work must not start")
+    assert (tmp_path / "real" / "a").read_text() == "1"
+
+
+def test_an_old_output_moved_aside_by_a_killed_swap_is_restored(tmp_path):
+    # killed between "rename out -> .out.old-*" and "rename .out.tmp-* -> out"
+    with atomic_dir(tmp_path / "out") as d:
+        (d / "a").write_text("old")
+    os.rename(tmp_path / "out", tmp_path / ".out.old-12345678")
+    (tmp_path / ".out.tmp-87654321").mkdir()
+    with pytest.raises(GraphrecError, match="already exists"), atomic_dir(tmp_path / "out"):
+        raise AssertionError("the work must not start")
+    assert (tmp_path / "out" / "a").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -3,9 +3,11 @@
 :class:`RelationBatchSchedule` decides, per epoch, which relation each step trains on
 and draws that step's positive edges from this worker's shard, all vectorised:
 
-* relation ``r`` contributes ``round(w_r * E_r)`` positive edges per epoch (``w_r`` the
-  relation weight; ``w_r < 1`` subsamples a huge relation, ``w_r > 1`` cycles a small
-  one), in batches of ``batch_size`` of a single relation (so negatives share a type);
+* relation ``r`` contributes ``ceil(round(w_r * E_r / world) / batch_size)`` batches of
+  ``batch_size`` positives of that single relation to each worker per epoch (so
+  negatives share a type), at least one for a non-empty relation (``w_r`` the relation
+  weight; ``w_r < 1`` subsamples a huge relation, ``w_r > 1`` or a last partial batch
+  cycles a small one);
 * the order of steps is shuffled with ``(seed, epoch)`` only, and step counts come from
   the global edge counts, so every worker runs the same number of steps on the same
   relations in lock step (needed by all-reduce) whatever the relation sizes — a rank
@@ -65,6 +67,7 @@ class RelationBatchSchedule:
         self.batch_size = batch_size
         self.seed, self.rank, self.world = seed, rank, world_size
         self.train_ids: list[np.ndarray] = []
+        self._all_train_ids: list[np.ndarray] = []  # every rank's
         self.holdout_ids: list[np.ndarray] = []
         self.steps_per_relation: list[int] = []
         for i, rel in enumerate(relations):
@@ -72,6 +75,7 @@ class RelationBatchSchedule:
             n_hold = int(round(holdout_fraction * rel.num_edges)) if holdout_fraction > 0 else 0
             self.holdout_ids.append(np.sort(perm[:n_hold]))
             train = perm[n_hold:]
+            self._all_train_ids.append(train)
             shard = train[rank::world_size]
             # a relation smaller than the world: ranks without an edge of their own draw
             # from the whole relation, so that every rank runs the same steps
@@ -105,8 +109,11 @@ class RelationBatchSchedule:
             w = self.relations[i].weight
             if w is not None:
                 p = w[ids]
-                total = p.sum()
-                pools.append(rng.choice(ids, size=need, p=p / total) if total > 0 else rng.choice(ids, size=need))
+                if p.sum() <= 0:  # this rank's shard has only weight-0 edges: draw from every rank's
+                    every = self._all_train_ids[i]
+                    ids = every[w[every] > 0] if (w[every] > 0).any() else ids
+                    p = w[ids] if w[ids].sum() > 0 else np.ones(ids.size)
+                pools.append(rng.choice(ids, size=need, p=p / p.sum()))
                 continue
             reps = -(-need // ids.size)
             pools.append(np.concatenate([rng.permutation(ids) for _ in range(reps)])[:need])

@@ -153,14 +153,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
 
-    def _state(self) -> dict:
+    def _state(self, rng_states: list) -> dict:
         state = {"modules": {k: m.state_dict() for k, m in self.modules.items()},
                  "optimizers": [o.state_dict() for o in self.optimizers],
                  "schedulers": [s.state_dict() for s in self.schedulers],
                  "epoch": self.epoch, "step": self.step, "history": json.dumps(self.history),
                  "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad,
                  "stopped_early": self.stopped_early, "starts": json.dumps(self.starts),
-                 "partial": json.dumps(self._partial.__dict__), "rng": self.generator.get_state()}
+                 "partial": json.dumps(self._partial.__dict__), "world_size": self.ctx.world,
+                 "rng": torch.stack(rng_states)}
         if self.best_state is not None:
             state["best_modules"] = self.best_state
         return state
@@ -174,6 +175,7 @@ class Trainer:
             tag = box[0]
             if self.ctx.rank != 0 and tag is not None:
                 found = (tag, self.checkpoints.load(tag))
+            torch.distributed.barrier()  # every rank has read it before rank 0 may prune it
         if found is None:
             self.starts.append(0)
             return
@@ -191,14 +193,28 @@ class Trainer:
         self.best_state = state.get("best_modules")
         self.starts = json.loads(state["starts"])
         self._partial = EpochStats(**json.loads(state["partial"]))
-        self.generator.set_state(state["rng"])
+        rng = state["rng"]
+        if int(state.get("world_size", 1)) == self.ctx.world:
+            self.generator.set_state(rng[self.ctx.rank].clone())  # each rank's own negatives stream
+        elif self.step > 0:
+            log.warning("resuming mid-epoch with %d workers instead of %d: the rest of epoch %d draws other "
+                        "negatives than an uninterrupted run would", self.ctx.world, int(state["world_size"]),
+                        self.epoch)
+            self.generator.manual_seed(self.seed * 1000003 + self.ctx.rank * 7919 + self.epoch + 7 * self.step)
         self.starts.append(self.epoch)
         if self.ctx.rank == 0:
             log.info("resumed at epoch %d, step %d (%s)", self.epoch, self.step, tag)
 
     def _checkpoint(self) -> None:
+        """Rank 0 writes the checkpoint; every rank must call this (it gathers each rank's
+        generator state, so that every rank resumes its own stream of negatives)."""
+        rng = self.generator.get_state()
+        states = [rng]
+        if self.ctx.world > 1:
+            states = [None] * self.ctx.world
+            torch.distributed.all_gather_object(states, rng)
         if self.ctx.rank == 0:
-            self.checkpoints.save(self.epoch, self.step, self._state())
+            self.checkpoints.save(self.epoch, self.step, self._state(states))
 
     # ------------------------------------------------------------------ loop
 
@@ -248,7 +264,11 @@ class Trainer:
                        "workers": ctx.world}
             if validate is not None:
                 t1 = time.perf_counter()
-                valid = validate(epoch)
+                valid = validate(epoch) if ctx.rank == 0 else None
+                if ctx.world > 1:  # one decision for every rank: rank 0's metrics (no rank stops alone)
+                    box = [valid]
+                    torch.distributed.broadcast_object_list(box, src=0)
+                    valid = box[0]
                 if valid:
                     metrics.update(valid)
                     metrics["valid_seconds"] = time.perf_counter() - t1

@@ -218,6 +218,10 @@ def train_loop_per_worker(config: dict) -> dict:
                               cfg.negatives.shared, hard, n_hard, epoch, seed=cfg.seed, rank=rank, world=world,
                               interactions=interactions, start=start)
 
+    if len(epoch_batches(0, 0)) == 0:
+        raise GraphrecError(f"{cfg.interactions}: {n_train_pairs} training pairs make fewer batches of "
+                            f"{cfg.batch_size} than there are workers ({world}); lower batch_size or the workers")
+
     def batches(epoch: int, start: int) -> DataLoader:
         return DataLoader(epoch_batches(epoch, start), batch_size=None, collate_fn=collate_identity,
                           num_workers=cfg.loader_workers, prefetch_factor=4 if cfg.loader_workers > 0 else None)

@@ -17,12 +17,43 @@ from pathlib import Path
 
 from graphrec.errors import GraphrecError
 from graphrec.graph.store import GraphStore
-from graphrec.io import OutputLock, is_graphrec_dir, mark_graphrec_dir
+from graphrec.io import OutputLock, is_graphrec_dir, mark_graphrec_dir, write_json
+from graphrec.run.checkpoint import CheckpointDir
 from graphrec.config_base import load_yaml
 from graphrec.run.config import RUN_CONFIGS, load_config
 from graphrec.run.directory import CHECKPOINTS_DIR, MODEL_FILE, RAY_DIR, RUN_FILE
 
 MODELS = tuple(RUN_CONFIGS)
+
+
+IDENTITY_FILE = "identity.json"
+#: config keys a resumed run may change (how long and where it runs, not what it computes)
+RESUMABLE_CHANGES = frozenset({"epochs", "patience", "ray", "threads", "checkpoint_every_steps", "keep_checkpoints",
+                               "loader_workers"})
+
+
+def run_identity(cfg, store: GraphStore) -> dict:
+    """What a run's checkpoints are checkpoints *of*: the config (less
+    :data:`RESUMABLE_CHANGES`) and the graph's checksum."""
+    config = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES}
+    return {"config": config, "graph_checksum": store.checksum}
+
+
+def check_identity(path: Path, identity: dict) -> None:
+    """Refuse ``--resume`` with another config or graph than the checkpoints were made with."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # checkpoints of an older graphrec: nothing recorded to compare
+    if old.get("graph_checksum") != identity["graph_checksum"]:
+        raise GraphrecError(f"{path.parent.parent}: its checkpoints were trained on another graph (checksum "
+                            f"{str(old.get('graph_checksum'))[:12]}, this one {identity['graph_checksum'][:12]}); "
+                            "--resume needs the same graph")
+    a, b = old.get("config", {}), identity["config"]
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if diff:
+        raise GraphrecError(f"{path.parent.parent}: --resume with a config that differs from the checkpoints' in "
+                            f"{diff} (only {sorted(RESUMABLE_CHANGES)} may change; --overwrite starts over)")
 
 
 def _trainer(model: str):
@@ -79,15 +110,20 @@ def fit(cfg, graph: str | Path, out: str | Path, use_ray: bool = True, resume: b
                                 "(choose an empty or new run directory)")
         if (out / MODEL_FILE).exists() and not (overwrite or resume):
             raise GraphrecError(f"{out} holds a finished run ({MODEL_FILE}); pass --overwrite to replace it or --resume")
-        has_ckpt = any((out / d).is_dir() and any((out / d).iterdir()) for d in (CHECKPOINTS_DIR, RAY_DIR))
+        has_ckpt = bool(CheckpointDir(out / CHECKPOINTS_DIR).tags())
         if has_ckpt and not (overwrite or resume):
             raise GraphrecError(f"{out} holds checkpoints of an unfinished run; pass --resume to continue it "
                                 "or --overwrite to start over")
+        identity = run_identity(cfg, store)
+        if resume and has_ckpt:
+            check_identity(out / CHECKPOINTS_DIR / IDENTITY_FILE, identity)
         if not resume:
             shutil.rmtree(out / CHECKPOINTS_DIR, ignore_errors=True)
             shutil.rmtree(out / RAY_DIR, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         mark_graphrec_dir(out, f"run:{cfg.model}")
+        (out / CHECKPOINTS_DIR).mkdir(exist_ok=True)
+        write_json(out / CHECKPOINTS_DIR / IDENTITY_FILE, identity)
         loop_config = {cfg.model: cfg.model_dump(mode="json"), "graph": str(Path(store.path).resolve()),
                        "out": str(out), "progress": progress}
         if use_ray:

@@ -3,6 +3,7 @@ corrupt checkpoints skipped, equal step counts on every rank."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,10 @@ def test_every_rank_runs_the_same_steps_whatever_the_relation_sizes(world):
         assert len({tuple(rel for rel, _ in r) for r in runs}) == 1  # the same relation at every step
         assert all(n > 0 for r in runs for _, n in r)
         assert schedules[0].steps_per_relation[0] == 1  # the 1-edge relation trains on every rank
+        for sch in schedules:  # a weight-0 edge is never drawn, whatever the rank's shard holds
+            for rel, heads, _ in sch.epoch(1):
+                if rel == 3:
+                    assert not (heads == 4).any()
 
 
 WORKER = """
@@ -117,6 +122,58 @@ dist.destroy_process_group()
 """
 
 
+def _gloo_run(world: int, cfg: TwHINConfig, graph, out) -> list:
+    """Run ``train_loop_per_worker`` on ``world`` gloo ranks (processes); each rank's steps per epoch."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = WORKER.format(root=str(ROOT), port=port, cfg=json.dumps(cfg.model_dump(mode="json")), graph=str(graph),
+                         out=str(out))
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(r), str(world)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in range(world)]
+    outs = []
+    for p in procs:
+        try:
+            stdout, err = p.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail("a rank hung (mismatched collectives)")
+        assert p.returncode == 0, err[-2000:]
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    return outs
+
+
+def test_two_ranks_resumed_mid_epoch_match_an_uninterrupted_run(small_pins_graph, tmp_path):
+    """Each rank resumes its own stream of negatives: 2 DDP ranks resumed from a
+    mid-epoch checkpoint give bitwise the model of the uninterrupted run."""
+    cfg = TwHINConfig(dim=8, epochs=2, batch_size=256, threads=1, checkpoint_every_steps=5, keep_checkpoints=100)
+    _gloo_run(2, cfg, small_pins_graph.path, tmp_path / "whole")
+    whole = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["model"]
+    ckpts = CheckpointDir(tmp_path / "whole" / "checkpoints")
+    mid = CheckpointDir.tag(1, 5)
+    assert mid in ckpts.tags()
+    shutil.copytree(tmp_path / "whole" / "checkpoints" / mid, tmp_path / "resumed" / "checkpoints" / mid)
+    _gloo_run(2, cfg, small_pins_graph.path, tmp_path / "resumed")
+    resumed = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["model"]
+    assert json.loads((tmp_path / "resumed" / "run.json").read_text())["summary"]["starts"] == [0, 1]
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_resume_with_another_config_or_graph_is_refused(small_pins_graph, tmp_path):
+    from graphrec.errors import GraphrecError
+
+    fit(TwHINConfig(**{**FAST, "epochs": 1}), small_pins_graph.path, tmp_path / "run", use_ray=False)
+    with pytest.raises(GraphrecError, match=r"differs from the checkpoints' in \['dim'\]"):
+        fit(TwHINConfig(**{**FAST, "dim": 32}), small_pins_graph.path, tmp_path / "run", use_ray=False, resume=True)
+    # what may change: how long and where it runs
+    info = fit(TwHINConfig(**{**FAST, "epochs": 2, "threads": 1}), small_pins_graph.path, tmp_path / "run",
+               use_ray=False, resume=True)
+    assert info["summary"]["starts"] == [0, 1]
+
+
 def test_four_gloo_workers_with_one_edge_relations_finish(tmp_path):
     """Four DDP ranks on a graph whose relations have 1 and 2 edges: every all-reduce
     matches (the run finishes, no hang) and every rank took the same steps."""
@@ -126,24 +183,6 @@ def test_four_gloo_workers_with_one_edge_relations_finish(tmp_path):
                                                                                          "h5\tpair\tt6"]
     (tmp_path / "kg.tsv").write_text("\n".join(lines) + "\n")
     store = build_graph(triples_schema(tmp_path / "kg.tsv"), tmp_path / "g", progress=False)
-    cfg = json.dumps(TwHINConfig(dim=8, epochs=2, batch_size=64, threads=1).model_dump(mode="json"))
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    code = WORKER.format(root=str(ROOT), port=port, cfg=cfg, graph=str(store.path), out=str(tmp_path / "run"))
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(r), "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for r in range(4)]
-    outs = []
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            pytest.fail("a rank hung (mismatched all-reduce)")
-        assert p.returncode == 0, err[-2000:]
-        outs.append(json.loads(out.strip().splitlines()[-1]))
+    outs = _gloo_run(4, TwHINConfig(dim=8, epochs=2, batch_size=64, threads=1), store.path, tmp_path / "run")
     assert all(o == outs[0] for o in outs) and all(n > 0 for n in outs[0])
     assert (tmp_path / "run" / "run.json").is_file()
