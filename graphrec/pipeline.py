@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,31 @@ def run_demo(out: str | Path, cfg: PinterestConfig | None = None, schema_path: s
              overwrite: bool = False, progress: bool = True) -> dict:
     """Generate -> build -> split -> analytics. Returns (and writes ``summary.json``).
     ``out`` is built beside its final place and swapped in when complete."""
-    with atomic_dir(out, overwrite=overwrite, kind="demo") as stage:
+    with atomic_dir(out, overwrite=overwrite, kind="demo") as stage, _log_paths_as(stage, out):
         return _run_demo(stage, cfg, schema_path, progress)
+
+
+@contextmanager
+def _log_paths_as(stage: Path, out: str | Path):
+    """Log lines name the paths the outputs will have (``out/...``), not the staging
+    directory they are built in until the job completes."""
+
+    class _Rename(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            msg = record.getMessage()
+            if str(stage) in msg:
+                record.msg, record.args = msg.replace(str(stage), str(out)), None
+            return True
+
+    flt = _Rename()
+    handlers = list(logging.getLogger().handlers)  # handler filters see every record that is printed
+    for h in handlers:
+        h.addFilter(flt)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(flt)
 
 
 def _run_demo(out: Path, cfg: PinterestConfig | None, schema_path: str | Path, progress: bool) -> dict:
@@ -221,7 +245,7 @@ def run_job(config_path: str | Path, out: str | Path | None = None, overwrite: b
     schema = load_schema(_resolve(cfg.graph_schema, base))
     # built beside ``out`` and swapped in only when complete: a failed or killed job leaves
     # ``out`` as it was, and --overwrite replaces only a directory graphrec wrote
-    with atomic_dir(out, overwrite=overwrite, kind="pipeline") as stage:
+    with atomic_dir(out, overwrite=overwrite, kind="pipeline") as stage, _log_paths_as(stage, out):
         return _run_job(cfg, models, relation, schema, base, config_path, stage, progress)
 
 

@@ -182,8 +182,9 @@ def train_loop_per_worker(config: dict) -> dict:
         hard = PPRHardNegatives(store, sampler, band=h.band, alpha=h.alpha, method=h.method)
         if hard.method == "power":
             hard.band_table()  # once, before the loader workers fork
-    log.info("rank %d: %d items, %d training pairs, %d held out; neighbourhoods in %.1fs; %s", rank, n_items,
-             n_train_pairs, n_hold, t_walk, hard)
+    if rank == 0:
+        log.info("%d items, %d training pairs, %d held out; neighbourhoods in %.1fs; %s", n_items, n_train_pairs,
+                 n_hold, t_walk, hard)
 
     model = pinsage_model(cfg, n_items, spec)
     learned_users = cfg.user_vectors.kind == "learned"
