@@ -40,7 +40,35 @@ def run_demo(out: str | Path, cfg: PinterestConfig | None = None, schema_path: s
     """Generate -> build -> split -> analytics. Returns (and writes ``summary.json``).
     ``out`` is built beside its final place and swapped in when complete."""
     with atomic_dir(out, overwrite=overwrite, kind="demo") as stage, _log_paths_as(stage, out):
-        return _run_demo(stage, cfg, schema_path, progress)
+        summary = _run_demo(stage, cfg, schema_path, progress)
+    _repoint_manifests(out, stage)
+    return summary
+
+
+_MANIFESTS = ("run.json", "manifest.json", "split.json", "inference.json")
+
+
+def _repoint_manifests(out: str | Path, stage: Path) -> None:
+    """After the staged job directory became ``out``: absolute paths its manifests
+    recorded inside the staging directory are rewritten to ``out`` (each file atomically;
+    readers resolve the relative references anyway, so an interruption here is harmless)."""
+    old, new = str(stage.resolve()), str(Path(out).resolve())
+
+    def fix(v):
+        if isinstance(v, str):  # the staging path is unique (a random suffix): replace it anywhere
+            return v.replace(old, new)
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        return v
+
+    for name in _MANIFESTS:
+        for path in Path(out).rglob(name):
+            doc = json.loads(path.read_text())
+            fixed = fix(doc)
+            if fixed != doc:
+                write_json(path, fixed)
 
 
 @contextmanager
@@ -246,7 +274,9 @@ def run_job(config_path: str | Path, out: str | Path | None = None, overwrite: b
     # built beside ``out`` and swapped in only when complete: a failed or killed job leaves
     # ``out`` as it was, and --overwrite replaces only a directory graphrec wrote
     with atomic_dir(out, overwrite=overwrite, kind="pipeline") as stage, _log_paths_as(stage, out):
-        return _run_job(cfg, models, relation, schema, base, config_path, stage, progress)
+        summary = _run_job(cfg, models, relation, schema, base, config_path, stage, progress)
+    _repoint_manifests(out, stage)
+    return summary
 
 
 def _run_job(cfg, models, relation, schema, base: Path, config_path, out: Path, progress: bool) -> dict:

@@ -53,6 +53,13 @@ def test_job_runs_end_to_end_and_reports(tmp_path):
     assert s["recommend"]["rows"] == len(cands) and cands.groupby("user").size().max() == 5
     with pytest.raises(GraphrecError, match="already exists"):
         run_job(cfg, out)
+    # built in a staging sibling, swapped in: no manifest points into the staging directory
+    for man in [*out.rglob("*.json")]:
+        assert ".out.tmp-" not in man.read_text(), man
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml", "out"]
+    from graphrec.run.directory import open_run
+
+    assert open_run(out / "runs" / "pinsage").store.path.resolve() == (out / "split" / "train").resolve()
 
 
 def test_job_config_errors(tmp_path, capsys):
