@@ -100,8 +100,8 @@ def test_renderers_describe_types_defaults_and_bounds():
     assert config_docs.default_text(f["relations"]) == "{}" and config_docs.default_text(f["ray"]) == "(section)"
     md = config_docs.render_markdown("twhin")
     assert "| `workers` | int (≥ 1) | `1` | Ray Train workers (data-parallel processes) |" in md
-    assert [s.path for s in config_docs.sections(TwHINConfig)] == ["", "negatives", "edge_weights.<name>",
-                                                                    "validation", "ray"]
+    assert [s.path for s in config_docs.sections(TwHINConfig)] == ["", "negatives", "edge_weights.<name>", "validation",
+                                                                    "checkpoints", "ray"]
     assert config_docs.sections(TwHINConfig)[-1].cls is RayConfig
 
 

@@ -47,6 +47,16 @@ class NegativesConfig(StrictConfig):
                                       "node of the type (an exact softmax) instead of a uniform sample")
 
 
+class CheckpointConfig(StrictConfig):
+    """Checkpoints of a run (``RUN_DIR/checkpoints``, each with its SHA-256): written at the
+    end of every epoch and, with ``every_steps``, within epochs too, so that a long epoch
+    resumes at the step it stopped at (the same batches, negatives and optimizer state)."""
+
+    every_steps: int = Field(0, ge=0, description="also checkpoint every this many steps within an epoch (0: at the "
+                             "end of each epoch only)")
+    keep: int = Field(2, ge=1, description="checkpoints kept (older ones are deleted once a newer one is written)")
+
+
 class RayConfig(StrictConfig):
     """Ray Train settings of a run: data-parallel workers, their CPUs and fault tolerance."""
 
@@ -154,9 +164,8 @@ class TwHINConfig(StrictConfig):
                                        "(validation.source none)")
     seed: int = Field(0, description="seed of initialisation, schedules and negatives")
     threads: int | None = Field(None, ge=1, description="torch threads (None: torch's default or ray.cpus_per_worker)")
-    checkpoint_every_steps: int = Field(0, ge=0, description="also checkpoint every this many steps within an epoch "
-                                        "(0: at the end of each epoch only), so a long epoch resumes mid-way")
-    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept in RUN_DIR/checkpoints (older ones deleted)")
+    checkpoints: CheckpointConfig = Field(CheckpointConfig(), description="when checkpoints are written and how "
+                                          "many are kept")
     ray: RayConfig = Field(RayConfig(), description="Ray Train settings")
 
     @field_validator("dim", "batch_size", mode="before")
@@ -314,9 +323,8 @@ class PinSageConfig(StrictConfig):
     user_vectors: UserVectorsConfig = Field(UserVectorsConfig(), description="user vectors for user→item retrieval")
     seed: int = Field(0, description="seed of initialisation, walks, positives and negatives")
     threads: int | None = Field(None, ge=1, description="torch threads (None: torch's default or ray.cpus_per_worker)")
-    checkpoint_every_steps: int = Field(0, ge=0, description="also checkpoint every this many steps within an epoch "
-                                        "(0: at the end of each epoch only), so a long epoch resumes mid-way")
-    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept in RUN_DIR/checkpoints (older ones deleted)")
+    checkpoints: CheckpointConfig = Field(CheckpointConfig(), description="when checkpoints are written and how "
+                                          "many are kept")
     ray: RayConfig = Field(RayConfig(), description="Ray Train settings")
 
     @model_validator(mode="after")

@@ -10,8 +10,9 @@ owns the run state and does the rest the same way for every model:
   schedulers, the epoch's random generator, the history, the early-stopping state and
   the **best-on-valid state** are restored, and training continues at the exact
   ``(epoch, step)`` it stopped at;
-* **checkpoints**: at the end of every epoch and, with ``checkpoint_every_steps``, every
-  N steps within an epoch (rank 0 writes; last ``keep_checkpoints`` kept);
+* **checkpoints**: at the end of every epoch and, with ``checkpoint_every_steps`` (the
+  config's ``checkpoints.every_steps``), every N steps within an epoch (rank 0 writes;
+  the last ``keep_checkpoints`` kept);
 * **early stopping** on a validation metric (``monitor``): after ``patience``
   validations without improvement; the best state is the one saved;
 * **reporting**: progress bar and one log line per epoch with throughput; metrics to

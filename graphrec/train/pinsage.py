@@ -198,7 +198,7 @@ def train_loop_per_worker(config: dict) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
     trainer = Trainer(ctx, {"model": trainable}, [opt], [sched], epochs=cfg.epochs, patience=cfg.patience,
                       monitor="valid_hr@10" if n_hold > 0 else None, seed=cfg.seed,
-                      checkpoint_every_steps=cfg.checkpoint_every_steps, keep_checkpoints=cfg.keep_checkpoints,
+                      checkpoint_every_steps=cfg.checkpoints.every_steps, keep_checkpoints=cfg.checkpoints.keep,
                       items_name="pairs")
 
     if cfg.walks.refresh == "fixed":

@@ -28,8 +28,7 @@ MODELS = tuple(RUN_CONFIGS)
 
 IDENTITY_FILE = "identity.json"
 #: config keys a resumed run may change (how long and where it runs, not what it computes)
-RESUMABLE_CHANGES = frozenset({"epochs", "patience", "ray", "threads", "checkpoint_every_steps", "keep_checkpoints",
-                               "loader_workers"})
+RESUMABLE_CHANGES = frozenset({"epochs", "patience", "ray", "threads", "checkpoints", "loader_workers"})
 
 
 def run_identity(cfg, store: GraphStore) -> dict:

@@ -340,8 +340,8 @@ def train_loop_per_worker(config: dict) -> dict:
 
     monitor = "valid_mrr" if validation is not None else "valid_sampled_mrr" if sampled_check else None
     trainer = Trainer(ctx, {"model": model}, optimizers, epochs=cfg.epochs, patience=cfg.patience, monitor=monitor,
-                      seed=cfg.seed, checkpoint_every_steps=cfg.checkpoint_every_steps,
-                      keep_checkpoints=cfg.keep_checkpoints, items_name="positives")
+                      seed=cfg.seed, checkpoint_every_steps=cfg.checkpoints.every_steps,
+                      keep_checkpoints=cfg.checkpoints.keep, items_name="positives")
     gen = trainer.generator
     n_neg, n_all = cfg.negatives.uniform, cfg.negatives.exhaustive_max_nodes
 

@@ -32,7 +32,7 @@ def _cli_train(cfg_path: Path, graph: Path, out: Path, *extra: str, env: dict | 
 
 def test_killed_mid_epoch_resumes_at_the_step_and_matches_an_uninterrupted_run(small_pins_graph, tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("dim: 16\nepochs: 3\nbatch_size: 256\nlr: 0.1\ncheckpoint_every_steps: 10\n")
+    cfg.write_text("dim: 16\nepochs: 3\nbatch_size: 256\nlr: 0.1\ncheckpoints: {every_steps: 10}\n")
     fault = {"epoch": 1, "step": 20, "rank": 0, "marker": str(tmp_path / "killed")}
     died = _cli_train(cfg, small_pins_graph.path, tmp_path / "run", env={FAULT_ENV: json.dumps(fault)})
     assert died.returncode != 0 and (tmp_path / "killed").exists()  # the process really died
@@ -149,7 +149,8 @@ def _gloo_run(world: int, cfg: TwHINConfig, graph, out) -> list:
 def test_two_ranks_resumed_mid_epoch_match_an_uninterrupted_run(small_pins_graph, tmp_path):
     """Each rank resumes its own stream of negatives: 2 DDP ranks resumed from a
     mid-epoch checkpoint give bitwise the model of the uninterrupted run."""
-    cfg = TwHINConfig(dim=8, epochs=2, batch_size=256, threads=1, checkpoint_every_steps=5, keep_checkpoints=100)
+    cfg = TwHINConfig(dim=8, epochs=2, batch_size=256, threads=1,
+                      checkpoints={"every_steps": 5, "keep": 100})
     _gloo_run(2, cfg, small_pins_graph.path, tmp_path / "whole")
     whole = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["model"]
     ckpts = CheckpointDir(tmp_path / "whole" / "checkpoints")
