@@ -72,6 +72,10 @@ CASES = [
                                   "--out", "{tmp}/s"], ["v.tsv", "not found"]),
     ("split-given-only-one", ["split", "{g}", "--valid-triples", "{file}", "--out", "{tmp}/s"],
      ["both --valid-triples and --test-triples"]),
+    # partition
+    ("partition-not-a-store", ["partition", "{tmp}", "--partitions", "2"], ["not a graph store"]),
+    ("partition-zero", ["partition", "{g}", "--partitions", "0"], ["--partitions"]),
+    ("partition-truncated-array", ["partition", "{bad}", "--partitions", "2"], ["indices.npy", "truncated"]),
     # generate
     ("generate-bad-count", ["generate", "pinterest", "--users", "0", "--out", "{tmp}/p"], ["--users", "greater than 0"]),
     ("generate-bad-clusters", ["generate", "pinterest", "--clusters", "-2", "--out", "{tmp}/p"], ["--clusters"]),

@@ -11,7 +11,6 @@ verifies, warning about (and skipping) corrupt ones. Read with
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 
 from graphrec.errors import GraphrecError
-from graphrec.io import atomic_file, write_bytes
+from graphrec.io import atomic_file, sha256_file, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +28,6 @@ STATE = "state.pt"
 
 class CorruptCheckpoint(GraphrecError):
     """A checkpoint file that is missing its checksum, does not match it, or does not load."""
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_checkpoint(directory: str | Path, state: dict, name: str = STATE) -> Path:
