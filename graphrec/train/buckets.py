@@ -103,6 +103,8 @@ class Wait(enum.Enum):
     def __repr__(self) -> str:
         return "WAIT"
 
+    __str__ = __repr__
+
 
 #: Returned by :meth:`BucketScheduler.acquire` when buckets remain but none can be handed
 #: to this worker now (their partitions are held, or the first-epoch order forbids them);
