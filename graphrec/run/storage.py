@@ -83,7 +83,6 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import PurePosixPath
 
 import numpy as np
 import pyarrow as pa
@@ -159,8 +158,10 @@ def _array_from_buffer(buf: pa.Buffer, where: str) -> np.ndarray:
         raise StorageError(f"{where}: {buf.size} bytes where the header {tuple(shape)} {dtype} needs "
                            f"{offset + count * dtype.itemsize} (truncated or padded)")
     if count == 0:
-        return np.empty(shape, dtype=dtype)
-    flat = np.frombuffer(buf, dtype=dtype, count=count, offset=offset)
+        flat = np.empty(0, dtype=dtype)
+    else:
+        flat = np.frombuffer(buf, dtype=dtype, count=count, offset=offset)
+    flat.flags.writeable = False  # as a memory-mapped local file: copy to modify
     return flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
 
 
@@ -183,7 +184,7 @@ class RunStorage:
             try:
                 fs, root = pafs.FileSystem.from_uri(spec)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as err:
-                raise StorageError(f"{_redact(spec)}: not a filesystem URI pyarrow can open ({err})") from None
+                raise StorageError(_redact(f"{spec}: not a filesystem URI pyarrow can open ({err})")) from None
         else:
             fs, root = pafs.LocalFileSystem(), os.path.abspath(spec)
         self.fs: pafs.FileSystem = fs
@@ -200,9 +201,8 @@ class RunStorage:
     def path(self, rel: str) -> str:
         """``rel``'s path inside the filesystem; :class:`StorageError` for a path that
         is absolute, empty or climbs out of the root."""
-        parts = PurePosixPath(rel).parts if rel else ()
-        if (not parts or rel.startswith("/") or "\\" in rel
-                or any(p in ("", ".", "..") for p in parts)):
+        parts = rel.split("/") if isinstance(rel, str) else [""]
+        if "\\" in rel or any(p in ("", ".", "..") for p in parts):
             raise StorageError(f"{rel!r}: not a path inside the run root {self.uri}")
         return f"{self.root}/{'/'.join(parts)}" if self.root != "/" else "/" + "/".join(parts)
 
@@ -352,8 +352,10 @@ class RunStorage:
 
 
 def _redact(uri: str) -> str:
-    """``uri`` without credentials (``s3://KEY:SECRET@bucket`` -> ``s3://***@bucket``)."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/@]*@", r"\1***@", uri)
+    """``uri`` (or a message quoting it) without credentials: ``s3://KEY:SECRET@bucket``
+    -> ``s3://***@bucket``, ``?secret_key=...`` -> ``?secret_key=***``."""
+    uri = re.sub(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/@\s]*@", r"\1***@", uri)
+    return re.sub(r"((?:access_key|secret_key|session_token)=)[^&\s]*", r"\1***", uri)
 
 
 # ---------------------------------------------------------------- versioned partition checkpoints
