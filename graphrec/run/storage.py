@@ -58,7 +58,11 @@ names it holds exclusively (a trainer holds its bucket's two partitions). Object
 offer no compare-and-swap that pyarrow exposes, so two committers could lose each
 other's updates; the version checks turn the common mistakes (a worker whose bucket was
 re-run elsewhere reporting late, a commit built on an old manifest) into
-:class:`StaleWrite` instead.
+:class:`StaleWrite` instead. A late report that arrives *before* the re-run's is
+indistinguishable by version, so the driver commits a worker's entries only while that
+worker still holds the bucket's lease. An array upload that fails half-way may still
+leave an object behind on an object store; it is never referenced by a manifest (and
+would fail its checksum), and :meth:`~PartitionCheckpoints.discard_uncommitted` removes it.
 
 A whole-checkpoint commit (PyTorch-BigGraph's end of epoch) is one commit of every name
 (:meth:`PartitionCheckpoints.transaction`); a per-bucket commit is one commit of the
@@ -66,8 +70,8 @@ bucket's partitions (embeddings and optimizer state together), so the committed 
 always holds either all of a bucket's updates or none. Readers (:meth:`~PartitionCheckpoints.head`
 then :meth:`~PartitionCheckpoints.read`) use only the files a manifest names and verify
 each file's SHA-256; a missing or corrupt file is a :class:`StorageError` naming it. A
-reader that holds manifest ``N`` can keep reading its files until ``keep`` more commits
-have happened.
+reader that holds manifest ``N`` can keep reading its files through ``keep - 1`` further
+commits (so training with concurrent readers wants ``keep >= 2``).
 """
 
 from __future__ import annotations
@@ -186,7 +190,7 @@ class RunStorage:
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as err:
                 raise StorageError(_redact(f"{spec}: not a filesystem URI pyarrow can open ({err})")) from None
         else:
-            fs, root = pafs.LocalFileSystem(), os.path.abspath(spec)
+            fs, root = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(spec))
         self.fs: pafs.FileSystem = fs
         self.root: str = root.rstrip("/") or "/"
         self.is_local: bool = isinstance(fs, pafs.LocalFileSystem)
@@ -503,7 +507,8 @@ class PartitionCheckpoints:
         """Commit ``entries`` (from :meth:`write`) as version ``head + 1``; names not in
         ``entries`` keep their committed files; ``meta`` replaces the committed meta
         (kept when ``None``). ``base_version``: refuse (:class:`StaleWrite`) unless the
-        head is still that version. Then garbage-collects (:meth:`gc`).
+        head is still that version. Then garbage-collects (:meth:`gc`; a failure there is
+        logged, not raised: the commit has happened).
 
         Call from one process only (the driver): see the module docstring."""
         entries = list(entries)
@@ -535,7 +540,10 @@ class PartitionCheckpoints:
         self.storage.put_json(self._rel(f"{VERSIONS_DIR}/v{new.version:010d}.json"), doc)
         self.storage.put_json(self._rel(VERSION_FILE), doc)  # the commit point
         log.debug("committed %s version %d (%d files written)", self, new.version, len(entries))
-        self.gc(new)
+        try:
+            self.gc(new)
+        except StorageError as err:  # committed all the same; the next gc retries
+            log.warning("checkpoint garbage collection failed (retried after the next commit): %s", err)
         return new
 
     @contextmanager
