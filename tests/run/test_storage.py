@@ -23,7 +23,8 @@ KEY, SECRET, REGION, BUCKET = "graphrec-test-key", "graphrec-test-secret", "us-e
 def s3_server():
     """A moto S3 server on 127.0.0.1 (a free port) for this module, with one bucket;
     yields its ``host:port``; stopped (and checked stopped) at the end."""
-    server_mod = pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install -e '.[dev]')")
+    server_mod = pytest.importorskip("moto.server", exc_type=ImportError,
+                                     reason="moto[server] is not installed (pip install -e '.[dev]')")
     with pytest.MonkeyPatch.context() as mp:
         # pyarrow gets explicit credentials and region; never look for real ones or probe EC2
         mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
