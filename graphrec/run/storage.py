@@ -576,7 +576,8 @@ class PartitionCheckpoints:
 
     def _paths(self, rel: str) -> set[str]:
         try:
-            return {e.path for e in Manifest.from_dict(self.storage.get_json(rel), self.storage.url(rel)).files.values()}
+            m = Manifest.from_dict(self.storage.get_json(rel), self.storage.url(rel))
+            return {e.path for e in m.files.values()}
         except StorageError as err:
             log.warning("ignoring an unreadable checkpoint manifest: %s", err)
             return set()
@@ -606,8 +607,9 @@ class PartitionCheckpoints:
 
     def discard_uncommitted(self) -> list[str]:
         """Delete array files that no kept manifest references (writes a crash left
-        uncommitted, and temporaries of local writes killed before their rename) and manifests newer than the head (a commit that crashed before its
-        commit point); returns the deleted paths. Call only while no worker is writing."""
+        uncommitted, and temporaries of local writes killed before their rename) and
+        manifests newer than the head (a commit that crashed before its commit point);
+        returns the deleted paths. Call only while no worker is writing."""
         head = self.head()
         history = self._history()
         live = {e.path for e in head.files.values()}

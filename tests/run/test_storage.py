@@ -244,7 +244,8 @@ def test_per_bucket_commits_never_mix_a_partial_bucket(storage):
     rerun = train_bucket(ckpt.head(), (0, 2), 3.0)
     ckpt.commit(rerun, meta={"epoch": 0, "done": [[2, 3], [0, 1], [0, 2]]})
     # the dead worker's late report cannot overwrite it
-    with pytest.raises(StaleWrite, match=r"user/0/embeddings.* version 3 was written from version 2, but version 3 is committed"):
+    late = r"user/0/embeddings.* version 3 was written from version 2, but version 3 is committed"
+    with pytest.raises(StaleWrite, match=late):
         ckpt.commit([zombie])
     with pytest.raises(StaleWrite, match="built on version 3"):
         ckpt.commit([], base_version=3)
