@@ -258,10 +258,12 @@ def _train_options(f):
     return click.pass_context(f)
 
 
-def _train(model, ctx, config_path, graph, out, workers, epochs, no_ray, address, resume, overwrite):
+def _train(model, ctx, config_path, graph, out, workers, epochs, no_ray, address, resume, overwrite, partitions=None):
     from graphrec.train.runs import fit, load_run_config, summarize
 
     cfg = load_run_config(model, config_path, workers=workers, epochs=epochs, address=address)
+    if partitions is not None:
+        cfg = cfg.model_copy(update={"partitions": partitions})
     info = fit(cfg, graph, out, use_ray=not no_ray, resume=resume, overwrite=overwrite, progress=ctx.obj["progress"])
     click.echo(f"{summarize(info)} -> {out}")
 
@@ -285,6 +287,8 @@ class _ConfigKeysCommand(click.Command):
 
 @train.command("twhin", cls=_ConfigKeysCommand, config_name="twhin")
 @_train_options
+@click.option("--partitions", type=click.IntRange(min=1), default=None,
+              help="Partitions P of the large node types (overrides the config's partitions; out-of-core).")
 def train_twhin_cmd(ctx, **kw):
     """TwHIN knowledge-graph embeddings of every node and relation type."""
     _train("twhin", ctx, **kw)

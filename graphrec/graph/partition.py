@@ -1,7 +1,8 @@
 """Node partitions and edge buckets for partitioned (PyTorch-BigGraph-style) training.
 
-**Assignment.** A node type with at least ``min_nodes`` nodes is split into ``P``
-partitions; smaller types stay whole (one partition, shared by every bucket). The
+**Assignment.** A node type with at least ``min_nodes`` (and at least ``P``) nodes is
+split into ``P`` partitions; smaller types stay whole (one partition, shared by every
+bucket). The
 assignment is a seeded uniform permutation of the type's ids cut into ``P`` contiguous
 chunks of sizes ``⌈N/P⌉`` or ``⌊N/P⌋`` (so partitions are balanced to one node)::
 
@@ -74,8 +75,9 @@ class NodePartitioning:
         self._perm: dict[str, np.ndarray] = {}
         self._bounds: dict[str, np.ndarray] = {}
         for t, n in num_nodes.items():
-            p = spec.num_partitions if n >= spec.min_nodes and n > 0 else 1
-            p = min(p, max(n, 1))  # never an empty partition
+            # a type smaller than P stays whole too: every partitioned type has exactly P
+            # partitions (one bucket grid), none of them empty
+            p = spec.num_partitions if n >= max(spec.min_nodes, spec.num_partitions) else 1
             perm = np.random.default_rng([spec.seed, zlib.crc32(t.encode())]).permutation(n) if p > 1 \
                 else np.arange(n)
             # sizes ceil(n/p) for the first n % p partitions, floor(n/p) for the rest

@@ -157,6 +157,11 @@ class TwHINConfig(StrictConfig):
         default_factory=dict, description="src:name:dst pattern -> per-edge sampling weights (last match wins)")
     include_reverse: bool = Field(False, description="also train on the reverse views of relations")
     validation: ValidationConfig = Field(ValidationConfig(), description="early stopping on filtered validation MRR")
+    partitions: int = Field(1, ge=1, description="partitions P of the large node types (PyTorch-BigGraph-style "
+                            "out-of-core training, one bucket of partitions in memory at a time; 1: every table "
+                            "in memory)")
+    partition_min_nodes: int = Field(0, ge=0, description="node types with fewer nodes (or fewer than P) stay whole "
+                                     "and are shared by every bucket (0: partition every type)")
     holdout_fraction: float = Field(0.0, ge=0, lt=1, description="fraction of each relation's edges held out of "
                                     "training for validation (validation.source holdout/auto, or the sampled check)")
     patience: int = Field(3, ge=1, description="evaluations without improvement before training stops")

@@ -103,6 +103,9 @@ def fit(cfg, graph: str | Path, out: str | Path, use_ray: bool = True, resume: b
         raise GraphrecError(f"{out} is a file, not a run directory")
     store = GraphStore(graph)  # fail early on a bad graph path
     check_config(cfg, store)
+    if getattr(cfg, "partitions", 1) > 1 and use_ray:
+        raise GraphrecError(f"partitions: {cfg.partitions} trains in one process for now: pass --no-ray "
+                            "(multi-worker bucket scheduling on Ray is not built yet)")
     with OutputLock(out):
         if out.is_dir() and any(out.iterdir()) and not is_graphrec_dir(out):
             raise GraphrecError(f"{out} is a directory graphrec did not write; refusing to train into it "
