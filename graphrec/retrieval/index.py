@@ -316,8 +316,9 @@ def build_faiss(source: ArrayVectors | ParquetVectors, cfg: IndexConfig, sink: S
     n_train = train_count(cfg, n, nlist)
     rng = np.random.default_rng(cfg.seed)
     rows = None if n_train >= n else np.sort(rng.choice(n, n_train, replace=False))
-    # pass 1: M² over all vectors and the training sample (raw; augmented once M is known)
-    m2, sample, filled, start = 0.0, np.empty((n_train, d), np.float32), 0, 0
+    # pass 1: M² over all vectors and the training sample (its augmentation column filled
+    # in once M is known, in place: the sample is held once)
+    m2, sample, filled, start = 0.0, np.zeros((n_train, da), np.float32), 0, 0
     with _progress(n, "index: norms + sample", progress) as bar:
         for _, v in source.chunks(ids=False):
             if augment and v.shape[0]:
@@ -328,7 +329,7 @@ def build_faiss(source: ArrayVectors | ParquetVectors, cfg: IndexConfig, sink: S
             else:
                 lo, hi = np.searchsorted(rows, [start, stop])
                 take = v[rows[lo:hi] - start]
-            sample[filled : filled + take.shape[0]] = take
+            sample[filled : filled + take.shape[0], :d] = take
             filled, start = filled + take.shape[0], stop
             bar.update(v.shape[0])
     if start != n or filled != n_train:
@@ -342,10 +343,10 @@ def build_faiss(source: ArrayVectors | ParquetVectors, cfg: IndexConfig, sink: S
         index = faiss.IndexIVFFlat(quantizer, da, nlist, metric)
     index.cp.seed = cfg.seed
     t0 = time.perf_counter()
-    train = transform(sample) if augment else sample
+    if augment:
+        sample[:, d] = np.sqrt(np.maximum(m2 - _norms2(sample[:, :d]), 0.0))
+    index.train(sample)
     del sample
-    index.train(train)
-    del train
     log.info("trained IVF%s (nlist %d) on %d of %d vectors in %.1fs", f"-PQ{cfg.pq_m}" if cfg.pq_m else "-Flat",
              nlist, n_train, n, time.perf_counter() - t0)
     index.nprobe = cfg.nprobe
