@@ -371,29 +371,34 @@ def make_index(vectors: np.ndarray, cfg: IndexConfig) -> tuple[SearchIndex, dict
 
 
 class _IndexFiles:
-    """The sink that writes ``ids.parquet`` and ``vectors.npy`` chunk by chunk (the latter
-    through a memory-mapped ``.npy``, so no copy of all vectors is held in memory)."""
+    """The sink that writes ``ids.parquet`` and ``vectors.npy`` chunk by chunk. The ``.npy``
+    file is created (header, size) by ``np.lib.format.open_memmap``, but the chunks go
+    through the file, not the mapping: written pages are then the kernel's page cache, not
+    this process's resident memory, so the build stays bounded however large ``N × d``."""
 
     def __init__(self, tmp: Path, count: int, dim: int):
-        self.tmp, self.count, self.rows = tmp, count, 0
-        self.vectors = np.lib.format.open_memmap(tmp / VECTORS_FILE, mode="w+", dtype=np.float32,
-                                                 shape=(count, dim))
+        self.tmp, self.count, self.dim, self.rows = tmp, count, dim, 0
+        created = np.lib.format.open_memmap(tmp / VECTORS_FILE, mode="w+", dtype=np.float32, shape=(count, dim))
+        offset = created.offset
+        del created
+        self._npy = open(tmp / VECTORS_FILE, "r+b")  # noqa: SIM115 (closed by close())
+        self._npy.seek(offset)
         self.ids: pq.ParquetWriter | None = None
 
     def __call__(self, ids: pa.Array, vectors: np.ndarray) -> None:
+        if self.rows + vectors.shape[0] > self.count:
+            raise GraphrecError(f"more rows than the {self.count} the vector file's metadata declares")
         if self.ids is None:
             id_type = pa.string() if pa.types.is_large_string(ids.type) else ids.type
             self.ids = pq.ParquetWriter(self.tmp / IDS_FILE, pa.schema([("id", id_type)]))
         self.ids.write_table(pa.table({"id": ids.cast(self.ids.schema.field("id").type)}, schema=self.ids.schema))
-        self.vectors[self.rows : self.rows + vectors.shape[0]] = vectors
+        self._npy.write(np.ascontiguousarray(vectors, dtype=np.float32).data)
         self.rows += vectors.shape[0]
-        self.vectors.flush()  # written pages become clean: the page cache may drop them
 
     def close(self) -> None:
         if self.ids is not None:
             self.ids.close()
-        self.vectors.flush()
-        del self.vectors
+        self._npy.close()
 
 
 def build_index(emb_dir: str | Path, target: str, out: str | Path, query: str | None = None,
