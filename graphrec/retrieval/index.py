@@ -17,9 +17,18 @@ searches under:
 
 ``mips="augment"`` / ``"raw"`` forces either form on both approximate kinds.
 
+Builds stream the candidate Parquet file in chunks of ``chunk_size`` rows
+(:func:`build_faiss`): IVF makes one pass for the largest norm and a seeded uniform
+training sample of ``train_sample`` vectors, trains, and adds a chunk at a time, so its
+peak memory is the sample + one chunk + the index (PQ codes for IVF-PQ; IVF-Flat and
+``refine`` keep full vectors by design), not ``N × d`` floats (benchmarks/index_streaming.py). With ``N ≤ train_sample``
+the sample is every vector and the index is exactly the one built from the whole array;
+above, it differs from training on everything only by the sample. Flat and HNSW hold
+every vector in the index anyway (HNSW is filled by one ``add``).
+
 ``INDEX_DIR`` holds ``index.faiss``, ``ids.parquet`` (row ``i`` = the original id of
-FAISS label ``i``), ``vectors.npy`` (the indexed vectors, for item→item queries) and
-``manifest.json`` (metric, dim, count, kind and parameters, the embedding directory and
+FAISS label ``i``), ``vectors.npy`` (the indexed vectors, for item→item queries; written
+chunk by chunk) and ``manifest.json`` (metric, dim, count, kind and parameters, the embedding directory and
 file it came from, that export's model and graph checksum). Written to a temporary
 sibling directory and renamed. Searches run on a GPU copy of a flat or IVF index when
 faiss-gpu sees a CUDA device (``Index(gpu=False)`` keeps them on the CPU; FAISS has no
@@ -202,7 +211,9 @@ class ParquetVectors:
     def __init__(self, path: str | Path, chunk_size: int = 1 << 16):
         self.path, self.chunk_size = Path(path), chunk_size
         try:
-            self.file = pq.ParquetFile(self.path)
+            # buffered page-by-page reads: without them a batch costs a whole decoded row group
+            # (exports write 2^20-row groups: 512 MiB at d=128), with them about one batch
+            self.file = pq.ParquetFile(self.path, buffer_size=1 << 20, pre_buffer=False)
         except (OSError, pa.ArrowException) as err:
             raise GraphrecError(f"{self.path}: not a readable Parquet file ({err})") from None
         schema = self.file.schema_arrow
