@@ -408,15 +408,27 @@ def infer(ctx, run_dir, out, shard_size, use_ray, address):
 @click.option("--nlist", type=int, default=None, help="IVF lists [default: 4·sqrt(N)].")
 @click.option("--nprobe", type=int, default=32, show_default=True)
 @click.option("--pq-m", type=int, default=None, help="IVF-PQ sub-quantisers [default: IVF-Flat].")
+@click.option("--train-sample", type=int, default=None,
+              help="IVF: vectors sampled to train the lists and PQ [default: max(200000, 39·nlist)].")
+@click.option("--chunk-size", type=int, default=1 << 16, show_default=True,
+              help="Vectors read and added per step (IVF builds hold one chunk, the sample and the index).")
 @click.option("--out", required=True, type=click.Path(), help="Index directory to create.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-def index(emb_dir, target, query, kind, flat_max, hnsw_m, ef_search, nlist, nprobe, pq_m, out, overwrite):
-    """Build a FAISS inner-product index over exported embeddings."""
+@click.pass_context
+def index(ctx, emb_dir, target, query, kind, flat_max, hnsw_m, ef_search, nlist, nprobe, pq_m, train_sample,
+          chunk_size, out, overwrite):
+    """Build a FAISS inner-product index over exported embeddings (IVF streams the vectors in bounded memory)."""
+    from pydantic import ValidationError
+
     from graphrec.retrieval.index import IndexConfig, build_index
 
-    cfg = IndexConfig(kind=kind, flat_max=flat_max, hnsw_m=hnsw_m, ef_search=ef_search, nlist=nlist, nprobe=nprobe,
-                      pq_m=pq_m)
-    m = build_index(emb_dir, target, out, query=query, cfg=cfg, overwrite=overwrite)
+    try:
+        cfg = IndexConfig(kind=kind, flat_max=flat_max, hnsw_m=hnsw_m, ef_search=ef_search, nlist=nlist,
+                          nprobe=nprobe, pq_m=pq_m, train_sample=train_sample, chunk_size=chunk_size)
+    except ValidationError as err:
+        raise GraphrecError("; ".join(f"--{str(e['loc'][0]).replace('_', '-')} {e['input']!r}: {e['msg'].lower()}"
+                                      for e in err.errors())) from None
+    m = build_index(emb_dir, target, out, query=query, cfg=cfg, overwrite=overwrite, progress=ctx.obj["progress"])
     click.echo(f"indexed {m['count']:,} {target} vectors (dim {m['dim']}, {m['kind']}, inner product) "
                f"in {m['build_seconds']:.1f}s -> {out}")
 

@@ -123,6 +123,8 @@ CASES = [
      ["manifest.json"]),
     ("index-unknown-target", ["index", "--embeddings", "{emb}", "--target", "nope", "--out", "{tmp}/x"], ["nope"]),
     ("index-out-exists", ["index", "--embeddings", "{emb}", "--target", "item", "--out", "{g}"], ["already exists"]),
+    ("index-bad-train-sample", ["index", "--embeddings", "{emb}", "--target", "item", "--train-sample", "5",
+                                "--out", "{tmp}/x"], ["--train-sample", "1000"]),
     ("search-unknown-ids", ["search", "--index", "{index}", "--id", "zzz"], ["none of the ids"]),
     ("search-not-an-index", ["search", "--index", "{tmp}", "--id", "10"], ["manifest.json"]),
     ("recommend-no-users", ["recommend", "--index", "{index}", "--out", "{tmp}/c.parquet"], ["--users", "--all"]),

@@ -116,3 +116,118 @@ def test_bad_inputs(small_pins_graph, tmp_path):
         recommend(Index(tmp_path / "noq"), tmp_path / "c.parquet", progress=False)
     assert not (tmp_path / "i2").exists()
     assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["embeddings"] == str(emb.resolve())
+
+
+def _parquet_emb_dir(path, vectors, ids=None):
+    """A minimal embedding directory: ``nodes/pin.parquet`` (as `graphrec export` writes it)
+    and its manifest."""
+    import pyarrow as pa
+
+    from graphrec.infer.export import write_vectors
+
+    ids = pa.array(np.arange(vectors.shape[0], dtype=np.int64) * 7 + 3) if ids is None else ids
+    write_vectors(path / "nodes" / "pin.parquet", ids, vectors)
+    (path / "manifest.json").write_text(json.dumps({"format": "graphrec-embeddings", "model": "test",
+                                                    "node_counts": {"pin": vectors.shape[0]}, "retrieval": {}}))
+    return path
+
+
+def _clustered(n, d=32, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((50, d))
+    x = (centers[rng.integers(0, 50, n)] + 0.5 * rng.standard_normal((n, d))).astype(np.float32)
+    x *= rng.lognormal(0, 0.7, (n, 1)).astype(np.float32)
+    q = (centers[rng.integers(0, 50, 200)] + rng.standard_normal((200, d))).astype(np.float32)
+    return x, q
+
+
+@pytest.mark.parametrize("params", [{"kind": "ivf", "nprobe": 8}, {"kind": "ivf", "pq_m": 17, "refine": 20},
+                                    {"kind": "ivf", "pq_m": 8, "mips": "raw"}, {"kind": "flat"}, {"kind": "hnsw"}])
+def test_streaming_build_equals_the_in_memory_index(tmp_path, params):
+    """N ≤ train_sample: the chunked build (chunks of 300 rows) trains on every vector, so it
+    gives exactly the index built from the whole array at once."""
+    x, q = _clustered(3000)
+    emb = _parquet_emb_dir(tmp_path / "emb", x)
+    man = build_index(emb, "pin", tmp_path / "idx", cfg=IndexConfig(**params, chunk_size=300))
+    ref, p = make_index(x, IndexConfig(**params, chunk_size=len(x)))
+    assert {k: man[k] for k in p} == p and man["count"] == 3000 and man["dim"] == 32
+    if params["kind"] == "ivf":
+        assert man["train_vectors"] == 3000
+    idx = Index(tmp_path / "idx")
+    s, r = idx.search(q, 10)
+    rs, rr = ref.search(q, 10)
+    np.testing.assert_array_equal(r, rr)
+    np.testing.assert_array_equal(s, rs)
+    np.testing.assert_array_equal(np.asarray(idx.vectors), x)
+    np.testing.assert_array_equal(idx.ids, np.arange(3000) * 7 + 3)
+
+
+@pytest.mark.parametrize("pq_m", [17, None])
+def test_ivf_build_streams_in_bounded_memory(tmp_path, monkeypatch, pq_m):
+    """train_sample < N and small chunks: the vectors are read in chunks of at most
+    chunk_size rows, never as a whole table, and no array of all vectors is ever allocated
+    (tracemalloc sees numpy's allocations), while recall@10 stays high."""
+    import tracemalloc
+
+    import faiss  # noqa: F401  (imported before tracing: its module tables are not the build's)
+    import pyarrow.parquet as pq
+
+    import graphrec.infer.export as export
+    from graphrec.retrieval import index as index_mod
+
+    n, d, chunk, n_train = 80_000, 32, 1000, 10_000
+    x, q = _clustered(n, d)
+    emb = _parquet_emb_dir(tmp_path / "emb", x)
+    del x  # keep the only full copy out of the measurement (reloaded below)
+
+    def whole_read(*a, **k):
+        raise AssertionError("an IVF build read the whole vector file")
+
+    monkeypatch.setattr(export, "read_vectors", whole_read)
+    monkeypatch.setattr(pq, "read_table", whole_read)
+    sizes = []
+    chunks = index_mod.ParquetVectors.chunks
+
+    def spy(self, ids=True):
+        for c in chunks(self, ids):
+            sizes.append(c[1].shape[0])
+            yield c
+
+    monkeypatch.setattr(index_mod.ParquetVectors, "chunks", spy)
+    cfg = IndexConfig(kind="ivf", nlist=100, nprobe=32, pq_m=pq_m, refine=100 if pq_m else 0, train_sample=n_train,
+                      chunk_size=chunk)
+    tracemalloc.start()
+    try:
+        man = build_index(emb, "pin", tmp_path / "idx", cfg=cfg)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        monkeypatch.undo()
+    assert man["train_vectors"] == n_train and man["nlist"] == 100 and man["kind"] == "ivf"
+    assert max(sizes) <= chunk and sum(sizes) == 2 * n  # two passes: norms + sample, then add
+    # the augmented sample (n_train x (d + 2) floats) and a few chunks at most
+    all_vectors, bound = n * d * 4, (n_train + 4 * chunk) * (d + 2) * 4
+    assert peak < bound < all_vectors / 5, f"{peak} bytes traced at peak; bound {bound}, all vectors {all_vectors}"
+    x = np.load(tmp_path / "idx" / "vectors.npy")
+    exact, _ = make_index(x, IndexConfig(kind="flat"))
+    _, e = exact.search(q, 10)
+    s, a = Index(tmp_path / "idx").search(q, 10)
+    # the sample costs (almost) nothing against training on every vector
+    full, _ = make_index(x, cfg.model_copy(update={"train_sample": n}))
+    _, f = full.search(q, 10)
+    assert _recall(a, e) >= max(0.9 if pq_m else 0.95, _recall(f, e) - 0.03)
+    np.testing.assert_allclose(s, np.take_along_axis(q @ x.T, a, 1), rtol=1e-3, atol=1e-2)
+    # the sample is seeded: another build is the same index
+    build_index(emb, "pin", tmp_path / "idx2", cfg=cfg)
+    assert (tmp_path / "idx" / "index.faiss").read_bytes() == (tmp_path / "idx2" / "index.faiss").read_bytes()
+
+
+def test_streaming_build_refuses_a_file_without_embeddings(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    emb = _parquet_emb_dir(tmp_path / "emb", np.ones((5, 4), np.float32))
+    pq.write_table(pa.table({"id": [1, 2], "vec": [1.0, 2.0]}), emb / "nodes" / "pin.parquet")
+    with pytest.raises(GraphrecError, match=r"pin\.parquet: no 'embedding' column"):
+        build_index(emb, "pin", tmp_path / "idx")
+    assert not (tmp_path / "idx").exists()
