@@ -596,7 +596,7 @@ def main(argv=None) -> int:
     """Console entry point: runs the CLI and maps errors to exit codes."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, standalone_mode=False)
+        cli.main(args=argv, standalone_mode=False, prog_name="graphrec")
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130

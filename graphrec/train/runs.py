@@ -19,6 +19,7 @@ from graphrec.errors import GraphrecError
 from graphrec.graph.store import GraphStore
 from graphrec.io import OutputLock, is_graphrec_dir, mark_graphrec_dir, write_json
 from graphrec.run.checkpoint import CheckpointDir
+from graphrec.train.partitioned import PARTITION_TABLES_DIR
 from graphrec.config_base import load_yaml
 from graphrec.run.config import RUN_CONFIGS, load_config
 from graphrec.run.directory import CHECKPOINTS_DIR, MODEL_FILE, RAY_DIR, RUN_FILE
@@ -112,7 +113,8 @@ def fit(cfg, graph: str | Path, out: str | Path, use_ray: bool = True, resume: b
                                 "(choose an empty or new run directory)")
         if (out / MODEL_FILE).exists() and not (overwrite or resume):
             raise GraphrecError(f"{out} holds a finished run ({MODEL_FILE}); pass --overwrite to replace it or --resume")
-        has_ckpt = bool(CheckpointDir(out / CHECKPOINTS_DIR).tags())
+        has_ckpt = bool(CheckpointDir(out / CHECKPOINTS_DIR).tags()) or (
+            (out / PARTITION_TABLES_DIR / "checkpoint_version.json").is_file() and not (out / RUN_FILE).exists())
         if has_ckpt and not (overwrite or resume):
             raise GraphrecError(f"{out} holds checkpoints of an unfinished run; pass --resume to continue it "
                                 "or --overwrite to start over")
@@ -122,6 +124,7 @@ def fit(cfg, graph: str | Path, out: str | Path, use_ray: bool = True, resume: b
         if not resume:
             shutil.rmtree(out / CHECKPOINTS_DIR, ignore_errors=True)
             shutil.rmtree(out / RAY_DIR, ignore_errors=True)
+            shutil.rmtree(out / PARTITION_TABLES_DIR, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         mark_graphrec_dir(out, f"run:{cfg.model}")
         (out / CHECKPOINTS_DIR).mkdir(exist_ok=True)

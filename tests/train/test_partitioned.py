@@ -70,3 +70,27 @@ def test_what_partitioned_training_does_not_do_yet_is_refused(split, tmp_path):
         fit(TwHINConfig(**CFG, partitions=2, optimizer="sparse_adam"), split.train.path, tmp_path / "r",
             use_ray=False)
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_killed_partitioned_job_resumes_after_the_last_committed_bucket(split, tmp_path):
+    """SIGKILL right after the 6th bucket commit (epoch 1, bucket 2 of 4); --resume
+    continues from there and gives bitwise the model of an uninterrupted run."""
+    from tests.reliability.test_kill import kill_at
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dim: 16\nepochs: 3\nbatch_size: 256\npartitions: 2\n")
+    argv = ["train", "twhin", "--config", str(cfg), "--graph", str(split.train.path), "--out", str(tmp_path / "run"),
+            "--no-ray"]
+    # commit 1 is the initial tables; 1 + 4 buckets of epoch 0 + 2 of epoch 1 = the 7th
+    kill_at(tmp_path, argv, module="graphrec.run.storage", owner="PartitionCheckpoints", attr="commit", n=7,
+            after_call=True)
+    assert not (tmp_path / "run" / "run.json").exists()
+    assert main(["-q", *argv]) == 2  # an unfinished run's state is never silently discarded
+    assert main(["-q", *argv, "--resume"]) == 0
+    whole = [a if a != str(tmp_path / "run") else str(tmp_path / "whole") for a in argv]
+    assert main(["-q", *whole]) == 0
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["summary"]["starts"] == [0, 1] and [h["epoch"] for h in info["summary"]["history"]] == [0, 1, 2]
+    a, b = open_run(tmp_path / "run").model, open_run(tmp_path / "whole").model
+    assert torch.equal(a.node_emb.weight, b.node_emb.weight) and torch.equal(a.rel_emb.weight, b.rel_emb.weight)
