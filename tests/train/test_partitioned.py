@@ -79,7 +79,7 @@ def test_killed_partitioned_job_resumes_after_the_last_committed_bucket(split, t
     from tests.reliability.test_kill import kill_at
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("dim: 16\nepochs: 3\nbatch_size: 256\npartitions: 2\n")
+    cfg.write_text("dim: 16\nepochs: 3\nbatch_size: 256\npartitions: 2\nthreads: 1\n")  # same threads in every process: same sums
     argv = ["train", "twhin", "--config", str(cfg), "--graph", str(split.train.path), "--out", str(tmp_path / "run"),
             "--no-ray"]
     # commit 1 is the initial tables; 1 + 4 buckets of epoch 0 + 2 of epoch 1 = the 7th
