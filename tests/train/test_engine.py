@@ -133,17 +133,18 @@ def _gloo_run(world: int, cfg: TwHINConfig, graph, out) -> list:
                          out=str(out))
     procs = [subprocess.Popen([sys.executable, "-c", code, str(r), str(world)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for r in range(world)]
-    outs = []
+    results = []
     for p in procs:
         try:
-            stdout, err = p.communicate(timeout=240)
+            results.append(p.communicate(timeout=240))
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
             pytest.fail("a rank hung (mismatched collectives)")
-        assert p.returncode == 0, err[-2000:]
-        outs.append(json.loads(stdout.strip().splitlines()[-1]))
-    return outs
+    failed = [f"rank {r} (exit {p.returncode}):\n{err[-3000:]}" for r, (p, (_, err)) in enumerate(zip(procs, results))
+              if p.returncode != 0]
+    assert not failed, "\n".join(failed)
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in results]
 
 
 def test_two_ranks_resumed_mid_epoch_match_an_uninterrupted_run(small_pins_graph, tmp_path):
