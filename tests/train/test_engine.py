@@ -117,8 +117,10 @@ rank, world = int(sys.argv[1]), int(sys.argv[2])
 dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{port}", rank=rank, world_size=world)
 from graphrec.train.twhin import train_loop_per_worker
 s = train_loop_per_worker({{"twhin": json.loads({cfg!r}), "graph": {graph!r}, "out": {out!r}}})
-print(json.dumps([h["steps"] for h in s["history"]]))
+print(json.dumps([h["steps"] for h in s["history"]]), flush=True)
+dist.barrier()  # leave together: rank 0 writes the run after the others are done training
 dist.destroy_process_group()
+os._exit(0)  # skip interpreter teardown (gloo's threads can abort it: "terminate called ...")
 """
 
 
@@ -141,8 +143,8 @@ def _gloo_run(world: int, cfg: TwHINConfig, graph, out) -> list:
             for q in procs:
                 q.kill()
             pytest.fail("a rank hung (mismatched collectives)")
-    failed = [f"rank {r} (exit {p.returncode}):\n{err[-3000:]}" for r, (p, (_, err)) in enumerate(zip(procs, results))
-              if p.returncode != 0]
+    failed = [f"rank {r} (exit {p.returncode}), stdout: {out[-500:]!r}\n{err[-3000:]}"
+              for r, (p, (out, err)) in enumerate(zip(procs, results)) if p.returncode != 0]
     assert not failed, "\n".join(failed)
     return [json.loads(out.strip().splitlines()[-1]) for out, _ in results]
 
