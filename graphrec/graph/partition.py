@@ -74,6 +74,8 @@ class NodePartitioning:
         self.spec = spec
         self._perm: dict[str, np.ndarray] = {}
         self._bounds: dict[str, np.ndarray] = {}
+        self._part: dict[str, np.ndarray] = {}  # part(t) / offset(t), computed once per type
+        self._offset: dict[str, np.ndarray] = {}
         for t, n in num_nodes.items():
             # a type smaller than P stays whole too: every partitioned type has exactly P
             # partitions (one bucket grid), none of them empty
@@ -103,16 +105,22 @@ class NodePartitioning:
         return self._perm[node_type][b[p] : b[p + 1]]
 
     def part(self, node_type: str) -> np.ndarray:
+        if node_type in self._part:
+            return self._part[node_type]
         perm, b = self._perm[node_type], self._bounds[node_type]
         dtype = np.int16 if len(b) - 1 < np.iinfo(np.int16).max else np.int32
         out = np.empty(perm.shape[0], dtype=dtype)
         out[perm] = np.repeat(np.arange(len(b) - 1, dtype=dtype), np.diff(b))
+        self._part[node_type] = out
         return out
 
     def offset(self, node_type: str) -> np.ndarray:
+        if node_type in self._offset:
+            return self._offset[node_type]
         perm, b = self._perm[node_type], self._bounds[node_type]
         out = np.empty(perm.shape[0], dtype=np.int64)
         out[perm] = np.arange(perm.shape[0], dtype=np.int64) - np.repeat(b[:-1], np.diff(b))
+        self._offset[node_type] = out
         return out
 
 

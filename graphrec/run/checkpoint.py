@@ -43,6 +43,13 @@ def save_checkpoint(directory: str | Path, state: dict, name: str = STATE) -> Pa
     return path
 
 
+def checkpoint_digest(directory: str | Path, name: str = STATE) -> str | None:
+    """The SHA-256 :func:`save_checkpoint` recorded for ``directory/name`` (None if none)."""
+    sums = Path(directory) / f"{name}.sha256"
+    text = sums.read_text().split() if sums.is_file() else []
+    return text[0] if text else None
+
+
 def load_checkpoint(directory: str | Path, name: str = STATE, verify: bool = True) -> dict:
     """The state saved by :func:`save_checkpoint`; :class:`CorruptCheckpoint` when the file
     is missing, does not match its checksum (``verify``) or does not load."""
@@ -50,10 +57,9 @@ def load_checkpoint(directory: str | Path, name: str = STATE, verify: bool = Tru
     if not path.is_file():
         raise CorruptCheckpoint(f"{path}: no checkpoint")
     if verify:
-        sums = path.with_name(f"{name}.sha256")
-        if not sums.is_file():
-            raise CorruptCheckpoint(f"{path}: no checksum file {sums.name} (an interrupted write?)")
-        expected = sums.read_text().split()[0] if sums.read_text().strip() else ""
+        expected = checkpoint_digest(directory, name)
+        if expected is None:
+            raise CorruptCheckpoint(f"{path}: no checksum file {name}.sha256 (an interrupted write?)")
         actual = sha256_file(path)
         if actual != expected:
             raise CorruptCheckpoint(f"{path}: sha256 {actual[:12]} does not match its checksum {expected[:12]}")

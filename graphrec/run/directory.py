@@ -28,7 +28,8 @@ from graphrec.graph.store import GraphStore, parse_edge_type
 from graphrec.io import portable_path, resolve_portable, write_json
 from graphrec.models.pinsage import PinSage
 from graphrec.models.twhin import TwHIN
-from graphrec.run.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint, sha256_file
+from graphrec.run.checkpoint import (CorruptCheckpoint, checkpoint_digest, load_checkpoint, save_checkpoint,
+                                     sha256_file)
 from graphrec.run.config import PinSageConfig, TwHINConfig, parse_config
 from graphrec.sampling.features import FeatureSpec, NodeFeatureTable
 from graphrec.sampling.walks import ImportanceNeighborhoods
@@ -86,7 +87,7 @@ def write_run(run_dir: str | Path, model: str, cfg, store: GraphStore, model_sta
     Returns run.json's content."""
     run_dir = Path(run_dir)
     save_checkpoint(run_dir, {"model": model_state}, name=MODEL_FILE)
-    files = {MODEL_FILE: sha256_file(run_dir / MODEL_FILE)}
+    files = {MODEL_FILE: checkpoint_digest(run_dir, MODEL_FILE)}  # hashed once, by save_checkpoint
     for name in (ITEM_VECTORS, USER_VECTORS):
         if (run_dir / name).is_file():
             files[name] = sha256_file(run_dir / name)
@@ -145,10 +146,10 @@ class Run:
         expected = self.info.get("files", {}).get(MODEL_FILE)
         path = self.dir / MODEL_FILE
         try:
-            if verify and expected is not None and sha256_file(path) != expected:
-                raise CorruptCheckpoint(f"{path}: sha256 differs from the one in {RUN_FILE}")
-            # runs written before checksums existed have no model.pt.sha256
-            state = load_checkpoint(self.dir, MODEL_FILE, verify=(self.dir / f"{MODEL_FILE}.sha256").is_file())
+            recorded = checkpoint_digest(self.dir, MODEL_FILE)  # None: a run from before checksums
+            if verify and expected is not None and recorded is not None and expected != recorded:
+                raise CorruptCheckpoint(f"{path}: its checksum file differs from the one in {RUN_FILE}")
+            state = load_checkpoint(self.dir, MODEL_FILE, verify=recorded is not None)  # one hash of the file
         except CorruptCheckpoint as err:
             raise GraphrecError(f"{err} (the run's model file is damaged; retrain or restore it)") from None
         return state["model"]

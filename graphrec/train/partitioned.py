@@ -78,6 +78,7 @@ class PartitionTables:
     def __init__(self, root: str | Path, part: NodePartitioning, dim: int, init_scale: float, seed: int):
         self.part, self.dim = part, dim
         self.ckpt = PartitionCheckpoints(RunStorage(root), prefix="", keep=2)
+        self._written: set[str] = set()  # names this process committed: re-reading them skips the hash
         self.ckpt.discard_uncommitted()  # writes of a killed job that never got committed
         if self.ckpt.head().version == 0:
             self._initialise(init_scale, seed)
@@ -96,7 +97,12 @@ class PartitionTables:
                     tx.write(self.name(t, p, "sum"), np.zeros_like(emb))
 
     def load(self, t: str, p: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.ckpt.read(self.name(t, p, "emb")), self.ckpt.read(self.name(t, p, "sum"))
+        """A partition's table and accumulator; files from another process (a resumed
+        job's) are checked against their SHA-256, this process's own writes are not
+        hashed again (every bucket re-reads the partitions the previous ones wrote)."""
+        emb, acc = self.name(t, p, "emb"), self.name(t, p, "sum")
+        return (self.ckpt.read(emb, verify=emb not in self._written),
+                self.ckpt.read(acc, verify=acc not in self._written))
 
     @property
     def meta(self) -> dict:
@@ -105,6 +111,7 @@ class PartitionTables:
     def commit(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
         entries = [self.ckpt.write(name, arr) for name, arr in arrays.items()]
         self.ckpt.commit(entries, meta)
+        self._written.update(arrays)
 
 
 def _local_name(t: str, p: int) -> str:
