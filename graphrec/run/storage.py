@@ -47,7 +47,8 @@ Commit protocol
    ``N + 1``; a crash anywhere before it leaves ``N`` intact.
 3. **Garbage collection** (same writer, after each commit): manifests older than the
    last ``keep`` are dropped together with the files they reference and no kept manifest
-   does. Only files that some commit once referenced are deleted, so files that other
+   does; versions listed in the head's ``meta["pinned"]`` are kept too (an early-stopped
+   run's best epoch, which :meth:`PartitionCheckpoints.rollback` makes the head again). Only files that some commit once referenced are deleted, so files that other
    workers are still writing for a later commit are never touched. Files of writes that
    never got committed (a crashed worker) are removed by :meth:`discard_uncommitted`,
    which the driver calls when no worker is writing (e.g. on resume).
@@ -99,6 +100,9 @@ log = logging.getLogger(__name__)
 
 FORMAT = "graphrec-checkpoint/1"
 VERSION_FILE = "checkpoint_version.json"
+#: ``meta[PINNED_KEY]``: committed versions garbage collection keeps beyond the last
+#: ``keep`` (e.g. the best epoch of an early-stopped run)
+PINNED_KEY = "pinned"
 VERSIONS_DIR = "versions"
 FILES_DIR = "files"
 
@@ -123,6 +127,25 @@ class StaleWrite(StorageError):
 
 def _is_uri(s: str) -> bool:
     return re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", s) is not None
+
+
+class _HashingReader:
+    """A binary input stream that hashes what is read through it."""
+
+    def __init__(self, f):
+        self.f, self.sha, self.bytes = f, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read() if n is None or n < 0 else self.f.read(n)
+        self.sha.update(data)
+        self.bytes += len(data)
+        return data
+
+    def readinto(self, view: memoryview) -> int:
+        n = self.f.readinto(view)
+        self.sha.update(view[:n])
+        self.bytes += n
+        return n
 
 
 class _HashingWriter:
@@ -321,6 +344,44 @@ class RunStorage:
                                "(corrupt or replaced)")
         return _array_from_buffer(buf, where)
 
+    def read_array_into(self, rel: str, out: np.ndarray, sha256: str | None = None) -> None:
+        """Read the ``.npy`` array ``rel`` straight into ``out`` (C-contiguous, the same
+        dtype and shape): no mapping and no intermediate copy, so a process's memory
+        holds the array once. With ``sha256`` the bytes are hashed as they stream and a
+        mismatch is a :class:`StorageError` naming the file (``out`` is then garbage)."""
+        path, where = self.path(rel), self.url(rel)
+        if not out.flags.c_contiguous:
+            raise ValueError("read_array_into needs a C-contiguous output array")
+        try:
+            with self.fs.open_input_stream(path) as raw:
+                f = _HashingReader(raw)
+                try:
+                    major, _ = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, fortran, dtype = read_header(f)
+                except ValueError as err:
+                    raise StorageError(f"{where}: not a readable .npy array ({err})") from None
+                if fortran or dtype != out.dtype or tuple(shape) != out.shape:
+                    raise StorageError(f"{where}: holds {tuple(shape)} {dtype.str}"
+                                       f"{' (Fortran order)' if fortran else ''}, expected {out.shape} {out.dtype.str}")
+                view = memoryview(out.reshape(-1).view(np.uint8))
+                pos, chunk = 0, 1 << 26
+                while pos < view.nbytes:
+                    n = f.readinto(view[pos : pos + chunk])
+                    if not n:
+                        raise StorageError(f"{where}: truncated ({pos} of {view.nbytes} data bytes)")
+                    pos += n
+                if sha256 is not None:
+                    f.read()  # trailing bytes (none in a .npy) count in the file's hash
+        except FileNotFoundError:
+            raise StorageError(f"{where}: missing") from None
+        except (OSError, pa.ArrowException) as err:
+            raise StorageError(f"{where}: cannot read ({err})") from None
+        if sha256 is not None and (actual := f.sha.hexdigest()) != sha256:
+            raise StorageError(f"{where}: sha256 {actual[:12]} does not match the recorded {sha256[:12]} "
+                               "(corrupt or replaced)")
+
     # ---- listing and deleting
 
     def size(self, rel: str) -> int | None:
@@ -484,6 +545,16 @@ class PartitionCheckpoints:
                                f"says {entry.shape} {entry.dtype}")
         return arr
 
+    def read_into(self, name: str, out: np.ndarray, manifest: Manifest | None = None, *,
+                  verify: bool = True) -> None:
+        """Read committed ``name`` (of ``manifest``, default the head) into ``out``
+        (:meth:`RunStorage.read_array_into`), checked against its SHA-256 (``verify``)."""
+        m = manifest if manifest is not None else self.head()
+        entry = m.files.get(name)
+        if entry is None:
+            raise StorageError(f"{self.storage.uri}/{self.prefix}: no {name!r} in checkpoint version {m.version}")
+        self.storage.read_array_into(self._rel(entry.path), out, sha256=entry.sha256 if verify else None)
+
     # ---- writing (any worker)
 
     def write(self, name: str, arr, base: Manifest | None = None) -> FileEntry:
@@ -588,13 +659,14 @@ class PartitionCheckpoints:
         commit ever referenced are left alone (they may be in flight)."""
         head = head if head is not None else self.head()
         oldest_kept = head.version - self.keep + 1
+        pinned = {int(v) for v in head.meta.get(PINNED_KEY, [])}
         history = self._history()
-        old = sorted(v for v in history if v < oldest_kept)
+        old = sorted(v for v in history if v < oldest_kept and v not in pinned)
         if not old:
             return []
         live = {e.path for e in head.files.values()}
         for v, rel in history.items():
-            if oldest_kept <= v < head.version:
+            if (oldest_kept <= v < head.version) or v in pinned:
                 live |= self._paths(rel)
         deleted = set()
         for v in old:
@@ -604,6 +676,23 @@ class PartitionCheckpoints:
         for v in old:  # only after their files: a crash in between leaves them for the next gc
             self.storage.delete(history[v])
         return sorted(deleted)
+
+    def rollback(self, version: int, meta: dict | None = None) -> Manifest:
+        """Commit the files of committed ``version`` (still readable: among the last
+        ``keep`` or pinned) as the new head (``head + 1``), e.g. the best epoch's state
+        at the end of an early-stopped run; ``meta`` as in :meth:`commit`."""
+        old = self.manifest(version)
+        head = self.head()
+        new = Manifest(version=head.version + 1, files=dict(old.files),
+                       meta=dict(head.meta if meta is None else meta))
+        doc = new.to_dict()
+        self.storage.put_json(self._rel(f"{VERSIONS_DIR}/v{new.version:010d}.json"), doc)
+        self.storage.put_json(self._rel(VERSION_FILE), doc)
+        try:
+            self.gc(new)
+        except StorageError as err:
+            log.warning("checkpoint garbage collection failed (retried after the next commit): %s", err)
+        return new
 
     def discard_uncommitted(self) -> list[str]:
         """Delete array files that no kept manifest references (writes a crash left

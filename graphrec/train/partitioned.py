@@ -1,37 +1,65 @@
-"""Partitioned TwHIN training, PyTorch-BigGraph style, in one process (out of core).
+"""Partitioned TwHIN training, PyTorch-BigGraph style: buckets of partitions on one
+process or on many Ray workers, tables in storage every worker can reach.
 
 Node types with at least ``partition_min_nodes`` nodes are split into ``P`` partitions
 (:mod:`graphrec.graph.partition`); edges are bucketed by ``(source partition, destination
-partition)`` once, beside the store. Each partition's embedding table and Adagrad
-state live in versioned storage (:class:`PartitionTables`), so the process holds only
-the partitions of the current bucket — at most two of each partitioned type — plus the
-unpartitioned (small) types and the relation vectors, which every bucket shares.
+partition)`` once, beside the store. Each partition's embedding table and Adagrad state
+live in versioned storage (:class:`~graphrec.run.tables.PartitionTables`, ``RUN_DIR/
+partitions``), so a worker holds only the partitions of its current bucket — at most two
+of each partitioned type — plus the shared parameters.
 
-An epoch trains every bucket ``(i, j)`` once, in the order of
-:class:`~graphrec.train.buckets.BucketScheduler` (PBG's lock-server order: the first
-epoch initialises partitions along a tree, later buckets prefer sharing a partition
-with the previous one). In bucket ``(i, j)`` each relation ``S -r-> D`` trains on its
-edges whose source lies in partition ``i`` of ``S`` (``0`` when ``S`` is whole) and
-destination in partition ``j`` of ``D``, ``round(w_r · E_bucket)`` positives in batches
-of one relation, against uniform negatives drawn from the held partitions (plus
-in-batch ones), so a bucket never touches another partition. After a bucket its
-partitions are written back.
+**Roles** (PBG's lock server, trainers and parameter server):
 
-Partition tables live in a :class:`~graphrec.run.storage.PartitionCheckpoints`
-(``RUN_DIR/partitions``): every bucket's update is one versioned commit, so a killed
-job resumes (``--resume``) after its last committed bucket. Limits of this stage
-(issue 14 continues): one process (``--no-ray``; several Ray workers on disjoint
-buckets, PBG's lock server as an actor, come next), the ``adagrad`` optimiser, no
-per-edge weights, no early stopping. The finished run is assembled into the usual ``model.pt`` / ``run.json``, so
-``graphrec export`` and ``evaluate`` read it like any other run.
+* :class:`BucketCoordinator` — one per job (a Ray actor taking no CPU, or an object in
+  this process): the :class:`~graphrec.train.buckets.BucketScheduler` that hands out
+  buckets whose partitions no other worker holds; the shared parameters
+  (:class:`SharedParameters`: relation vectors and the node types too small to
+  partition); and the commits. It is the only process that commits, so the run state is
+  owned by one place.
+* :func:`bucket_worker_loop` — a trainer (``worker`` = its rank): acquire a bucket, read
+  its partitions from storage straight into the local table, pull the shared
+  parameters, train every relation's edges of the bucket, write the partitions back
+  (new file versions, not yet visible), and report: the coordinator merges the shared
+  update and commits the bucket's files with the resume position in one commit.
+* :func:`train_partitioned` — the driver: initialises the tables, runs the epochs (one
+  task per worker and epoch on Ray, re-launched when a worker dies: the dead worker's
+  bucket goes back to the pool and another worker trains it), validates and
+  early-stops, and finishes with the best epoch's tables as the head.
+
+**Shared parameters**: a parameter server with asynchronous deltas (as PBG). A worker
+pulls ``(version, values)`` before a bucket and pushes ``(new values, new − pulled)``
+after it: when nobody pushed in between the server takes the new values (so one worker
+is exactly sequential training), otherwise it adds the delta. Periodic all-reduce was
+the alternative; it needs every worker at the same step, while buckets differ in size
+and a worker may wait on the lock server, so workers would idle at each reduction
+(benchmarks/RESULTS.md, "Partitioned TwHIN", measures the parameter server's cost).
+
+**A bucket** ``(i, j)``: each relation ``S -r-> D`` trains on its edges whose source
+lies in partition ``i`` of ``S`` (``0`` when ``S`` is whole) and destination in partition
+``j`` of ``D``, ``round(w_r · E_bucket)`` positives in batches of one relation. The
+local table of a partitioned type holds the partitions of it that the bucket holds
+(``i`` if the type is a source of a trained relation, ``j`` if a destination), and
+negatives are drawn uniformly from those rows (every row when there are at most
+``negatives.exhaustive_max_nodes``), plus in-batch ones: no worker needs another's
+partition. Each bucket's negatives come from a generator seeded by ``(seed, epoch, i,
+j)``, so with one worker a run is deterministic and a resumed one bitwise equal to an
+uninterrupted one; with several, the order in which shared updates merge varies, as in
+PBG.
+
+**Resume**: the committed meta holds the epoch, the scheduler's state and the history;
+``--resume`` continues after the last committed bucket. Writes of a bucket that was not
+committed (a killed worker) are discarded. **Early stopping** validates the assembled
+model on the split's validation triples (so it is for graphs whose tables fit in the
+driver's memory), pins the best epoch's commit and makes it the head at the end.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,252 +69,598 @@ from graphrec.errors import GraphrecError
 from graphrec.graph.partition import EdgeBuckets, NodePartitioning, PartitionSpec
 from graphrec.graph.store import GraphStore
 from graphrec.models.twhin import TwHIN
-from graphrec.run.config import TwHINConfig
+from graphrec.run.config import TwHINConfig, parse_config
 from graphrec.run.directory import twhin_model
-from graphrec.run.storage import PartitionCheckpoints, RunStorage
+from graphrec.run.storage import PINNED_KEY
+from graphrec.run.tables import PARTITION_TABLES_DIR, RELATIONS_EMB, RELATIONS_SUM, PartitionTables
 from graphrec.sampling import typed_negatives
 from graphrec.train.buckets import WAIT, BucketScheduler
+from graphrec.train.engine import inject_fault
+from graphrec.train.twhin import (TwHINLoss, build_validation, evaluation_period, resolve_validation_source,
+                                  train_step)
 
 log = logging.getLogger(__name__)
 
-PARTITION_TABLES_DIR = "partitions"
+BUCKET_LOG = "buckets.jsonl"
+POLL_S = 0.02  # a waiting worker asks the lock server again after this long
 
 
-def check_partitioned(cfg: TwHINConfig, world: int) -> None:
-    """Refuse what partitioned training does not do yet (one clear line each)."""
-    if world > 1:
-        raise GraphrecError(f"partitions: {cfg.partitions} trains in one process for now; run it with --no-ray "
-                            "(multi-worker bucket scheduling is issue 14's next stage)")
+def check_partitioned(cfg: TwHINConfig, store: GraphStore, use_ray: bool) -> None:
+    """Refuse what partitioned training does not do (one clear line each)."""
     if cfg.optimizer != "adagrad":
         raise GraphrecError(f"partitions: {cfg.partitions} needs optimizer: adagrad (got {cfg.optimizer})")
     if cfg.edge_weights:
-        raise GraphrecError("partitions > 1 does not support edge_weights yet")
-    if cfg.validation.source != "none" or cfg.holdout_fraction > 0:
-        raise GraphrecError("partitions > 1 does not early-stop yet: set validation.source: none and "
-                            "holdout_fraction: 0")
+        raise GraphrecError(f"partitions: {cfg.partitions} does not support edge_weights (buckets are drawn "
+                            "uniformly)")
+    if not use_ray and cfg.ray.workers > 1:
+        raise GraphrecError(f"--workers {cfg.ray.workers} trains buckets on Ray workers: drop --no-ray "
+                            "(or use --workers 1)")
+    source = cfg.validation.source
+    if source == "holdout" or (source == "auto" and cfg.holdout_fraction > 0 and
+                                resolve_validation_source(cfg, store)[0] == "holdout"):
+        raise GraphrecError(f"partitions: {cfg.partitions} validates on a split's valid triples only: train on "
+                            "SPLIT/train (validation.source split or auto) or set validation.source: none")
+    resolve_validation_source(cfg, store)
 
 
-class PartitionTables:
-    """Embedding tables and Adagrad accumulators of every ``(type, partition)`` in a
-    :class:`~graphrec.run.storage.PartitionCheckpoints` (``RUN_DIR/partitions`` or any
-    ``pyarrow.fs`` URI): names ``<type>/<p>/emb`` and ``<type>/<p>/sum`` (float32
-    ``[rows, dim]``), plus ``relations/emb``, ``relations/sum``. Every bucket's update is
-    one commit (its partitions and the relation vectors together, with the resume
-    position in ``meta``), so a crash never leaves a mixed state and a resumed job
-    continues after the last committed bucket."""
-
-    def __init__(self, root: str | Path, part: NodePartitioning, dim: int, init_scale: float, seed: int):
-        self.part, self.dim = part, dim
-        self.ckpt = PartitionCheckpoints(RunStorage(root), prefix="", keep=2)
-        self._written: set[str] = set()  # names this process committed: re-reading them skips the hash
-        self.ckpt.discard_uncommitted()  # writes of a killed job that never got committed
-        if self.ckpt.head().version == 0:
-            self._initialise(init_scale, seed)
-
-    def name(self, t: str, p: int, what: str) -> str:
-        # names by type index: checkpoint names are [A-Za-z0-9_-] paths, type names come from data
-        return f"type{self.part.node_types.index(t)}/{p}/{what}"
-
-    def _initialise(self, init_scale: float, seed: int) -> None:
-        with self.ckpt.transaction(meta={"epoch": 0, "done": []}) as tx:
-            for t in self.part.node_types:
-                for p, size in enumerate(self.part.sizes(t)):
-                    rng = np.random.default_rng([seed, zlib.crc32(t.encode()), p])
-                    emb = rng.normal(0.0, init_scale, (int(size), self.dim)).astype(np.float32)
-                    tx.write(self.name(t, p, "emb"), emb)
-                    tx.write(self.name(t, p, "sum"), np.zeros_like(emb))
-
-    def load(self, t: str, p: int) -> tuple[np.ndarray, np.ndarray]:
-        """A partition's table and accumulator; files from another process (a resumed
-        job's) are checked against their SHA-256, this process's own writes are not
-        hashed again (every bucket re-reads the partitions the previous ones wrote)."""
-        emb, acc = self.name(t, p, "emb"), self.name(t, p, "sum")
-        return (self.ckpt.read(emb, verify=emb not in self._written),
-                self.ckpt.read(acc, verify=acc not in self._written))
-
-    @property
-    def meta(self) -> dict:
-        return self.ckpt.head().meta
-
-    def commit(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        entries = [self.ckpt.write(name, arr) for name, arr in arrays.items()]
-        self.ckpt.commit(entries, meta)
-        self._written.update(arrays)
+# ---------------------------------------------------------------- shared parameters
 
 
-def _local_name(t: str, p: int) -> str:
-    return f"{t}#{p}"
+class SharedParameters:
+    """The parameter server's state: ``{name: float32 array}`` (relation vectors, the
+    tables of unpartitioned types, their accumulators) and a version bumped by every
+    push. See the module docstring for the merge rule."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], relation_steps: float = 0.0):
+        self.arrays = {k: np.array(v, np.float32) for k, v in arrays.items()}
+        self.version = 0
+        self.relation_steps = float(relation_steps)
+        self.merged = 0  # pushes that found another push since their pull (summed as deltas)
+
+    def pull(self) -> tuple[int, dict[str, np.ndarray], float]:
+        return self.version, {k: v.copy() for k, v in self.arrays.items()}, self.relation_steps
+
+    def push(self, base_version: int, new: dict[str, np.ndarray], delta: dict[str, np.ndarray],
+             relation_steps: float) -> None:
+        if base_version == self.version:
+            for k, v in new.items():
+                self.arrays[k] = np.array(v, np.float32)
+        else:
+            self.merged += 1
+            for k, d in delta.items():
+                self.arrays[k] += d
+        self.relation_steps += relation_steps
+        self.version += 1
 
 
-def train_partitioned(cfg: TwHINConfig, store: GraphStore, selected, run_dir: Path, progress: bool = False
-                      ) -> tuple[TwHIN, dict]:
-    """Train ``cfg`` with ``cfg.partitions`` partitions; returns the assembled model (all
-    partitions in one :class:`TwHIN`) and the summary. Continues after the last
-    committed bucket when ``RUN_DIR/partitions`` holds an unfinished run's state."""
-    edge_types = [et for et, _ in selected]
-    weights = {et: w for et, w in selected}
+# ---------------------------------------------------------------- the coordinator
+
+
+def _shared_names(tables: PartitionTables, part: NodePartitioning, edge_types) -> list[str]:
+    types = sorted({t for s, _, d in edge_types for t in (s, d) if not part.is_partitioned(t)})
+    return [RELATIONS_EMB, RELATIONS_SUM] + [tables.name(t, 0, w) for t in types for w in ("emb", "sum")]
+
+
+class BucketCoordinator:
+    """Lock server, parameter server and committer of one partitioned job (module
+    docstring). Methods take and return small plain values (and the shared arrays), so
+    the same object serves in-process and as a Ray actor."""
+
+    def __init__(self, tables_root: str, spec: dict, num_nodes: dict[str, int], dim: int, edge_types: list,
+                 grid: int, seed: int, keep: int = 2):
+        self.part = NodePartitioning(num_nodes, PartitionSpec(**spec))
+        self.tables = PartitionTables(tables_root, self.part, dim, keep=keep)
+        self.edge_types = [tuple(e) for e in edge_types]
+        self.grid, self.seed = grid, seed
+        meta = self.tables.meta
+        self.meta = dict(meta)
+        self.names = _shared_names(self.tables, self.part, self.edge_types)
+        self.shared = SharedParameters({n: self.tables.read(n) for n in self.names}, meta.get("relations_step", 0.0))
+        self.scheduler: BucketScheduler | None = None
+        self.previous: dict[int, tuple[int, int]] = {}
+        self.stats = dict(meta.get("stats") or _zero_stats())
+        self.log: list[dict] = []
+        self._acquired_at: dict[int, float] = {}
+        if "scheduler" in meta:  # resuming inside an epoch: held buckets go back to the pool
+            self.scheduler = BucketScheduler.from_state(meta["scheduler"])
+            self.previous = {int(w): tuple(b) for w, b in (meta.get("previous") or {}).items()}
+
+    # -- epochs
+
+    def begin_epoch(self, epoch: int) -> int:
+        """Start ``epoch`` (or continue it after a resume); returns the buckets committed so far."""
+        if self.scheduler is not None and self.scheduler.epoch == epoch:
+            return len(self.scheduler.done())
+        self.scheduler = BucketScheduler(self.grid, self.grid, seed=self.seed, same_entities=True)
+        self.scheduler.new_epoch(epoch)
+        self.previous, self.stats = {}, _zero_stats()
+        return 0
+
+    def epoch_done(self) -> bool:
+        return self.scheduler is not None and self.scheduler.is_epoch_done()
+
+    def progress(self) -> tuple[int, int]:
+        return len(self.scheduler.done()), self.scheduler.num_buckets
+
+    def epoch_stats(self) -> dict:
+        return dict(self.stats)
+
+    # -- the lock server
+
+    def acquire(self, worker: int):
+        """A bucket ``(i, j)`` for ``worker``, :data:`WAIT`, or ``None`` (epoch done)."""
+        got = self.scheduler.acquire(worker, self.previous.get(worker))
+        if isinstance(got, tuple):
+            self._acquired_at[worker] = time.time()
+        return got
+
+    def fail(self, worker: int):
+        """``worker`` died: its bucket (if any) goes back to the pool; returns it."""
+        return self.scheduler.forget_worker(worker)
+
+    # -- the parameter server
+
+    def pull(self):
+        return self.shared.pull()
+
+    # -- commits
+
+    def finish(self, worker: int, bucket, entries: list, shared_version: int, new: dict, delta: dict,
+               relation_steps: float, stats: dict) -> bool:
+        """``worker`` trained ``bucket``: merge its shared update and commit its
+        partitions' new files with the shared state and the resume position (one
+        commit). ``False`` (nothing done) when ``worker`` no longer holds ``bucket``
+        (it was declared dead and the bucket handed to another)."""
+        bucket = tuple(bucket)
+        if self.scheduler.held().get(worker) != bucket:
+            log.warning("worker %d reported bucket %s it no longer holds; ignored", worker, bucket)
+            return False
+        self.shared.push(shared_version, new, delta, relation_steps)
+        self.scheduler.release(worker, bucket, done=True)
+        self.previous[worker] = bucket
+        for k in ("loss_sum", "steps", "positives"):
+            self.stats[k] += stats[k]
+        shared_entries = self.tables.write(self.shared.arrays)
+        epoch_done = self.scheduler.is_epoch_done()
+        meta = {**self.meta, "relations_step": self.shared.relation_steps, "stats": self.stats,
+                "epoch": self.scheduler.epoch}
+        if epoch_done:
+            meta["epoch_trained"] = self.scheduler.epoch
+            for k in ("scheduler", "previous"):
+                meta.pop(k, None)
+        else:
+            meta["scheduler"] = self.scheduler.state()
+            meta["previous"] = {str(w): list(b) for w, b in self.previous.items()}
+        self.tables.commit(list(entries) + shared_entries, meta)
+        self.meta = meta
+        self.log.append({"epoch": self.scheduler.epoch, "worker": worker, "bucket": list(bucket),
+                         "start": self._acquired_at.pop(worker, None), "end": time.time(),
+                         "node": stats.get("node"), "positives": stats["positives"]})
+        return True
+
+    def end_epoch(self, updates: dict, pin: bool = False) -> int:
+        """Commit the epoch's record (``updates`` to the meta: next epoch, history, best);
+        ``pin``: keep this commit readable, as ``best["version"]`` (the best epoch so far);
+        returns its version."""
+        head = self.tables.head.version + 1
+        meta = {k: v for k, v in self.meta.items() if k not in ("scheduler", "previous", "stats")}
+        meta.update(updates)
+        if pin:
+            meta["best"] = {**meta["best"], "version": head}
+            meta[PINNED_KEY] = [head]
+        self.tables.commit([], meta)
+        self.meta = meta
+        self.scheduler = None
+        return head
+
+    def rollback(self, version: int) -> int:
+        """Make committed ``version`` (the best epoch's) the head again."""
+        return self.tables.ckpt.rollback(version, {**self.meta, PINNED_KEY: []}).version
+
+    def bucket_log(self) -> list[dict]:
+        return list(self.log)
+
+    def merged_pushes(self) -> int:
+        return self.shared.merged
+
+
+def _zero_stats() -> dict:
+    return {"loss_sum": 0.0, "steps": 0, "positives": 0}
+
+
+class _InProcess:
+    """Calls a coordinator living in this process."""
+
+    def __init__(self, coordinator: BucketCoordinator):
+        self.c = coordinator
+
+    def __call__(self, method: str, *args):
+        return getattr(self.c, method)(*args)
+
+
+class _OnRay:
+    """Calls a coordinator actor."""
+
+    def __init__(self, handle):
+        self.h = handle
+
+    def __call__(self, method: str, *args):
+        import ray
+
+        return ray.get(getattr(self.h, method).remote(*args))
+
+
+# ---------------------------------------------------------------- a trainer worker
+
+
+class BucketTrainer:
+    """What one worker needs to train buckets: the graph's edge buckets, the tables'
+    storage and the config (``job``: see :func:`train_partitioned`)."""
+
+    def __init__(self, job: dict):
+        self.cfg: TwHINConfig = parse_config(job["config"], TwHINConfig, origin="partitioned job")
+        cfg = self.cfg
+        store = GraphStore(job["graph"])
+        spec = PartitionSpec(cfg.partitions, cfg.partition_min_nodes, cfg.seed)
+        buckets = EdgeBuckets.open_or_build(store, spec)
+        self.part = buckets.partitioning
+        self.edge_types = [tuple(e) for e in job["edge_types"]]
+        self.weights = [float(w) for w in job["weights"]]
+        self.rel_buckets = [buckets.relation(et) for et in self.edge_types]
+        self.tables = PartitionTables(job["tables"], self.part, int(cfg.dim),
+                                      verify_paths=set(job.get("verify_paths") or []))
+        self.shared_types = sorted({t for s, _, d in self.edge_types for t in (s, d)
+                                    if not self.part.is_partitioned(t)})
+
+    def held(self, i: int, j: int) -> dict[str, list[int]]:
+        """Partitions of each partitioned type that bucket ``(i, j)`` holds."""
+        out: dict[str, set[int]] = {}
+        for s, _, d in self.edge_types:
+            if self.part.is_partitioned(s):
+                out.setdefault(s, set()).add(i)
+            if self.part.is_partitioned(d):
+                out.setdefault(d, set()).add(j)
+        return {t: sorted(ps) for t, ps in out.items()}
+
+    def train(self, bucket, epoch: int, shared: dict[str, np.ndarray], relation_steps: float):
+        """Train bucket ``(i, j)``; returns ``(partition arrays {name: array}, new shared
+        arrays, loss sum, steps, positives)``."""
+        cfg = self.cfg
+        i, j = bucket
+        held = self.held(i, j)
+        rows = {t: int(sum(self.part.sizes(t)[p] for p in ps)) for t, ps in held.items()}
+        rows.update({t: self.part.sizes(t)[0] for t in self.shared_types})
+        with torch.device("meta"):  # no random initialisation: every row is read in below
+            model = TwHIN({t: int(n) for t, n in rows.items()}, self.edge_types, dim=int(cfg.dim), score=cfg.score,
+                          p_norm=cfg.p_norm, init_scale=cfg.init_scale, sparse=True, max_norm=cfg.max_norm)
+        model.to_empty(device="cpu")
+        node_opt = torch.optim.Adagrad(model.node_emb.parameters(), lr=cfg.lr)
+        rel_opt = torch.optim.Adagrad(model.rel_emb.parameters(), lr=cfg.relation_lr or cfg.lr)
+        weight = model.node_emb.weight.detach()
+        acc = node_opt.state[model.node_emb.weight]["sum"]
+        base: dict[tuple[str, int], int] = {}  # (type, partition) -> first local row
+        with torch.no_grad():
+            for t, ps in held.items():
+                lo = model.offsets[t]
+                for p in ps:
+                    n = int(self.part.sizes(t)[p])
+                    base[(t, p)] = lo - model.offsets[t]
+                    self.tables.read_into(self.tables.name(t, p, "emb"), weight[lo : lo + n].numpy())
+                    self.tables.read_into(self.tables.name(t, p, "sum"), acc[lo : lo + n].numpy())
+                    lo += n
+            for t in self.shared_types:  # numpy assignment: arrays from Ray are read-only
+                lo, n = model.offsets[t], rows[t]
+                weight[lo : lo + n].numpy()[:] = shared[self.tables.name(t, 0, "emb")]
+                acc[lo : lo + n].numpy()[:] = shared[self.tables.name(t, 0, "sum")]
+            model.rel_emb.weight.detach().numpy()[:] = shared[RELATIONS_EMB]
+            rel_state = rel_opt.state[model.rel_emb.weight]
+            rel_state["sum"].numpy()[:] = shared[RELATIONS_SUM]
+            rel_state["step"].fill_(relation_steps)
+        batches = self._batches(i, j, epoch, held, base)
+        gen = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch * 7919 + i * self.part.spec.num_partitions + j)
+        loss_module = TwHINLoss(model, cfg)
+        n_neg, n_all = cfg.negatives.uniform, cfg.negatives.exhaustive_max_nodes
+        loss_sum = 0.0
+        for r, heads, tails in batches:
+            s, _, d = self.edge_types[r]
+            neg_t = typed_negatives(model.num_nodes[d], n_neg, gen, n_all)
+            neg_h = typed_negatives(model.num_nodes[s], n_neg, gen, n_all)
+            loss_sum += train_step(loss_module, [node_opt, rel_opt], r, torch.from_numpy(heads),
+                                   torch.from_numpy(tails), neg_t, neg_h)
+        arrays = {}
+        for t, ps in held.items():
+            lo = model.offsets[t]
+            for p in ps:
+                n = int(self.part.sizes(t)[p])
+                arrays[self.tables.name(t, p, "emb")] = weight[lo : lo + n].numpy()
+                arrays[self.tables.name(t, p, "sum")] = acc[lo : lo + n].numpy()
+                lo += n
+        new = {RELATIONS_EMB: model.rel_emb.weight.detach().numpy().copy(), RELATIONS_SUM: rel_state["sum"].numpy().copy()}
+        for t in self.shared_types:
+            lo, n = model.offsets[t], rows[t]
+            new[self.tables.name(t, 0, "emb")] = weight[lo : lo + n].numpy().copy()
+            new[self.tables.name(t, 0, "sum")] = acc[lo : lo + n].numpy().copy()
+        positives = int(sum(h.shape[0] for _, h, _ in batches))
+        return arrays, new, loss_sum, len(batches), positives
+
+    def _batches(self, i: int, j: int, epoch: int, held: dict, base: dict) -> list:
+        """This bucket's positives: ``round(w · E)`` of each relation's bucket edges, in
+        local row ids, batches of one relation, shuffled (seeded by ``(seed, epoch, i, j)``)."""
+        cfg, part = self.cfg, self.part
+        rng = np.random.default_rng([cfg.seed, epoch, i, j])
+        batches = []
+        for r, (s, _, d) in enumerate(self.edge_types):
+            pi = i if part.is_partitioned(s) else 0
+            pj = j if part.is_partitioned(d) else 0
+            # edges of an unpartitioned side sit in its partition 0: bucket (i, j) owns them iff i (j) is 0
+            if (pi != i and i != 0) or (pj != j and j != 0):
+                continue
+            src, dst, _ = self.rel_buckets[r].bucket(pi, pj)
+            if not src.shape[0]:
+                continue
+            src = np.asarray(src, np.int64) + base.get((s, pi), 0)
+            dst = np.asarray(dst, np.int64) + base.get((d, pj), 0)
+            need = int(round(self.weights[r] * src.shape[0]))
+            if need == 0:
+                continue
+            reps = -(-need // src.shape[0])
+            order = np.concatenate([rng.permutation(src.shape[0]) for _ in range(reps)])[:need]
+            for lo in range(0, need, cfg.batch_size):
+                sel = order[lo : lo + cfg.batch_size]
+                batches.append((r, src[sel], dst[sel]))
+        rng.shuffle(batches)
+        return batches
+
+
+def bucket_worker_loop(worker: int, coordinator, job: dict) -> dict:
+    """One trainer: train buckets from ``coordinator`` (a :class:`BucketCoordinator`, or
+    its Ray actor handle) until the epoch has none left; returns this worker's counts.
+    Runs the same in this process and as a Ray task."""
+    call = _OnRay(coordinator) if not isinstance(coordinator, BucketCoordinator) else _InProcess(coordinator)
+    threads = job.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    trainer = BucketTrainer(job)
+    node = _node_id()
+    epoch = int(job["epoch"])
+    trained = 0
+    while True:
+        bucket = call("acquire", worker)
+        if bucket is None:
+            return {"worker": worker, "buckets": trained, "node": node}
+        if bucket is WAIT:
+            time.sleep(POLL_S)
+            continue
+        version, shared, steps = call("pull")
+        arrays, new, loss_sum, n_steps, positives = trainer.train(bucket, epoch, shared, steps)
+        entries = trainer.tables.write(arrays)
+        inject_fault(epoch, trained, worker)  # tests: die after writing, before the commit
+        delta = {k: v - shared[k] for k, v in new.items()}
+        call("finish", worker, bucket, entries, version, new, delta, float(n_steps),
+             {"loss_sum": loss_sum, "steps": n_steps, "positives": positives, "node": node})
+        trained += 1
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - the node id is only for the bucket log
+        return None
+    return None
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def _crash_errors():
+    """Ray errors meaning a worker process or node died (retry the bucket elsewhere),
+    as opposed to an exception raised by the training code (re-raised)."""
+    import ray.exceptions as rex
+
+    return tuple(getattr(rex, n) for n in ("WorkerCrashedError", "NodeDiedError", "ObjectLostError",
+                                            "OwnerDiedError", "LocalRayletDiedError") if hasattr(rex, n))
+
+
+def train_partitioned(cfg: TwHINConfig, store: GraphStore, selected, run_dir: Path, use_ray: bool = False,
+                      progress: bool = False) -> tuple[PartitionTables, dict]:
+    """Train ``cfg`` with ``cfg.partitions`` partitions on ``cfg.ray.workers`` Ray workers
+    (``use_ray``) or in this process; returns the tables (their head is the trained —
+    or best — state) and the summary. Continues after the last committed bucket when
+    ``RUN_DIR/partitions`` holds an unfinished run's state."""
+    edge_types = [tuple(et) for et, _ in selected]
     spec = PartitionSpec(cfg.partitions, cfg.partition_min_nodes, cfg.seed)
     t0 = time.perf_counter()
     buckets = EdgeBuckets.open_or_build(store, spec)
     part = buckets.partitioning
     log.info("partitions: %s; edge buckets in %.1fs (%s)", ", ".join(f"{t} {part.parts(t)}" for t in part.node_types),
              time.perf_counter() - t0, buckets.dir)
-    rel_buckets = {et: buckets.relation(et) for et in edge_types}
     grid = max([part.parts(t) for et in edge_types for t in (et[0], et[2])] + [1])
-    tables = PartitionTables(Path(run_dir) / PARTITION_TABLES_DIR, part, int(cfg.dim),
-                             1.0 / float(cfg.dim) ** 0.5 if cfg.init_scale is None else cfg.init_scale, cfg.seed)
-
-    # relation vectors: one table shared by every bucket (a template model initialises them)
+    root = str(Path(run_dir) / PARTITION_TABLES_DIR)
+    tables = PartitionTables(root, part, int(cfg.dim))
+    tables.ckpt.discard_uncommitted()  # writes of a killed job that never got committed
     template = twhin_model(cfg, {t: 1 for t in part.node_types}, edge_types, sparse=True)
-    rel_emb = template.rel_emb
-    rel_opt = torch.optim.Adagrad(rel_emb.parameters(), lr=cfg.relation_lr or cfg.lr)
-    rel_state = rel_opt.state[rel_emb.weight]
-    meta = tables.meta
-    if "relations_step" in meta:  # resuming: the committed relation vectors and their Adagrad state
-        with torch.no_grad():
-            rel_emb.weight.copy_(torch.from_numpy(np.array(tables.ckpt.read("relations/emb"))))
-        rel_state["sum"].copy_(torch.from_numpy(np.array(tables.ckpt.read("relations/sum"))))
-        rel_state["step"].fill_(float(meta["relations_step"]))
-    start_epoch = int(meta.get("epoch", 0))
+    tables.initialise(1.0 / float(cfg.dim) ** 0.5 if cfg.init_scale is None else cfg.init_scale, cfg.seed,
+                      template.rel_emb.weight.detach().numpy(), meta={"epoch": 0})
+    head = tables.head
+    meta = head.meta
+    workers = cfg.ray.workers if use_ray else 1
     history = list(meta.get("history", []))
-    starts = list(meta.get("starts", [])) + [start_epoch]
-    resumed_buckets = len(meta.get("done", []))
-    if resumed_buckets or start_epoch:
-        log.info("resuming partitioned training at epoch %d after %d committed buckets", start_epoch, resumed_buckets)
-    gen = torch.Generator()
+    start_epoch = int(meta.get("epoch", 0))
+    starts = list(meta.get("starts", [])) + [int(meta.get("epoch", 0))]
+    if head.version > 1:
+        log.info("resuming partitioned training at epoch %d (commit %d)", int(meta.get("epoch", 0)), head.version)
+
+    source, split = resolve_validation_source(cfg, store)
+    validation = build_validation(cfg, store, edge_types, source, split, None) if source == "split" else None
+    positives_per_epoch = sum(int(round(w * store.relation(et).num_edges)) for et, w in selected)
+    every = evaluation_period(cfg, positives_per_epoch) if validation is not None else None
+    best = meta.get("best")
+    bad = int(meta.get("bad_evaluations", 0))
+
+    job = {"config": cfg.model_dump(mode="json"), "graph": str(Path(store.path).resolve()), "tables": root,
+           "edge_types": [list(et) for et in edge_types], "weights": [w for _, w in selected],
+           "verify_paths": sorted(e.path for e in head.files.values()) if head.version > 1 else [],
+           "threads": cfg.threads or (cfg.ray.cpus_per_worker if use_ray else None)}
+    args = (root, {"num_partitions": spec.num_partitions, "min_nodes": spec.min_nodes, "seed": spec.seed},
+            {t: store.num_nodes(t) for t in store.node_types}, int(cfg.dim), [list(e) for e in edge_types], grid,
+            cfg.seed)
     t_start = time.perf_counter()
-    n_neg, n_all = cfg.negatives.uniform, cfg.negatives.exhaustive_max_nodes
-    from graphrec.train.twhin import TwHINLoss, train_step  # the same loss and step as unpartitioned training
+    bucket_log: list[dict] = []
+    merged = 0
+    if use_ray:
+        import ray
 
-    for epoch in range(start_epoch, cfg.epochs):
-        resumed = epoch == start_epoch and "scheduler" in meta
-        if resumed:
-            scheduler = BucketScheduler.from_state(meta["scheduler"])
-            stats, prev = dict(meta["stats"]), (tuple(meta["previous"]) if meta.get("previous") else None)
-        else:
-            scheduler = BucketScheduler(grid, grid, seed=cfg.seed, same_entities=True)
-            scheduler.new_epoch(epoch)
-            stats, prev = {"loss_sum": 0.0, "steps": 0, "positives": 0, "seconds": 0.0}, None
-        bar = tqdm(total=grid * grid, initial=len(meta.get("done", [])) if resumed else 0,
-                   desc=f"epoch {epoch} buckets", disable=not progress, leave=False)
-        done = list(meta.get("done", [])) if resumed else []
-        while True:
-            t_bucket = time.perf_counter()
-            bucket = scheduler.acquire(0, prev)
-            if bucket is None:
+        from graphrec.ray_env import init_ray
+
+        started = init_ray(cfg.ray.address, workers * cfg.ray.cpus_per_worker, cfg.ray.object_store_mb)
+        coordinator = ray.remote(BucketCoordinator).options(num_cpus=0).remote(*args)
+        call = _OnRay(coordinator)
+    else:
+        started = False
+        coordinator = BucketCoordinator(*args)
+        call = _InProcess(coordinator)
+    stopped_early = False
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            t_epoch = time.perf_counter()
+            # (a job killed between an epoch's last bucket and its record has nothing left to train)
+            if not (meta.get("epoch_trained") == epoch and "scheduler" not in meta):
+                done0 = call("begin_epoch", epoch)
+                _run_epoch(call, coordinator, job, epoch, workers, use_ray, cfg.ray.max_failures, grid, done0,
+                           progress)
+            meta = {}
+            stats = call("epoch_stats")
+            seconds = time.perf_counter() - t_epoch
+            record = {"epoch": epoch, "loss": stats["loss_sum"] / max(stats["steps"], 1), "steps": stats["steps"],
+                      "positives_per_s": stats["positives"] / max(seconds, 1e-9), "seconds": seconds,
+                      "workers": workers, "buckets": grid * grid}
+            pin = False
+            if validation is not None and ((epoch + 1) % every == 0 or epoch + 1 == cfg.epochs):
+                model = assemble(cfg, store, part, tables, edge_types)
+                record["valid_mrr"] = float(validation.mrr(model))
+                del model
+                if best is None or record["valid_mrr"] > best["valid_mrr"]:
+                    best, bad, pin = {"epoch": epoch, "valid_mrr": record["valid_mrr"]}, 0, True
+                else:
+                    bad += 1
+            history.append(record)
+            log.info("epoch %d: loss %.4f, %.0f positives/s on %d worker(s) over %d buckets%s", epoch, record["loss"],
+                     record["positives_per_s"], workers, grid * grid,
+                     f", valid MRR {record['valid_mrr']:.4f}" if "valid_mrr" in record else "")
+            stop = validation is not None and bad >= cfg.patience
+            updates = {"epoch": epoch + 1, "history": history, "starts": starts, "bad_evaluations": bad,
+                       "best": best}
+            version = call("end_epoch", updates, pin)
+            if pin:
+                best["version"] = version
+            if stop:
+                stopped_early = True
+                log.info("early stop after epoch %d: no better valid MRR for %d evaluations (best %.4f at epoch %d)",
+                         epoch, bad, best["valid_mrr"], best["epoch"])
                 break
-            if bucket is WAIT:  # one worker never waits for itself
-                raise RuntimeError("bucket scheduler asked the only worker to wait")
-            i, j = bucket
-            gen.manual_seed(cfg.seed * 1000003 + epoch * 7919 + i * grid + j)
-            ls, st, pos, arrays = _train_bucket(cfg, tables, part, rel_buckets, weights, edge_types, rel_emb, rel_opt,
-                                                i, j, epoch, gen, n_neg, n_all, TwHINLoss, train_step)
-            scheduler.release(0, bucket, done=True)
-            prev = bucket
-            done.append([i, j])
-            stats = {"loss_sum": stats["loss_sum"] + ls, "steps": stats["steps"] + st,
-                     "positives": stats["positives"] + pos, "seconds": stats["seconds"] + time.perf_counter() - t_bucket}
-            epoch_done = scheduler.is_epoch_done()
-            if epoch_done:
-                history.append({"epoch": epoch, "loss": stats["loss_sum"] / max(stats["steps"], 1),
-                                "steps": stats["steps"], "positives_per_s": stats["positives"] / max(stats["seconds"], 1e-9),
-                                "seconds": stats["seconds"], "workers": 1, "buckets": grid * grid})
-            arrays["relations/emb"] = rel_emb.weight.detach().numpy()
-            arrays["relations/sum"] = rel_state["sum"].numpy()
-            # one commit: the bucket's partitions, the relation vectors and where to resume
-            tables.commit(arrays, {"epoch": epoch + 1 if epoch_done else epoch,
-                                   "done": [] if epoch_done else done, "history": history, "starts": starts,
-                                   "relations_step": float(rel_state["step"]),
-                                   **({} if epoch_done else {"scheduler": scheduler.state(), "stats": stats,
-                                                             "previous": list(bucket)})})
-            bar.update()
+        if best is not None and best.get("version") and best["epoch"] != history[-1]["epoch"]:
+            call("rollback", best["version"])
+        bucket_log = call("bucket_log")
+        merged = call("merged_pushes")
+    finally:
+        if use_ray:
+            import ray
+
+            ray.kill(coordinator)
+            if started:
+                ray.shutdown()
+    summary = {"epochs_run": len(history), "stopped_early": stopped_early,
+               "monitor": "valid_mrr" if validation is not None else None,
+               "best_epoch": best["epoch"] if best else None, "best_valid_mrr": best["valid_mrr"] if best else None,
+               "seconds": time.perf_counter() - t_start, "starts": starts, "world_size": workers, "history": history,
+               "partitions": cfg.partitions, "buckets_dir": str(buckets.dir), "shared_pushes_merged": merged,
+               "validation": None if validation is None else
+               {"source": "split", "metric": "filtered_mrr", "triples": validation.num_triples, "every_epochs": every}}
+    _append_bucket_log(Path(run_dir) / BUCKET_LOG, bucket_log)
+    return tables, summary
+
+
+def _append_bucket_log(path: Path, rows: list[dict]) -> None:
+    with open(path, "a") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def _run_epoch(call, coordinator, job: dict, epoch: int, workers: int, use_ray: bool, max_failures: int, grid: int,
+               done0: int, progress: bool) -> None:
+    """Train the rest of ``epoch``'s buckets on ``workers`` workers."""
+    job = {**job, "epoch": epoch}
+    bar = tqdm(total=grid * grid, initial=done0, desc=f"epoch {epoch} buckets", disable=not progress, leave=False)
+    try:
+        if not use_ray:
+            bucket_worker_loop(0, coordinator, job)
+            return
+        import ray
+
+        task = ray.remote(bucket_worker_loop).options(num_cpus=job.get("threads") or 1, max_retries=0,
+                                                     scheduling_strategy="SPREAD")
+        running = {task.remote(w, coordinator, job): w for w in range(workers)}
+        failures = 0
+        crash = _crash_errors()
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            if progress:
+                bar.n = call("progress")[0]
+                bar.refresh()
+            for ref in ready:
+                w = running.pop(ref)
+                try:
+                    ray.get(ref)
+                except crash as err:
+                    failures += 1
+                    lost = call("fail", w)
+                    if failures > max_failures:
+                        raise GraphrecError(f"partitioned training: worker {w} died ({type(err).__name__}) and "
+                                            f"ray.max_failures={max_failures} is spent; --resume continues after the "
+                                            "last committed bucket") from None
+                    log.warning("worker %d died in epoch %d (%s); bucket %s goes back to the pool, worker restarted",
+                                w, epoch, type(err).__name__, lost)
+                    running[task.remote(w, coordinator, job)] = w
+                except ray.exceptions.RayTaskError as err:
+                    raise err.as_instanceof_cause() from None
+    finally:
         bar.close()
-        meta = {}
-        h = history[-1]
-        log.info("epoch %d: loss %.4f, %.0f positives/s over %d buckets", epoch, h["loss"], h["positives_per_s"],
-                 grid * grid)
-    model = assemble(cfg, store, part, tables, edge_types, rel_emb)
-    summary = {"epochs_run": len(history), "stopped_early": False, "monitor": None, "best_epoch": None,
-               "seconds": time.perf_counter() - t_start, "starts": starts, "world_size": 1, "history": history,
-               "partitions": cfg.partitions, "buckets_dir": str(buckets.dir)}
-    return model, summary
 
 
-def _train_bucket(cfg, tables, part, rel_buckets, weights, edge_types, rel_emb, rel_opt, i, j, epoch, gen,
-                  n_neg, n_all, loss_cls, train_step) -> tuple[float, int, int, dict]:
-    """Train every relation's edges of bucket ``(i, j)``; returns ``(loss sum, steps,
-    positives, {checkpoint name: array})`` of the partitions it updated."""
-    local_types: dict[str, tuple[str, int]] = {}
-    local_ets, work = [], []
-    for r, et in enumerate(edge_types):
-        src_t, name, dst_t = et
-        pi = i if part.is_partitioned(src_t) else 0
-        pj = j if part.is_partitioned(dst_t) else 0
-        ls, ld = _local_name(src_t, pi), _local_name(dst_t, pj)
-        local_types[ls], local_types[ld] = (src_t, pi), (dst_t, pj)
-        local_ets.append((ls, name, ld))
-        rb = rel_buckets[et]
-        # edges of unpartitioned sides sit in partition 0 only: bucket (i, j) owns them iff i (j) is 0
-        if (pi != i and i != 0) or (pj != j and j != 0):
-            continue
-        src, dst, _ = rb.bucket(pi, pj)
-        if src.shape[0]:
-            work.append((r, np.asarray(src, np.int64), np.asarray(dst, np.int64)))
-    if not work:
-        return 0.0, 0, 0, {}
-    held = {lt: tables.load(t, p) for lt, (t, p) in local_types.items()}
-    torch.manual_seed(cfg.seed)
-    model = TwHIN({lt: held[lt][0].shape[0] for lt in local_types}, local_ets, dim=int(cfg.dim), score=cfg.score,
-                  p_norm=cfg.p_norm, init_scale=cfg.init_scale, sparse=True, max_norm=cfg.max_norm)
-    model.rel_emb = rel_emb  # shared: the local edge types keep the global relation order
-    with torch.no_grad():
-        for lt, (emb, _) in held.items():
-            model.node_embeddings(lt).copy_(torch.from_numpy(np.array(emb)))
-    node_opt = torch.optim.Adagrad(model.node_emb.parameters(), lr=cfg.lr)
-    acc = node_opt.state[model.node_emb.weight]["sum"]
-    for lt, (_, ssum) in held.items():
-        lo = model.offsets[lt]
-        acc[lo : lo + held[lt][1].shape[0]].copy_(torch.from_numpy(np.array(ssum)))
-    loss_module = loss_cls(model, cfg)
-    # this bucket's positives: round(w · E) of each relation, batches of one relation, shuffled
-    rng = np.random.default_rng([cfg.seed, epoch, i, j])
-    batches = []
-    for r, src, dst in work:
-        need = int(round(weights[edge_types[r]] * src.shape[0]))
-        if need == 0:
-            continue
-        reps = -(-need // src.shape[0])
-        order = np.concatenate([rng.permutation(src.shape[0]) for _ in range(reps)])[:need]
-        for lo in range(0, need, cfg.batch_size):
-            sel = order[lo : lo + cfg.batch_size]
-            batches.append((r, src[sel], dst[sel]))
-    rng.shuffle(batches)
-    loss_sum = 0.0
-    for r, heads, tails in batches:
-        ls, _, ld = local_ets[r]
-        neg_t = typed_negatives(model.num_nodes[ld], n_neg, gen, n_all)
-        neg_h = typed_negatives(model.num_nodes[ls], n_neg, gen, n_all)
-        loss_sum += train_step(loss_module, [node_opt, rel_opt], r, torch.from_numpy(heads),
-                               torch.from_numpy(tails), neg_t, neg_h)
-    arrays = {}
-    with torch.no_grad():  # the partitions (and their optimizer state) to write back
-        for lt, (emb, _) in held.items():
-            t, p = local_types[lt]
-            lo, n = model.offsets[lt], emb.shape[0]
-            arrays[tables.name(t, p, "emb")] = model.node_emb.weight[lo : lo + n].numpy()
-            arrays[tables.name(t, p, "sum")] = acc[lo : lo + n].numpy()
-    return loss_sum, len(batches), int(sum(h.shape[0] for _, h, _ in batches)), arrays
-
-
-def assemble(cfg: TwHINConfig, store: GraphStore, part: NodePartitioning, tables: PartitionTables, edge_types,
-             rel_emb) -> TwHIN:
-    """One :class:`TwHIN` holding every partition at its global rows (for ``model.pt``)."""
+def assemble(cfg: TwHINConfig, store: GraphStore, part: NodePartitioning, tables: PartitionTables, edge_types) -> TwHIN:
+    """One :class:`TwHIN` holding every partition at its global rows (graphs that fit)."""
     model = twhin_model(cfg, {t: store.num_nodes(t) for t in store.node_types}, edge_types, sparse=True)
+    head = tables.head
     with torch.no_grad():
         for t in part.node_types:
-            table = model.node_embeddings(t)
-            for p in range(part.parts(t)):
-                emb, _ = tables.load(t, p)
-                table[torch.from_numpy(part.members(t, p))] = torch.from_numpy(np.array(emb))
-        model.rel_emb.weight.copy_(rel_emb.weight)
+            model.node_embeddings(t).copy_(torch.from_numpy(tables.table(t, head)))
+        model.rel_emb.weight.copy_(torch.from_numpy(np.array(tables.read(RELATIONS_EMB, head))))
     return model
+
+
+def run_partitioned(cfg: TwHINConfig, graph: str | Path, run_dir: str | Path, use_ray: bool,
+                    progress: bool = False) -> dict:
+    """Train and finish a partitioned run in ``run_dir`` (``run.json`` last); returns the summary."""
+    from graphrec.run.directory import write_run
+    from graphrec.train.twhin import resolve_auto, select_relations
+
+    store = GraphStore(graph)
+    if cfg.threads and not use_ray:
+        torch.set_num_threads(cfg.threads)
+    selected = select_relations(store, cfg)
+    cfg = resolve_auto(cfg, store, [et for et, _ in selected])
+    tables, summary = train_partitioned(cfg, store, selected, Path(run_dir), use_ray=use_ray, progress=progress)
+    edge_types = [et for et, _ in selected]
+    model = assemble(cfg, store, tables.part, tables, edge_types)
+    write_run(run_dir, "twhin", cfg, store, model.state_dict(), summary, num_nodes=model.num_nodes,
+              edge_types=[list(et) for et in model.edge_types],
+              relation_weights={":".join(et): w for et, w in selected}, partitions=cfg.partitions)
+    return summary
+
+
+__all__ = ["BucketCoordinator", "BucketTrainer", "SharedParameters", "bucket_worker_loop", "train_partitioned",
+           "run_partitioned", "check_partitioned", "assemble", "PARTITION_TABLES_DIR"]

@@ -19,10 +19,10 @@ from graphrec.errors import GraphrecError
 from graphrec.graph.store import GraphStore
 from graphrec.io import OutputLock, is_graphrec_dir, mark_graphrec_dir, write_json
 from graphrec.run.checkpoint import CheckpointDir
-from graphrec.train.partitioned import PARTITION_TABLES_DIR
 from graphrec.config_base import load_yaml
 from graphrec.run.config import RUN_CONFIGS, load_config
 from graphrec.run.directory import CHECKPOINTS_DIR, MODEL_FILE, RAY_DIR, RUN_FILE
+from graphrec.run.tables import PARTITION_TABLES_DIR
 
 MODELS = tuple(RUN_CONFIGS)
 
@@ -96,6 +96,9 @@ def fit(cfg, graph: str | Path, out: str | Path, use_ray: bool = True, resume: b
 
     With ``use_ray`` the model's ``train_loop_per_worker`` runs on ``cfg.ray.workers`` Ray
     Train workers (embedded Ray unless ``cfg.ray.address``); otherwise in this process.
+    A TwHIN config with ``partitions > 1`` trains buckets of partitions instead
+    (:mod:`graphrec.train.partitioned`: Ray tasks around one coordinator actor, or this
+    process).
     ``resume`` continues from the newest valid checkpoint; without it, checkpoints of an
     unfinished run are refused unless ``overwrite`` (which then discards them)."""
     loop, check_config = _trainer(cfg.model)
@@ -104,9 +107,11 @@ def fit(cfg, graph: str | Path, out: str | Path, use_ray: bool = True, resume: b
         raise GraphrecError(f"{out} is a file, not a run directory")
     store = GraphStore(graph)  # fail early on a bad graph path
     check_config(cfg, store)
-    if getattr(cfg, "partitions", 1) > 1 and use_ray:
-        raise GraphrecError(f"partitions: {cfg.partitions} trains in one process for now: pass --no-ray "
-                            "(multi-worker bucket scheduling on Ray is not built yet)")
+    partitioned = getattr(cfg, "partitions", 1) > 1
+    if partitioned:
+        from graphrec.train.partitioned import check_partitioned, run_partitioned
+
+        check_partitioned(cfg, store, use_ray)
     with OutputLock(out):
         if out.is_dir() and any(out.iterdir()) and not is_graphrec_dir(out):
             raise GraphrecError(f"{out} is a directory graphrec did not write; refusing to train into it "
@@ -131,7 +136,9 @@ def fit(cfg, graph: str | Path, out: str | Path, use_ray: bool = True, resume: b
         write_json(out / CHECKPOINTS_DIR / IDENTITY_FILE, identity)
         loop_config = {cfg.model: cfg.model_dump(mode="json"), "graph": str(Path(store.path).resolve()),
                        "out": str(out), "progress": progress}
-        if use_ray:
+        if partitioned:  # bucket workers (Ray tasks or this process) around one coordinator
+            run_partitioned(cfg, store.path, out, use_ray, progress=progress)
+        elif use_ray:
             from graphrec.train.ray_runner import run_with_ray
 
             run_with_ray(loop, loop_config, cfg.ray, out, name=cfg.model)

@@ -45,7 +45,6 @@ from graphrec.run.config import TwHINConfig, parse_config
 from graphrec.run.directory import twhin_model, write_run
 from graphrec.sampling import RelationBatchSchedule, RelationEdges, typed_negatives, uniform_typed_negatives
 from graphrec.train.engine import Trainer, worker_context
-from graphrec.train.partitioned import check_partitioned, train_partitioned
 
 log = logging.getLogger(__name__)
 
@@ -306,8 +305,6 @@ def check_config(cfg: TwHINConfig, store: GraphStore) -> None:
     """Refuse a config this graph cannot train (before a run directory or worker exists)."""
     select_relations(store, cfg)
     resolve_validation_source(cfg, store)
-    if cfg.partitions > 1:
-        check_partitioned(cfg, 1)
 
 
 def train_loop_per_worker(config: dict) -> dict:
@@ -317,13 +314,8 @@ def train_loop_per_worker(config: dict) -> dict:
     selected = select_relations(store, ctx.cfg)
     edge_types = [et for et, _ in selected]
     cfg = resolve_auto(ctx.cfg, store, edge_types)
-    if cfg.partitions > 1:  # out of core: partition tables on disk, one bucket in memory
-        check_partitioned(cfg, world)
-        model, summary = train_partitioned(cfg, store, selected, ctx.run_dir, progress=ctx.progress)
-        write_run(ctx.run_dir, "twhin", cfg, store, model.state_dict(), summary, num_nodes=model.num_nodes,
-                  edge_types=[list(et) for et in model.edge_types],
-                  relation_weights={":".join(et): w for et, w in selected}, partitions=cfg.partitions)
-        return summary
+    if cfg.partitions > 1:
+        raise GraphrecError("partitions > 1 trains through graphrec.train.partitioned (graphrec.train.runs.fit)")
     model = twhin_model(cfg, {t: store.num_nodes(t) for t in store.node_types}, edge_types, sparse=True)
     loss_module: nn.Module = TwHINLoss(model, cfg)
     if world > 1:
