@@ -177,12 +177,19 @@ def job_main(model: str, argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
+    if model == "twhin":
+        ap.add_argument("--partitions", type=int, default=None,
+                        help="partitions P of the large node types (PyTorch-BigGraph-style buckets on the workers)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--local", action="store_true", help="start Ray embedded instead of joining the job's cluster")
     args = ap.parse_args(argv)
     try:
         cfg = load_run_config(model, args.config, workers=args.workers, epochs=args.epochs)
+        if getattr(args, "partitions", None) is not None:
+            if args.partitions < 1:
+                raise GraphrecError("--partitions must be >= 1")
+            cfg = cfg.model_copy(update={"partitions": args.partitions})
         cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"address": None if args.local else "auto"})})
         info = fit(cfg, args.graph, args.out, use_ray=True, resume=args.resume, overwrite=args.overwrite)
     except GraphrecError as err:
