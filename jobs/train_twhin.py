@@ -3,10 +3,12 @@
     ray job submit --address http://HEAD:8265 --working-dir . -- \
         python jobs/train_twhin.py --config configs/twhin-ml100k.yaml \
         --graph /shared/ml100k-split/train --out /shared/runs/twhin --workers 4
+    # partitioned (PyTorch-BigGraph-style buckets, tables out of core): add --partitions P
 
 Inside a submitted job Ray is already running: the script connects to it
 (``address="auto"``) and runs the same ``train_loop_per_worker`` as ``graphrec train
-twhin`` on ``--workers`` Ray Train workers. The graph store and the run directory must be
+twhin`` on ``--workers`` Ray Train workers (with ``--partitions P``: ``--workers`` bucket
+trainers around one lock-server/parameter-server actor, graphrec/train/partitioned.py). The graph store and the run directory must be
 on storage every node can read (the store is memory-mapped by each worker); without a
 cluster (``--local``) Ray starts embedded, exactly like the CLI.
 """

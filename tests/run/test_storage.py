@@ -322,3 +322,32 @@ def test_discard_uncommitted_removes_a_killed_local_write(tmp_path):
     foreign.write_text("mine")
     assert ckpt.discard_uncommitted() == ["files/user/0/.embeddings.v2.0123abcd.npy.tmp-89abcdef"]
     assert not tmp.exists() and foreign.exists() and ckpt.head().version == 1
+
+
+def test_read_into_fills_a_given_buffer_and_names_corruption(storage):
+    ckpt = PartitionCheckpoints(storage, keep=2)
+    arr = np.arange(12 * 5, dtype=np.float32).reshape(12, 5)
+    ckpt.commit([ckpt.write("t/0/emb", arr)])
+    out = np.zeros((20, 5), np.float32)
+    ckpt.read_into("t/0/emb", out[4:16])  # a slice of a bigger table: rows 4..15
+    np.testing.assert_array_equal(out[4:16], arr)
+    assert not out[:4].any() and not out[16:].any()
+    with pytest.raises(StorageError, match=r"holds \(12, 5\)"):
+        ckpt.read_into("t/0/emb", np.zeros((11, 5), np.float32))
+    flip_byte(storage, f"checkpoint/{ckpt.head().files['t/0/emb'].path}")
+    with pytest.raises(StorageError, match="sha256"):
+        ckpt.read_into("t/0/emb", out[4:16])
+    ckpt.read_into("t/0/emb", out[4:16], verify=False)  # unchecked read still fills it
+
+
+def test_pinned_version_survives_gc_and_rollback_makes_it_the_head(storage):
+    ckpt = PartitionCheckpoints(storage, keep=2)
+    ckpt.commit([ckpt.write("a", np.full(3, 1.0))], {"epoch": 1})
+    best = ckpt.commit([ckpt.write("a", np.full(3, 2.0))], {"epoch": 2, "pinned": [2]}).version
+    for v in (3.0, 4.0, 5.0):
+        ckpt.commit([ckpt.write("a", np.full(3, v))], {"epoch": int(v), "pinned": [best]})
+    assert np.array_equal(ckpt.read("a", ckpt.manifest(best)), np.full(3, 2.0))  # gc kept it
+    head = ckpt.rollback(best, {"epoch": 5, "pinned": []})
+    assert head.version == 6 and np.array_equal(ckpt.read("a"), np.full(3, 2.0))
+    ckpt.commit([ckpt.write("a", np.full(3, 7.0))])  # writing on after a rollback works
+    assert np.array_equal(ckpt.read("a"), np.full(3, 7.0))
