@@ -234,7 +234,8 @@ class BucketCoordinator:
         self.meta = meta
         self.log.append({"epoch": self.scheduler.epoch, "worker": worker, "bucket": list(bucket),
                          "start": self._acquired_at.pop(worker, None), "end": time.time(),
-                         "node": stats.get("node"), "positives": stats["positives"]})
+                         "node": stats.get("node"), "positives": stats["positives"],
+                         **{k: round(v, 4) for k, v in (stats.get("timings") or {}).items() if v is not None}})
         return True
 
     def end_epoch(self, updates: dict, pin: bool = False) -> int:
@@ -331,6 +332,7 @@ class BucketTrainer:
         """Train bucket ``(i, j)``; returns ``(partition arrays {name: array}, new shared
         arrays, loss sum, steps, positives)``."""
         cfg = self.cfg
+        t_read = time.perf_counter()
         i, j = bucket
         local = self.local_types(i, j)
         rows = {lt: int(self.part.sizes(t)[p]) for lt, (t, p) in local.items()}
@@ -360,10 +362,12 @@ class BucketTrainer:
             model.rel_emb.weight.detach().numpy()[:] = shared[RELATIONS_EMB]
             rel_state["sum"].numpy()[:] = shared[RELATIONS_SUM]
             rel_state["step"].fill_(relation_steps)
+        self.timings = {"read_s": time.perf_counter() - t_read}
+        t_train = time.perf_counter()
         batches = self._batches(i, j, epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch * 7919 + i * self.part.spec.num_partitions + j)
-        loss_module = TwHINLoss(model, cfg)
         n_neg, n_all = cfg.negatives.uniform, cfg.negatives.exhaustive_max_nodes
+        loss_module = TwHINLoss(model, cfg)
         loss_sum = 0.0
         for r, heads, tails in batches:
             ls, _, ld = local_ets[r]
@@ -382,6 +386,7 @@ class BucketTrainer:
                 arrays[self.tables.name(t, p, "emb")] = weight[lo : lo + n].numpy()
                 arrays[self.tables.name(t, p, "sum")] = acc[lo : lo + n].numpy()
         positives = int(sum(h.shape[0] for _, h, _ in batches))
+        self.timings["train_s"] = time.perf_counter() - t_train
         return arrays, new, loss_sum, len(batches), positives
 
     def _batches(self, i: int, j: int, epoch: int) -> list:
@@ -425,6 +430,7 @@ def bucket_worker_loop(worker: int, coordinator, job: dict) -> dict:
     node = _node_id()
     epoch = int(job["epoch"])
     trained = 0
+    finish_s = None  # the previous commit's round trip (this one's is measured after it)
     while True:
         bucket = call("acquire", worker)
         if bucket is None:
@@ -432,13 +438,22 @@ def bucket_worker_loop(worker: int, coordinator, job: dict) -> dict:
         if bucket is WAIT:
             time.sleep(POLL_S)
             continue
+        t0 = time.perf_counter()
         version, shared, steps = call("pull")
+        pull_s = time.perf_counter() - t0
         arrays, new, loss_sum, n_steps, positives = trainer.train(bucket, epoch, shared, steps)
+        t1 = time.perf_counter()
         entries = trainer.tables.write(arrays)
+        del arrays
+        write_s = time.perf_counter() - t1
         inject_fault(epoch, trained, worker)  # tests: die after writing, before the commit
         delta = {k: v - shared[k] for k, v in new.items()}
+        t2 = time.perf_counter()
         call("finish", worker, bucket, entries, version, new, delta, float(n_steps),
-             {"loss_sum": loss_sum, "steps": n_steps, "positives": positives, "node": node})
+             {"loss_sum": loss_sum, "steps": n_steps, "positives": positives, "node": node,
+              "timings": {**trainer.timings, "write_s": write_s, "pull_s": pull_s,
+                          "finish_s_previous": finish_s}})
+        finish_s = time.perf_counter() - t2
         trained += 1
 
 
