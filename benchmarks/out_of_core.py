@@ -4,8 +4,8 @@ is sampled for the peak RSS of **every** process (driver, Ray workers, the coord
 actor, Ray's own daemons), plus the planted-cluster recovery of the trained pins.
 
     python benchmarks/out_of_core.py --work /tmp/ooc --users 5000000 --pins 19000000 \\
-        --boards 800000 --authors 300000 --saves 50000000 --partitions 16 --workers 2 \\
-        --config /path/twhin.yaml [--steps generate build train export index nmi]
+        --boards 800000 --authors 300000 --saves 40000000 --partitions 8 --workers 2 \\
+        --config /path/twhin.yaml [--steps generate build partition train export index nmi]
 
 Each step prints one JSON line: wall seconds, the peak RSS of each process (MB, by pid
 and a short name) and the step's own figures; ``--json`` collects them. Steps already
@@ -149,6 +149,7 @@ def main() -> None:
                      "--clusters", str(args.clusters), "--out", str(work / "data")],
         "build": [*GRAPHREC, "-q", "build", "--schema", str(ROOT / "graphs" / "pinterest-synthetic.yaml"), "--data",
                   str(work / "data"), "--out", str(work / "g")],
+        "partition": [*GRAPHREC, "-q", "partition", str(work / "g"), "--partitions", str(args.partitions)],
         "train": [*GRAPHREC, "train", "twhin", "--config", args.config, "--graph", str(work / "g"), "--out",
                   str(work / "run"), "--partitions", str(args.partitions), "--workers", str(args.workers)],
         "export": [*GRAPHREC, "-q", "export", "--run", str(work / "run"), "--out", str(work / "emb")],
@@ -157,6 +158,7 @@ def main() -> None:
                   "--pq-m", str(args.pq_m)],
     }
     marks = {"generate": work / "data" / "saves.parquet", "build": work / "g" / "manifest.json",
+             "partition": work / "g" / "partitions" / f"P{args.partitions}-min0-seed0",
              "train": work / "run" / "run.json", "export": work / "emb" / "manifest.json",
              "index": work / "index"}
     results = []

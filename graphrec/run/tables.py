@@ -81,7 +81,8 @@ class PartitionTables:
             for t in self.part.node_types:
                 for p, size in enumerate(self.part.sizes(t)):
                     rng = np.random.default_rng([seed, zlib.crc32(t.encode()), p])
-                    emb = rng.normal(0.0, init_scale, (int(size), self.dim)).astype(np.float32)
+                    emb = rng.standard_normal((int(size), self.dim), dtype=np.float32)  # float32 throughout
+                    emb *= np.float32(init_scale)
                     tx.write(self.name(t, p, "emb"), emb)
                     emb[:] = 0.0
                     tx.write(self.name(t, p, "sum"), emb)

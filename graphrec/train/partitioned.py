@@ -519,7 +519,7 @@ def train_partitioned(cfg: TwHINConfig, store: GraphStore, selected, run_dir: Pa
     job = {"config": cfg.model_dump(mode="json"), "graph": str(Path(store.path).resolve()), "tables": root,
            "edge_types": [list(et) for et in edge_types], "weights": [w for _, w in selected],
            "verify_paths": sorted(e.path for e in head.files.values()) if head.version > 1 else [],
-           "threads": cfg.threads or (cfg.ray.cpus_per_worker if use_ray else None)}
+           "threads": cfg.threads or (cfg.ray.cpus_per_worker if use_ray else None), "cpus": cfg.ray.cpus_per_worker}
     args = (root, {"num_partitions": spec.num_partitions, "min_nodes": spec.min_nodes, "seed": spec.seed},
             {t: store.num_nodes(t) for t in store.node_types}, int(cfg.dim), [list(e) for e in edge_types], grid,
             cfg.seed)
@@ -617,7 +617,7 @@ def _run_epoch(call, coordinator, job: dict, epoch: int, workers: int, use_ray: 
             return
         import ray
 
-        task = ray.remote(bucket_worker_loop).options(num_cpus=job.get("threads") or 1, max_retries=0,
+        task = ray.remote(bucket_worker_loop).options(num_cpus=job["cpus"], max_retries=0,
                                                      scheduling_strategy="SPREAD")
         running = {task.remote(w, coordinator, job): w for w in range(workers)}
         failures = 0
