@@ -309,14 +309,16 @@ def train_pinsage_cmd(ctx, **kw):
 @click.option("--inference", default=None, type=click.Path(),
               help="PinSage: take the vectors from this `graphrec infer` directory.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-def export(run_dir, out, retrieval, graph, inference, overwrite):
-    """Export node, relation and retrieval embeddings as Parquet + manifest."""
+@click.pass_context
+def export(ctx, run_dir, out, retrieval, graph, inference, overwrite):
+    """Export node, relation and retrieval embeddings as Parquet + manifest (streamed in
+    bounded memory; a partitioned run one partition at a time)."""
     import json as _json
 
     from graphrec.infer.export import export_run
 
     path = export_run(run_dir, out, retrieval=list(retrieval) or None, graph=graph, inference=inference,
-                      overwrite=overwrite)
+                      overwrite=overwrite, progress=ctx.obj["progress"])
     m = _json.loads((Path(path) / "manifest.json").read_text())
     click.echo(f"exported {m['model']}: {sum(m['node_counts'].values()):,} node embeddings "
                f"({', '.join(m['node_counts'])}), retrieval: {', '.join(m['retrieval']) or 'none'} -> {out}")

@@ -285,7 +285,7 @@ def _run_job(cfg, models, relation, schema, base: Path, config_path, out: Path, 
 
     from graphrec.analytics.clusters import cluster_recovery
     from graphrec.eval.split import load_split
-    from graphrec.infer.export import export_run, read_vectors
+    from graphrec.infer.export import export_run, read_vectors_by_internal_id
     from graphrec.infer.layerwise import infer_pinsage
     from graphrec.report import write_report
     from graphrec.retrieval import Index, build_index, recommend
@@ -344,9 +344,15 @@ def _run_job(cfg, models, relation, schema, base: Path, config_path, out: Path, 
                 index_info[m] = {"path": str(Path("index") / m), "count": man["count"], "kind": man["kind"],
                                  "dim": man["dim"]}
             with step(f"evaluate {m}"):
-                _, q = read_vectors(emb / "retrieval" / relation_dir(relation) / "query.parquet")
-                _, c = read_vectors(emb / "retrieval" / relation_dir(relation) / "candidate.parquet")
-                _, items = read_vectors(emb / "nodes" / f"{relation[2]}.parquet")
+                # rows by internal id of the split's train store (the run's graph): an export's
+                # row order is not the store's for every run (a partitioned one follows partitions)
+                train_store = split.train
+                q = read_vectors_by_internal_id(emb / "retrieval" / relation_dir(relation) / "query.parquet",
+                                                train_store, relation[0])
+                c = read_vectors_by_internal_id(emb / "retrieval" / relation_dir(relation) / "candidate.parquet",
+                                                train_store, relation[2])
+                items = read_vectors_by_internal_id(emb / "nodes" / f"{relation[2]}.parquet", train_store,
+                                                    relation[2])
                 evaluation[m] = vectors_on_split(q, c, items, split, "test", cfg.ks, repeats=True)
                 valid_eval[m] = vectors_on_split(q, c, items, split, "valid", cfg.ks)
                 pin_embs[m] = items

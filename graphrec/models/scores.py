@@ -9,7 +9,10 @@ registered by name in :data:`SCORES` (``@SCORES.register_as("distmult")``; the c
 * ``heads(H, r, t)``: ``[B, N]`` scores of candidate heads ``H: [N, d]`` against every tail ``t: [B, d]``;
 * ``retrieval(h, r, T)``: ``(query [B, d'], candidate [N, d'])`` with
   ``query @ candidate.T`` ordering candidates exactly as ``tails`` does (equal up to a
-  per-query constant), or a ``ValueError`` when no exact inner-product form exists;
+  per-query constant), or a ``ValueError`` when no exact inner-product form exists. It
+  is the pair of its row-wise halves ``retrieval_queries(h, r) -> [B, d']`` and
+  ``retrieval_candidates(T) -> [N, d']``: each row's vector depends on that row (and
+  ``r``) alone, so an export computes them a chunk of rows at a time;
 * ``node_moduli(x)`` / ``relation_moduli(r)``: the magnitudes ``|x_k|`` of the
   coordinates the score multiplies (``[..., d]`` real, ``[..., d/2]`` complex moduli
   ``sqrt(re² + im²)``), for the N3 regulariser of Lacroix et al. (2018),
@@ -92,9 +95,25 @@ class ScoreFunction(abc.ABC):
     def retrieval(self, h: Tensor, r: Tensor, T: Tensor) -> tuple[Tensor, Tensor]:
         """``(query [B, d'], candidate [N, d'])`` whose inner products order the
         candidates of each head as :meth:`tails` does; ``ValueError`` when the score has
-        no exact inner-product form."""
-        raise ValueError(f"score function {self.name!r} has no exact inner-product form; it cannot be exported "
-                         "for ANN retrieval")
+        no exact inner-product form. Equal to ``(retrieval_queries(h, r),
+        retrieval_candidates(T))``."""
+        return self.retrieval_queries(h, r), self.retrieval_candidates(T)
+
+    def retrieval_queries(self, h: Tensor, r: Tensor) -> Tensor:
+        """Query vectors ``[B, d']`` of heads ``h: [B, d]`` under relation ``r: [d_r]``,
+        row by row (any subset of a type's rows gives those rows' vectors); ``ValueError``
+        when the score has no exact inner-product form."""
+        raise self._no_inner_product()
+
+    def retrieval_candidates(self, T: Tensor) -> Tensor:
+        """Candidate vectors ``[N, d']`` of tails ``T: [N, d]``, row by row (the relation
+        enters only the queries); ``ValueError`` when the score has no exact
+        inner-product form."""
+        raise self._no_inner_product()
+
+    def _no_inner_product(self) -> ValueError:
+        return ValueError(f"score function {self!r} has no exact inner-product form; it cannot be exported "
+                          "for ANN retrieval")
 
     def node_moduli(self, x: Tensor) -> Tensor:
         """``|x|`` elementwise, ``[..., d]`` (real-valued coordinates)."""
@@ -128,8 +147,11 @@ class TranslationDot(ScoreFunction):
         # (H_n + r)·t_b = t_b·H_n + r·t_b
         return t @ H.T + (t * r).sum(-1, keepdim=True)
 
-    def retrieval(self, h, r, T):
-        return h + r, T
+    def retrieval_queries(self, h, r):
+        return h + r
+
+    def retrieval_candidates(self, T):
+        return T
 
 
 @SCORES.register_as("transe")
@@ -161,14 +183,17 @@ class TransE(ScoreFunction):
         # ‖H_n + r − t_b‖ = ‖H_n − (t_b − r)‖
         return -self._dist(t - r, H)
 
-    def retrieval(self, h, r, T):
+    # −‖q − t‖² = 2 q·t − ‖t‖² − ‖q‖²: the same order over t as [2q, −1]·[t, ‖t‖²]
+    def retrieval_queries(self, h, r):
         if self.p != 2:
-            super().retrieval(h, r, T)
-        # −‖q − t‖² = 2 q·t − ‖t‖² − ‖q‖²: same order over t as [2q, −1]·[t, ‖t‖²]
+            raise self._no_inner_product()
         q = h + r
-        query = torch.cat([2.0 * q, -torch.ones(q.shape[0], 1, dtype=q.dtype)], dim=1)
-        cand = torch.cat([T, (T * T).sum(-1, keepdim=True)], dim=1)
-        return query, cand
+        return torch.cat([2.0 * q, -torch.ones(q.shape[0], 1, dtype=q.dtype)], dim=1)
+
+    def retrieval_candidates(self, T):
+        if self.p != 2:
+            raise self._no_inner_product()
+        return torch.cat([T, (T * T).sum(-1, keepdim=True)], dim=1)
 
 
 @SCORES.register_as("distmult")
@@ -185,8 +210,11 @@ class DistMult(ScoreFunction):
     def heads(self, H, r, t):
         return (t * r) @ H.T
 
-    def retrieval(self, h, r, T):
-        return h * r, T
+    def retrieval_queries(self, h, r):
+        return h * r
+
+    def retrieval_candidates(self, T):
+        return T
 
     def reset_relations(self, weight, std):
         """``N(1, std²)``: ``r ≈ 1`` starts the score as a plain dot product ``h·t``."""
@@ -233,8 +261,11 @@ class ComplEx(ScoreFunction):
         # Re(h · conj(conj(r) t)) = [h_re, h_im] · [u_re, u_im] with u = conj(r) t
         return self._conj_r_t(r, t) @ H.T
 
-    def retrieval(self, h, r, T):
-        return self._hr(h, r), T
+    def retrieval_queries(self, h, r):
+        return self._hr(h, r)
+
+    def retrieval_candidates(self, T):
+        return T
 
     def node_moduli(self, x):
         return _complex_moduli(x)

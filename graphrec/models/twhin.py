@@ -240,7 +240,9 @@ class TwHIN(nn.Module):
     def retrieval_vectors(self, edge_type) -> tuple[Tensor, Tensor]:
         """``(query [N_src, d'], candidate [N_dst, d'])`` such that ``query @ candidate.T``
         orders the destination nodes of every source exactly as the model's score does.
-        Raises ``ValueError`` for score functions without an exact inner-product form."""
+        Raises ``ValueError`` for score functions without an exact inner-product form.
+        Row-wise (``score_fn.retrieval_queries`` / ``retrieval_candidates``): an export
+        computes the same vectors a chunk of rows at a time, without the whole model."""
         s, _, d = edge_type
         return self.score_fn.retrieval(self.node_embeddings(s), self.relation_embedding(edge_type),
                                        self.node_embeddings(d))

@@ -214,7 +214,8 @@ class ParquetVectors:
         self.path, self.chunk_size = Path(path), chunk_size
         try:
             # buffered page-by-page reads: without them a batch costs a whole decoded row group
-            # (exports write 2^20-row groups: 512 MiB at d=128), with them about one batch
+            # (exports write ~64 MiB row groups, other writers up to 2^20 rows: 512 MiB at d=128),
+            # with them about one batch
             self.file = pq.ParquetFile(self.path, buffer_size=1 << 20, pre_buffer=False)
         except (OSError, pa.ArrowException) as err:
             raise GraphrecError(f"{self.path}: not a readable Parquet file ({err})") from None

@@ -12,11 +12,34 @@ Layout (every model)::
 PinSage runs add ``neighborhoods/``, ``item_embeddings.npy`` and ``user_embeddings.npy``.
 The graph is referenced both absolutely and relative to the run directory, so a run
 moved together with its graph still opens; either way its checksum must match.
+
+**Partitioned TwHIN runs** (``partitions: P > 1``) keep their node tables where training
+left them, in ``partitions/`` (:class:`~graphrec.run.tables.PartitionTables`), and
+``model.pt`` holds only what is not in them: ``{"rel_emb.weight": [R, d_r]}``. run.json
+adds::
+
+    "partitions": P,
+    "partition_tables": {"path": "partitions",            # relative to the run directory
+                         "partitioning": {"num_partitions": P, "min_nodes": m, "seed": s},
+                         "version": V, "dim": d},          # the tables' committed version
+    "files": {"model.pt": sha256, "partitions/checkpoint_version.json": sha256, ...}
+
+The tables' commit file names every table file with its SHA-256, so its digest in
+``files`` pins the whole state: :class:`TwHINRun` reads exactly that version (a run whose
+tables changed after it finished is refused) and, with ``verify``, checks each table
+file against its SHA-256 as it reads it. Nothing assembles a partitioned run's tables at
+open time: :meth:`TwHINRun.node_vector_chunks` streams any TwHIN run's node vectors in
+bounded memory, and :attr:`TwHINRun.model` assembles the full model on first use (graphs
+that fit: evaluation, notebooks).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,13 +47,17 @@ import numpy as np
 import torch
 
 from graphrec.errors import GraphrecError
+from graphrec.graph.partition import NodePartitioning, PartitionSpec
 from graphrec.graph.store import GraphStore, parse_edge_type
 from graphrec.io import portable_path, resolve_portable, write_json
 from graphrec.models.pinsage import PinSage
+from graphrec.models.scores import ScoreFunction, make_score
 from graphrec.models.twhin import TwHIN
 from graphrec.run.checkpoint import (CorruptCheckpoint, checkpoint_digest, load_checkpoint, save_checkpoint,
                                      sha256_file)
 from graphrec.run.config import PinSageConfig, TwHINConfig, parse_config
+from graphrec.run.storage import VERSION_FILE, Manifest, StorageError
+from graphrec.run.tables import PartitionTables
 from graphrec.sampling.features import FeatureSpec, NodeFeatureTable
 from graphrec.sampling.walks import ImportanceNeighborhoods
 
@@ -41,6 +68,9 @@ RAY_DIR = "ray"
 NEIGHBORHOODS_DIR = "neighborhoods"
 ITEM_VECTORS = "item_embeddings.npy"
 USER_VECTORS = "user_embeddings.npy"
+PARTITION_TABLES_KEY = "partition_tables"  # run.json: where a partitioned run's node tables are
+RELATIONS_STATE = "rel_emb.weight"  # the one entry of a partitioned TwHIN run's model.pt
+CHUNK_ROWS = 1 << 20  # TwHINRun.node_vector_chunks: most rows per chunk by default
 
 
 # ---------------------------------------------------------------- building models from configs
@@ -81,9 +111,12 @@ def pinsage_features(store: GraphStore, cfg: PinSageConfig) -> NodeFeatureTable 
 
 
 def write_run(run_dir: str | Path, model: str, cfg, store: GraphStore, model_state: dict, summary: dict,
-              **info) -> dict:
+              tables: PartitionTables | None = None, **info) -> dict:
     """Finish a run: ``model.pt`` (+ checksum) first, then ``run.json`` (last, so that its
     presence means the run is complete). ``info``: model-specific entries of run.json.
+    ``tables``: the node tables of a partitioned TwHIN run (their committed head is the
+    finished state; ``model_state`` then holds the rest): recorded as ``partitions``,
+    ``partition_tables`` and their commit file's digest in ``files`` (module docstring).
     Returns run.json's content."""
     run_dir = Path(run_dir)
     save_checkpoint(run_dir, {"model": model_state}, name=MODEL_FILE)
@@ -91,12 +124,37 @@ def write_run(run_dir: str | Path, model: str, cfg, store: GraphStore, model_sta
     for name in (ITEM_VECTORS, USER_VECTORS):
         if (run_dir / name).is_file():
             files[name] = sha256_file(run_dir / name)
+    if tables is not None:
+        record, digest = _tables_record(run_dir, tables)
+        info = {**info, "partitions": tables.part.spec.num_partitions, PARTITION_TABLES_KEY: record}
+        files[_tables_commit_file(record["path"])] = digest
     doc = {"model": model, "config": cfg.model_dump(mode="json"),
            "graph": str(Path(store.path).resolve()),
            "graph_relpath": portable_path(store.path, run_dir)["relpath"],
            "graph_checksum": store.checksum, **info, "files": files, "summary": summary}
     write_json(run_dir / RUN_FILE, doc)
     return doc
+
+
+def _tables_commit_file(path: str) -> str:
+    """The key of a partitioned run's tables in run.json's ``files``: their commit file."""
+    return f"{path.rstrip('/')}/{VERSION_FILE}"
+
+
+def _tables_record(run_dir: Path, tables: PartitionTables) -> tuple[dict, str]:
+    """``(run.json's partition_tables entry, sha256 of the tables' commit file)`` for the
+    tables' committed head (their path relative to ``run_dir`` when inside it)."""
+    storage = tables.ckpt.storage
+    raw = storage.get_bytes(VERSION_FILE)
+    head = Manifest.from_dict(json.loads(raw), storage.url(VERSION_FILE))
+    path = storage.uri
+    if storage.is_local:
+        root, base = Path(storage.root).resolve(), run_dir.resolve()
+        if root == base or base in root.parents:
+            path = Path(os.path.relpath(root, base)).as_posix()
+    record = {"path": path, "partitioning": dataclasses.asdict(tables.part.spec), "version": head.version,
+              "dim": tables.dim}
+    return record, hashlib.sha256(raw).hexdigest()
 
 
 # ---------------------------------------------------------------- opening
@@ -135,6 +193,10 @@ class Run:
     def __init__(self, run_dir: Path, info: dict, store: GraphStore, verify: bool = False):
         self.dir, self.info, self.store = Path(run_dir), info, store
         self.config = parse_config(info["config"], self.config_class, origin=str(self.dir / RUN_FILE))
+        self._open(verify)
+
+    def _open(self, verify: bool) -> None:
+        """Load what the run serves at open time (by default its model, from model.pt)."""
         self.model = self._build_model()
         self.model.load_state_dict(self._load_model_state(verify))
         self.model.eval()
@@ -163,13 +225,151 @@ class Run:
 
 
 class TwHINRun(Run):
-    """A finished TwHIN run; ``model`` is a :class:`~graphrec.models.twhin.TwHIN`."""
+    """A finished TwHIN run, unpartitioned or partitioned (module docstring).
+
+    * :meth:`node_vector_chunks` — every node vector of a type in bounded memory, the same
+      way for both kinds of run; :meth:`relation_vectors`, :attr:`score_fn`,
+      :attr:`node_types`, :attr:`num_nodes`, :attr:`edge_types`, :attr:`dim` — the rest
+      of the model without its tables;
+    * :attr:`model` — the whole :class:`~graphrec.models.twhin.TwHIN` (eval mode, CPU):
+      loaded at open time for an unpartitioned run, assembled from the tables on first
+      use for a partitioned one (graphs whose tables fit in memory);
+    * :attr:`tables` — a partitioned run's :class:`~graphrec.run.tables.PartitionTables`
+      (``None`` otherwise), read at the version run.json pins (:attr:`tables_manifest`).
+    """
 
     model_name = "twhin"
     config_class = TwHINConfig
 
+    def _open(self, verify: bool) -> None:
+        state = self._load_model_state(verify)
+        self.tables: PartitionTables | None = None
+        self.tables_manifest: Manifest | None = None
+        self._model: TwHIN | None = None
+        if PARTITION_TABLES_KEY not in self.info:
+            model = self._build_model()
+            model.load_state_dict(state)
+            self._model = model.eval()
+            self._relations = model.rel_emb.weight.detach()
+            return
+        path = self.dir / MODEL_FILE
+        rel = state.get(RELATIONS_STATE) if isinstance(state, dict) else None
+        want = (len(self.edge_types), self.score_fn.relation_dim(self.dim))
+        if not isinstance(rel, torch.Tensor) or set(state) != {RELATIONS_STATE} or tuple(rel.shape) != want:
+            raise GraphrecError(f"{path}: a partitioned run's model file holds {{{RELATIONS_STATE!r}: {list(want)}}}, "
+                                f"found {_describe_state(state)}")
+        self._relations = rel
+        self.tables, self.tables_manifest = self._open_tables(verify)
+
+    def _open_tables(self, verify: bool) -> tuple[PartitionTables, Manifest]:
+        """The tables run.json points at, pinned to the commit whose digest it records."""
+        where = self.dir / RUN_FILE
+        record = self.info[PARTITION_TABLES_KEY]
+        try:
+            spec = PartitionSpec(**record["partitioning"])
+            path = str(record["path"])
+        except (KeyError, TypeError) as err:
+            raise GraphrecError(f"{where}: {PARTITION_TABLES_KEY} is malformed ({err!r})") from None
+        root = path if "://" in path or Path(path).is_absolute() else str(self.dir / path)
+        part = NodePartitioning({t: int(n) for t, n in self.num_nodes.items()}, spec)
+        tables = PartitionTables(root, part, self.dim, verify_paths=None if verify else set())
+        storage = tables.ckpt.storage
+        key = _tables_commit_file(path)
+        expected = self.info.get("files", {}).get(key)
+        try:
+            raw = storage.get_bytes(VERSION_FILE)
+        except StorageError as err:
+            raise GraphrecError(f"{err} (the partitioned run's tables; restore {root} or retrain)") from None
+        if expected is None or hashlib.sha256(raw).hexdigest() != expected:
+            raise GraphrecError(f"{storage.url(VERSION_FILE)}: sha256 differs from the one in {where} (the run's "
+                                "tables were changed or damaged after it finished; restore them or retrain)")
+        manifest = Manifest.from_dict(json.loads(raw), storage.url(VERSION_FILE))
+        for t in part.node_types:  # run.json's partitioning must be the tables' (rows line up)
+            for p, size in enumerate(part.sizes(t)):
+                name = tables.name(t, p, "emb")
+                entry = manifest.files.get(name)
+                if entry is None or entry.shape != (int(size), self.dim):
+                    raise GraphrecError(f"{storage.url(VERSION_FILE)}: {name} is "
+                                        f"{'missing' if entry is None else list(entry.shape)}, the partitioning in "
+                                        f"{where} needs {[int(size), self.dim]} (node type {t!r}, partition {p})")
+        return tables, manifest
+
     def _build_model(self) -> TwHIN:
         return twhin_model(self.config, self.info["num_nodes"], self.info["edge_types"])
+
+    # ---- the model without its tables
+
+    @property
+    def partitioned(self) -> bool:
+        return self.tables is not None
+
+    @property
+    def node_types(self) -> list[str]:
+        return list(self.info["num_nodes"])
+
+    @property
+    def num_nodes(self) -> dict[str, int]:
+        return {t: int(n) for t, n in self.info["num_nodes"].items()}
+
+    @property
+    def edge_types(self) -> list[tuple[str, str, str]]:
+        return [tuple(e) for e in self.info["edge_types"]]
+
+    @property
+    def dim(self) -> int:
+        return int(self.config.dim)
+
+    @property
+    def score_fn(self) -> ScoreFunction:
+        return make_score(self.config.score, self.config.p_norm)
+
+    def relation_vectors(self) -> dict[tuple[str, str, str], torch.Tensor]:
+        """``{edge_type: [d_r]}`` in training order (views of the relation table)."""
+        return {et: self._relations[i] for i, et in enumerate(self.edge_types)}
+
+    def node_vector_chunks(self, node_type: str, max_rows: int = CHUNK_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every node vector of ``node_type`` exactly once, as ``(internal ids int64 [n],
+        vectors float32 [n, dim])`` chunks of ``n ≤ max_rows`` rows (read-only; do not
+        keep them past the next chunk if memory matters).
+
+        Unpartitioned run: slices of the loaded table in internal-id order. Partitioned
+        run: partition by partition in the tables' row order (ids follow the
+        partitioning's permutation), each partition read on its own (memory-mapped when
+        local) and never a whole-type array: memory is bounded by one partition."""
+        if node_type not in self.info["num_nodes"]:
+            raise GraphrecError(f"{self.dir}: no node type {node_type!r} (has {self.node_types})")
+        max_rows = max(1, int(max_rows))
+        if self.tables is None:
+            table = self.model.node_embeddings(node_type).detach().numpy()
+            for lo in range(0, table.shape[0], max_rows):
+                hi = min(lo + max_rows, table.shape[0])
+                yield np.arange(lo, hi, dtype=np.int64), table[lo:hi]
+            return
+        for ids, emb in self.tables.chunks(node_type, self.tables_manifest):
+            ids = np.asarray(ids, dtype=np.int64)
+            for lo in range(0, ids.shape[0], max_rows):
+                yield ids[lo : lo + max_rows], emb[lo : lo + max_rows]
+            del emb
+
+    # ---- the whole model
+
+    @property
+    def model(self) -> TwHIN:
+        """The whole TwHIN (eval mode); a partitioned run's is assembled on first use and
+        kept (its tables must fit in memory)."""
+        if self._model is None:
+            self._model = self._assemble()
+        return self._model
+
+    def _assemble(self) -> TwHIN:
+        model = self._build_model()
+        with torch.no_grad():
+            for t in model.node_types:
+                table = model.node_embeddings(t).detach().numpy()  # a view of the parameter
+                for ids, emb in self.node_vector_chunks(t):
+                    table[ids] = emb
+            model.rel_emb.weight.copy_(self._relations)
+        return model.eval()
 
 
 class PinSageRun(Run):
@@ -205,6 +405,13 @@ class PinSageRun(Run):
 
     def features(self) -> NodeFeatureTable | None:
         return pinsage_features(self.store, self.config)
+
+
+def _describe_state(state) -> str:
+    if not isinstance(state, dict):
+        return type(state).__name__
+    return "{" + ", ".join(f"{k!r}: {list(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}"
+                           for k, v in state.items()) + "}"
 
 
 RUN_KINDS: dict[str, type[Run]] = {"twhin": TwHINRun, "pinsage": PinSageRun}

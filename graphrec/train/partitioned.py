@@ -660,8 +660,13 @@ def assemble(cfg: TwHINConfig, store: GraphStore, part: NodePartitioning, tables
 
 def run_partitioned(cfg: TwHINConfig, graph: str | Path, run_dir: str | Path, use_ray: bool,
                     progress: bool = False) -> dict:
-    """Train and finish a partitioned run in ``run_dir`` (``run.json`` last); returns the summary."""
-    from graphrec.run.directory import write_run
+    """Train and finish a partitioned run in ``run_dir`` (``run.json`` last); returns the summary.
+
+    The node tables stay in ``RUN_DIR/partitions`` at their committed head (never
+    assembled: they need not fit in memory); ``model.pt`` holds only the relation vectors
+    (``{"rel_emb.weight": [R, d_r]}``) and run.json records the partitioning and pins the
+    tables' commit (:func:`graphrec.run.directory.write_run`)."""
+    from graphrec.run.directory import RELATIONS_STATE, write_run
     from graphrec.train.twhin import resolve_auto, select_relations
 
     store = GraphStore(graph)
@@ -670,11 +675,11 @@ def run_partitioned(cfg: TwHINConfig, graph: str | Path, run_dir: str | Path, us
     selected = select_relations(store, cfg)
     cfg = resolve_auto(cfg, store, [et for et, _ in selected])
     tables, summary = train_partitioned(cfg, store, selected, Path(run_dir), use_ray=use_ray, progress=progress)
-    edge_types = [et for et, _ in selected]
-    model = assemble(cfg, store, tables.part, tables, edge_types)
-    write_run(run_dir, "twhin", cfg, store, model.state_dict(), summary, num_nodes=model.num_nodes,
-              edge_types=[list(et) for et in model.edge_types],
-              relation_weights={":".join(et): w for et, w in selected}, partitions=cfg.partitions)
+    relations = torch.from_numpy(np.array(tables.read(RELATIONS_EMB, tables.head), dtype=np.float32))
+    write_run(run_dir, "twhin", cfg, store, {RELATIONS_STATE: relations}, summary, tables=tables,
+              num_nodes={t: store.num_nodes(t) for t in store.node_types},
+              edge_types=[list(et) for et, _ in selected],
+              relation_weights={":".join(et): w for et, w in selected})
     return summary
 
 

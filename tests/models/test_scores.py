@@ -67,12 +67,33 @@ def test_retrieval_vectors_order_like_the_score(name):
         torch.testing.assert_close(ip, sc, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["translation_dot", "transe", "distmult", "complex"])
+def test_retrieval_vectors_are_row_wise_so_chunks_give_the_whole(name):
+    """An export computes query/candidate vectors a chunk of rows at a time, in any row
+    order: the chunks, put back in place, are the whole-table vectors."""
+    g = torch.Generator().manual_seed(2)
+    d = 8
+    fn = make_score(name)
+    H, T = torch.randn(37, d, generator=g), torch.randn(53, d, generator=g)
+    rv = torch.randn(fn.relation_dim(d), generator=g)
+    q, c = fn.retrieval(H, rv, T)
+    for whole, rows, half in ((q, H, lambda x: fn.retrieval_queries(x, rv)), (c, T, fn.retrieval_candidates)):
+        order = torch.randperm(rows.shape[0], generator=g)
+        out = torch.empty_like(whole)
+        for chunk in order.split(10):
+            out[chunk] = half(rows[chunk])
+        torch.testing.assert_close(out, whole, rtol=0, atol=1e-6)
+        assert half(rows[:0]).shape == (0, whole.shape[1])  # the width without any row
+
+
 @pytest.mark.parametrize("name, kwargs", [("rotate", {}), ("transe", {"p": 1})])
 def test_no_inner_product_form_is_refused(name, kwargs):
     fn = make_score(name, **kwargs)
     assert not fn.has_inner_product_form
     with pytest.raises(ValueError, match="no exact inner-product form"):
         fn.retrieval(torch.zeros(1, 4), torch.zeros(fn.relation_dim(4)), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="no exact inner-product form"):
+        fn.retrieval_candidates(torch.zeros(2, 4))
 
 
 def test_moduli_for_the_n3_regulariser():

@@ -97,6 +97,35 @@ def test_recommend_excludes_seen_and_reports_unknown_users(small_pins_graph, tmp
     assert r["users"] == 400 and r["rows"] == 1200
 
 
+def test_index_search_and_recommend_match_rows_by_id_not_by_file_order(small_pins_graph, tmp_path):
+    """A partitioned run's export lists nodes partition by partition: the same vectors in
+    another row order give the same index answers and recommendations, by id."""
+    from graphrec.infer.export import NodeVectors
+
+    emb, users, pins = _emb_dir(small_pins_graph, tmp_path / "emb")
+    rng = np.random.default_rng(5)
+
+    def shuffled(table):
+        order = rng.permutation(table.shape[0])
+        return NodeVectors(table.shape[1], lambda: ((c, table[c]) for c in np.array_split(order, 7)))
+
+    other = export_embeddings(tmp_path / "emb_shuffled", small_pins_graph,
+                              {"pin": shuffled(pins), "user": shuffled(users)}, {"model": "test"},
+                              retrieval={ET: (shuffled(users), shuffled(pins))})
+    got, pin_ids = {}, small_pins_graph.original_ids("pin")[:20]
+    for name, e in (("ordered", emb), ("shuffled", other)):
+        build_index(e, "pin", tmp_path / f"idx_{name}", query="user:saves:pin")
+        idx = Index(tmp_path / f"idx_{name}")
+        recommend(idx, tmp_path / f"{name}.parquet", k=5, exclude_seen=small_pins_graph.path, progress=False)
+        similar, _ = similar_items(idx, pin_ids, k=3)
+        got[name] = (pd.read_parquet(tmp_path / f"{name}.parquet").sort_values(["user", "rank"]).reset_index(drop=True),
+                     similar.sort_values(["query", "rank"]).reset_index(drop=True))
+    assert not np.array_equal(Index(tmp_path / "idx_ordered").ids, Index(tmp_path / "idx_shuffled").ids)
+    for a, b in zip(got["ordered"], got["shuffled"], strict=True):
+        assert a.drop(columns="score").equals(b.drop(columns="score")) and len(a) > 0
+        np.testing.assert_allclose(a["score"], b["score"], rtol=1e-5)
+
+
 def test_bad_inputs(small_pins_graph, tmp_path):
     emb, _, _ = _emb_dir(small_pins_graph, tmp_path / "emb")
     other, _, _ = _emb_dir(small_pins_graph, tmp_path / "emb32", dim=32)

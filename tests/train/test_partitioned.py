@@ -149,3 +149,17 @@ def test_killed_partitioned_job_resumes_after_the_last_committed_bucket(split, t
     assert info["summary"]["starts"] == [0, 1] and [h["epoch"] for h in info["summary"]["history"]] == [0, 1, 2]
     a, b = open_run(tmp_path / "run").model, open_run(tmp_path / "whole").model
     assert torch.equal(a.node_emb.weight, b.node_emb.weight) and torch.equal(a.rel_emb.weight, b.rel_emb.weight)
+
+
+def test_graphrec_evaluate_scores_a_partitioned_run_from_its_tables(split, tmp_path, capsys):
+    """`graphrec evaluate` opens a partitioned run (model.pt: relation vectors only) and
+    assembles its tables on demand: the metrics are those of the assembled model."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dim: 16\nepochs: 2\nbatch_size: 256\npartitions: 2\n")
+    assert main(["-q", "train", "twhin", "--config", str(cfg), "--graph", str(split.train.path), "--out",
+                 str(tmp_path / "run"), "--no-ray"]) == 0
+    assert set(torch.load(tmp_path / "run" / "model.pt", weights_only=True)["model"]) == {"rel_emb.weight"}
+    capsys.readouterr()
+    assert main(["-q", "evaluate", "--run", str(tmp_path / "run"), "--split", str(split.path), "--json"]) == 0
+    lp = json.loads(capsys.readouterr().out)["models"]["twhin"]["link_prediction"]
+    assert lp["mrr"] == pytest.approx(link_prediction_on_split(open_run(tmp_path / "run").model, split)["mrr"])
