@@ -152,9 +152,12 @@ def main() -> None:
         "partition": [*GRAPHREC, "-q", "partition", str(work / "g"), "--partitions", str(args.partitions)],
         "train": [*GRAPHREC, "train", "twhin", "--config", args.config, "--graph", str(work / "g"), "--out",
                   str(work / "run"), "--partitions", str(args.partitions), "--workers", str(args.workers)],
-        "export": [*GRAPHREC, "-q", "export", "--run", str(work / "run"), "--out", str(work / "emb")],
-        "index": [*GRAPHREC, "-q", "index", "--embeddings", str(work / "emb"), "--target", "pin", "--query",
-                  "user:saves:pin", "--out", str(work / "index"), "--kind", "ivf", "--nlist", str(args.nlist),
+        # retrieval vectors of one small relation only: the user→pin ones would add 12 GB to the
+        # disk (the pin index below is built over nodes/pin.parquet, item to item)
+        "export": [*GRAPHREC, "-q", "export", "--run", str(work / "run"), "--out", str(work / "emb"),
+                   "--retrieval", "user:follows_author:author"],
+        "index": [*GRAPHREC, "-q", "index", "--embeddings", str(work / "emb"), "--target", "pin",
+                  "--out", str(work / "index"), "--kind", "ivf", "--nlist", str(args.nlist),
                   "--pq-m", str(args.pq_m)],
     }
     marks = {"generate": work / "data" / "saves.parquet", "build": work / "g" / "manifest.json",
