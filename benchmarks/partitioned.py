@@ -211,6 +211,7 @@ def run_measured(cmd: list[str], log: Path, every: float, env: dict | None = Non
         with TreeMemory(proc.pid, every) as mem:
             rc = proc.wait()
     wall = time.perf_counter() - t0
+    load = os.getloadavg()[0]  # the machine's 1-minute load average as the run ends (other work on it)
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # every descendant that was waited for
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     if rc != 0:
@@ -219,7 +220,7 @@ def run_measured(cmd: list[str], log: Path, every: float, env: dict | None = Non
         # graphrec's own one-line refusals (exit 2) pass through as ours
         sys.exit(2 if rc == 2 else 1)
     return {"wall_seconds": wall, "cpu_seconds": cpu, "peak_rss_mb": mem.peak_rss / 2**20,
-            "peak_pss_mb": mem.peak_pss / 2**20, "processes": mem.max_processes}
+            "peak_pss_mb": mem.peak_pss / 2**20, "processes": mem.max_processes, "load_average": load}
 
 
 # ---- PBG: data, config, scorer --------------------------------------------------------
@@ -474,7 +475,8 @@ def table(res: dict) -> str:
         steady = f" (epochs 2+: x{g['steady_edges_per_s'] / p['steady_edges_per_s']:.2f})"
     ratio = (f"\ngraphrec / PBG: edges/s x{g['edges_per_s'] / p['edges_per_s']:.2f}{steady}, peak RSS "
              f"x{g['peak_rss_mb'] / p['peak_rss_mb']:.2f} (PSS x{g['peak_pss_mb'] / p['peak_pss_mb']:.2f}), "
-             f"test MRR {g['test']['mrr'] - p['test']['mrr']:+.4f}")
+             f"test MRR {g['test']['mrr'] - p['test']['mrr']:+.4f}; {os.cpu_count()} CPUs, 1-minute load average at "
+             f"the end of the runs: graphrec {g['load_average']:.1f}, PBG {p['load_average']:.1f}")
     return "\n".join([head, *rows]) + "\n" + ratio
 
 
