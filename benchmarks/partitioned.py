@@ -46,14 +46,16 @@ Protocol — the same for both libraries:
   differ in loss reduction (PBG sums over the batch), Adagrad granularity (PBG: one
   accumulator per embedding row) and relation initialisation (PBG: identity operators),
   so one learning rate need not suit both: on Kinships (P 2, 5 epochs) PBG's valid MRR
-  is 0.02–0.04 at 0.1 and 0.64 at 0.5, graphrec's 0.66 at 0.1 and 0.64 at 0.5;
+  is 0.02–0.04 at 0.1 and 0.64–0.70 at 0.5, graphrec's 0.66 at 0.1 and 0.64 at 0.5;
 * **epochs**: ``--epochs`` passes over every bucket, every training edge once per epoch;
   no early stopping, no held-out edges (PBG ``eval_fraction`` 0);
 * **processes**: PBG runs ``--pbg-workers`` (default ``--workers``) HOGWILD! worker
   processes, one thread each (PBG sets that), ``num_machines`` 1, ``hogwild_delay``
   ``--pbg-hogwild-delay`` (default 0: PBG's default of 2 s would idle the other workers at
   the start of every first-epoch bucket); graphrec ``--workers`` Ray workers (1: ``--no-ray``,
-  in-process) with ``--threads`` torch threads each.
+  in-process) with ``--threads`` torch threads each. graphrec is deterministic given
+  ``--seed``; PBG is not seedable (its workers seed torch from their process id), so its
+  figures vary between runs (Kinships test MRR 0.63–0.67 over four runs).
 
 Measured, each library in its own fresh process started by this script:
 
@@ -62,9 +64,10 @@ Measured, each library in its own fresh process started by this script:
   write-back, each epoch's checkpoint; ``benchmarks/pbg_train.py``), graphrec the run's
   ``summary.seconds`` (each bucket's partition load, training and versioned commit,
   assembling ``model.pt``). Imports, graph building and the PBG conversion are not
-  counted; each process's whole wall time and CPU time (user + system of it and its
-  descendants; less sensitive than wall time to other load on a shared machine) are
-  reported too;
+  counted. "epochs 2+" is the same over the epochs after the first (without start-up:
+  PBG's worker pool, graphrec's first-use imports). Each process's whole wall time and
+  CPU time (user + system of it and its descendants; less sensitive than wall time to
+  other load on a shared machine) and the load average are reported too;
 * **peak memory** of the whole process tree (the process and all its descendants — PBG's
   worker pool, Ray's processes), sampled every ``--sample-every`` s with psutil: the sum
   of RSS (counts pages shared between processes once per process: PBG's workers share
