@@ -150,6 +150,27 @@ class RelationBuckets:
         return np.diff(self.bucket_ptr).reshape(self.src_parts, self.dst_parts)
 
 
+class ReversedRelationBuckets(RelationBuckets):
+    """The buckets of a reverse view (``dst -> src``) of a base relation, without storing
+    them twice: bucket ``(i, j)`` is the base's bucket ``(j, i)`` with its endpoints
+    swapped (``edge`` ids are the base's)."""
+
+    def __init__(self, edge_type, base: RelationBuckets):
+        super().__init__(tuple(edge_type), base.dst_parts, base.src_parts, base.bucket_ptr, base.dst, base.src,
+                         base.edge)
+        self.base = base
+
+    def span(self, i: int, j: int) -> tuple[int, int]:
+        return self.base.span(j, i)
+
+    def bucket(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src, dst, edge = self.base.bucket(j, i)
+        return dst, src, edge
+
+    def sizes(self) -> np.ndarray:
+        return self.base.sizes().T
+
+
 def _bucket_relation(rel, part: NodePartitioning) -> dict[str, np.ndarray]:
     src_t, _, dst_t = rel.edge_type
     s, d = rel.coo()
@@ -225,8 +246,15 @@ class EdgeBuckets:
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
     def relation(self, edge_type) -> RelationBuckets:
+        """The buckets of ``edge_type`` (a reverse view's: its base's, transposed)."""
         edge_type = tuple(edge_type)
         entry = next((r for r in self.manifest["relations"] if tuple(r["edge_type"]) == edge_type), None)
+        if entry is None and edge_type in {tuple(r.edge_type) for r in self.store.relations()}:
+            rel = self.store.relation(edge_type)
+            if rel.is_reverse:
+                base = next((r for r in self.manifest["relations"] if r["key"] == rel.base_key), None)
+                if base is not None:
+                    return ReversedRelationBuckets(edge_type, self.relation(tuple(base["edge_type"])))
         if entry is None:
             raise GraphrecError(f"{self.dir}: no buckets for relation {':'.join(edge_type)} (base relations: "
                                 f"{[':'.join(r['edge_type']) for r in self.manifest['relations']]})")

@@ -31,22 +31,26 @@ def test_buckets_hold_every_edge_once_in_the_right_bucket(small_pins_graph, tmp_
     spec = PartitionSpec(3, min_nodes=100, seed=0)  # user (400) and pin (600) split, board/author (60, 40) not
     b = EdgeBuckets.open_or_build(small_pins_graph, spec, tmp_path / "b")
     part = b.partitioning
+    bases = {r.edge_type: r for r in small_pins_graph.relations() if not r.is_reverse}
     for rel in small_pins_graph.relations():
-        if rel.is_reverse:
-            continue
-        src_t, _, dst_t = rel.edge_type
-        rb = b.relation(rel.edge_type)
+        src_t, name, dst_t = rel.edge_type
+        rb = b.relation(rel.edge_type)  # a reverse view: its base's buckets, transposed (not stored twice)
         assert (rb.src_parts, rb.dst_parts) == (part.parts(src_t), part.parts(dst_t))
         assert rb.sizes().sum() == rel.num_edges and rb.edge.shape[0] == rel.num_edges
         assert np.array_equal(np.sort(rb.edge), np.arange(rel.num_edges))  # every edge exactly once
-        s, d = rel.coo()
+        if rel.is_reverse:  # edge ids are the base's: its (dst, src) are this view's (src, dst)
+            base = next(r for r in bases.values() if r.base_key == rel.base_key)
+            d, s = base.coo()
+            assert np.array_equal(rb.sizes(), b.relation(base.edge_type).sizes().T)
+        else:
+            s, d = rel.coo()
         for i in range(rb.src_parts):
             for j in range(rb.dst_parts):
                 src, dst, edge = rb.bucket(i, j)
                 assert np.array_equal(part.members(src_t, i)[src], s[edge])  # rows map back to the edge's nodes
                 assert np.array_equal(part.members(dst_t, j)[dst], d[edge])
     with pytest.raises(GraphrecError, match="no buckets for relation"):
-        b.relation(("pin", "saved_by", "user"))  # a reverse view: its base's buckets, swapped
+        b.relation(("pin", "liked_by", "user"))
 
 
 def test_buckets_are_reused_checked_and_rebuilt(small_pins_graph, tmp_path):

@@ -163,3 +163,15 @@ def test_graphrec_evaluate_scores_a_partitioned_run_from_its_tables(split, tmp_p
     assert main(["-q", "evaluate", "--run", str(tmp_path / "run"), "--split", str(split.path), "--json"]) == 0
     lp = json.loads(capsys.readouterr().out)["models"]["twhin"]["link_prediction"]
     assert lp["mrr"] == pytest.approx(link_prediction_on_split(open_run(tmp_path / "run").model, split)["mrr"])
+
+
+def test_reverse_views_train_on_their_base_buckets(split, tmp_path):
+    """``include_reverse``: a reverse view's buckets are its base's, transposed."""
+    cfg = TwHINConfig(**{**CFG, "epochs": 2, "relations": {"*:*:*": 0, "pin:saved_by:user": 1}},
+                      include_reverse=True, partitions=2)
+    info = fit(cfg, split.train.path, tmp_path / "rev", use_ray=False)
+    h = info["summary"]["history"]
+    assert info["edge_types"] == [["pin", "saved_by", "user"]]
+    assert int(round(h[0]["positives_per_s"] * h[0]["seconds"])) == pytest.approx(
+        split.train.relation(("user", "saves", "pin")).num_edges, rel=0.01)
+    assert h[-1]["loss"] < h[0]["loss"]
