@@ -362,12 +362,8 @@ class TwHINRun(Run):
         return self._model
 
     def _assemble(self) -> TwHIN:
-        model = self._build_model()
+        model = self.tables.fill(self._build_model(), self.tables_manifest, relations=False)
         with torch.no_grad():
-            for t in model.node_types:
-                table = model.node_embeddings(t).detach().numpy()  # a view of the parameter
-                for ids, emb in self.node_vector_chunks(t):
-                    table[ids] = emb
             model.rel_emb.weight.copy_(self._relations)
         return model.eval()
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from graphrec.graph.partition import NodePartitioning
 from graphrec.run.storage import FileEntry, Manifest, PartitionCheckpoints, RunStorage
@@ -131,6 +132,20 @@ class PartitionTables:
         for ids, emb in self.chunks(t, manifest):
             out[ids] = emb
         return out
+
+    def fill(self, model, manifest: Manifest | None = None, relations: bool = True):
+        """Copy every partition into its global rows of ``model`` (a
+        :class:`~graphrec.models.twhin.TwHIN` over the whole graph; for graphs whose
+        tables fit in memory) and, with ``relations``, the relation vectors; returns it."""
+        m = manifest if manifest is not None else self.ckpt.head()
+        with torch.no_grad():
+            for t in model.node_types:
+                table = model.node_embeddings(t).detach().numpy()  # a view of the parameter
+                for ids, emb in self.chunks(t, m):
+                    table[ids] = emb
+            if relations:
+                model.rel_emb.weight.detach().numpy()[:] = self.read(RELATIONS_EMB, m)
+        return model
 
     # ---- writing (any worker) and committing (one process)
 

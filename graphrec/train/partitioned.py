@@ -556,7 +556,7 @@ def train_partitioned(cfg: TwHINConfig, store: GraphStore, selected, run_dir: Pa
                       "workers": workers, "buckets": grid * grid}
             pin = False
             if validation is not None and ((epoch + 1) % every == 0 or epoch + 1 == cfg.epochs):
-                model = assemble(cfg, store, part, tables, edge_types)
+                model = assemble(cfg, store, tables, edge_types)
                 record["valid_mrr"] = float(validation.mrr(model))
                 del model
                 if best is None or record["valid_mrr"] > best["valid_mrr"]:
@@ -647,15 +647,9 @@ def _run_epoch(call, coordinator, job: dict, epoch: int, workers: int, use_ray: 
         bar.close()
 
 
-def assemble(cfg: TwHINConfig, store: GraphStore, part: NodePartitioning, tables: PartitionTables, edge_types) -> TwHIN:
+def assemble(cfg: TwHINConfig, store: GraphStore, tables: PartitionTables, edge_types) -> TwHIN:
     """One :class:`TwHIN` holding every partition at its global rows (graphs that fit)."""
-    model = twhin_model(cfg, {t: store.num_nodes(t) for t in store.node_types}, edge_types, sparse=True)
-    head = tables.head
-    with torch.no_grad():
-        for t in part.node_types:
-            model.node_embeddings(t).copy_(torch.from_numpy(tables.table(t, head)))
-        model.rel_emb.weight.copy_(torch.from_numpy(np.array(tables.read(RELATIONS_EMB, head))))
-    return model
+    return tables.fill(twhin_model(cfg, {t: store.num_nodes(t) for t in store.node_types}, edge_types, sparse=True))
 
 
 def run_partitioned(cfg: TwHINConfig, graph: str | Path, run_dir: str | Path, use_ray: bool,
