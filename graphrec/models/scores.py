@@ -92,6 +92,17 @@ class ScoreFunction(abc.ABC):
         """Scores ``[B, N]`` of every candidate head ``H_n`` (``[N, d]``, shared) against
         every tail ``t_i`` (``[B, d]``): ``out[i, n] = f(H_n, r, t_i)``."""
 
+    def chunk_tails(self, h: Tensor, r: Tensor, T: Tensor) -> Tensor:
+        """:meth:`tails` within each of ``n`` chunks: ``h, T: [n, c, d]`` -> ``[n, c, c]``
+        with ``out[k, i, j] = f(h_ki, r, T_kj)`` (in-batch negatives by chunk). A loop
+        here; the inner-product scores do it in one batched matmul."""
+        return torch.stack([self.tails(h[k], r, T[k]) for k in range(h.shape[0])])
+
+    def chunk_heads(self, H: Tensor, r: Tensor, t: Tensor) -> Tensor:
+        """:meth:`heads` within each chunk: ``H, t: [n, c, d]`` -> ``[n, c, c]`` with
+        ``out[k, i, j] = f(H_kj, r, t_ki)``."""
+        return torch.stack([self.heads(H[k], r, t[k]) for k in range(H.shape[0])])
+
     def retrieval(self, h: Tensor, r: Tensor, T: Tensor) -> tuple[Tensor, Tensor]:
         """``(query [B, d'], candidate [N, d'])`` whose inner products order the
         candidates of each head as :meth:`tails` does; ``ValueError`` when the score has
@@ -141,11 +152,13 @@ class TranslationDot(ScoreFunction):
         return ((h + r) * t).sum(-1)
 
     def tails(self, h, r, T):
-        return (h + r) @ T.T
+        return (h + r) @ T.mT
 
     def heads(self, H, r, t):
         # (H_n + r)·t_b = t_b·H_n + r·t_b
-        return t @ H.T + (t * r).sum(-1, keepdim=True)
+        return t @ H.mT + (t * r).sum(-1, keepdim=True)
+
+    chunk_tails, chunk_heads = tails, heads  # .mT: the same code scores [n, c, d] chunks
 
     def retrieval_queries(self, h, r):
         return h + r
@@ -205,10 +218,12 @@ class DistMult(ScoreFunction):
         return (h * r * t).sum(-1)
 
     def tails(self, h, r, T):
-        return (h * r) @ T.T
+        return (h * r) @ T.mT
 
     def heads(self, H, r, t):
-        return (t * r) @ H.T
+        return (t * r) @ H.mT
+
+    chunk_tails, chunk_heads = tails, heads  # .mT: the same code scores [n, c, d] chunks
 
     def retrieval_queries(self, h, r):
         return h * r
@@ -255,11 +270,13 @@ class ComplEx(ScoreFunction):
         return (self._hr(h, r) * t).sum(-1)
 
     def tails(self, h, r, T):
-        return self._hr(h, r) @ T.T
+        return self._hr(h, r) @ T.mT
 
     def heads(self, H, r, t):
         # Re(h · conj(conj(r) t)) = [h_re, h_im] · [u_re, u_im] with u = conj(r) t
-        return self._conj_r_t(r, t) @ H.T
+        return self._conj_r_t(r, t) @ H.mT
+
+    chunk_tails, chunk_heads = tails, heads  # .mT: the same code scores [n, c, d] chunks
 
     def retrieval_queries(self, h, r):
         return self._hr(h, r)

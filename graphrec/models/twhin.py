@@ -222,14 +222,13 @@ class TwHIN(nn.Module):
         if c == b:
             neg = self.score_fn.tails(h, r, t) if side == "tail" else self.score_fn.heads(h, r, t)
             return neg, ~torch.eye(b, dtype=torch.bool)
-        blocks = []
-        for start in range(0, b, c):
-            hc, tc = h[start : start + c], t[start : start + c]
-            blk = self.score_fn.tails(hc, r, tc) if side == "tail" else self.score_fn.heads(hc, r, tc)
-            if blk.shape[1] < c:  # ragged last chunk
-                blk = F.pad(blk, (0, c - blk.shape[1]))
-            blocks.append(blk)
-        neg = torch.cat(blocks)
+        n = -(-b // c)
+        pad = n * c - b  # a ragged last chunk is padded; its padding is masked below
+        hc = F.pad(h, (0, 0, 0, pad)).view(n, c, -1)
+        tc = F.pad(t, (0, 0, 0, pad)).view(n, c, -1)
+        fn = self.score_fn
+        blk = fn.chunk_tails(hc, r, tc) if side == "tail" else fn.chunk_heads(hc, r, tc)  # [n, c, c]
+        neg = blk.reshape(n * c, c)[:b]
         row = torch.arange(b)
         col = torch.arange(c)
         valid = (col[None, :] != (row % c)[:, None]) & ((row // c * c)[:, None] + col[None, :] < b)

@@ -120,3 +120,18 @@ def test_registry_and_abstract_base():
 
     with pytest.raises(TypeError, match="abstract"):
         Incomplete()
+
+
+@pytest.mark.parametrize("name", ["translation_dot", "transe", "distmult", "complex", "rotate"])
+def test_chunk_scores_equal_tails_and_heads_within_each_chunk(name):
+    """``chunk_tails``/``chunk_heads`` (one batched matmul for the inner-product scores)
+    score each chunk of in-batch negatives as ``tails``/``heads`` do on it."""
+    fn = make_score(name, 2)
+    g = torch.Generator().manual_seed(0)
+    h, t = torch.randn(4, 5, 8, generator=g), torch.randn(4, 5, 8, generator=g)
+    r = torch.randn(fn.relation_dim(8), generator=g)
+    ct, ch = fn.chunk_tails(h, r, t), fn.chunk_heads(h, r, t)
+    assert ct.shape == ch.shape == (4, 5, 5)
+    for k in range(4):
+        torch.testing.assert_close(ct[k], fn.tails(h[k], r, t[k]))
+        torch.testing.assert_close(ch[k], fn.heads(h[k], r, t[k]))
