@@ -23,60 +23,15 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from partitioned import TreeMemory  # noqa: E402 - the one process-tree memory sampler
 GRAPHREC = [sys.executable, "-m", "graphrec.cli"]
-
-
-class TreeSampler:
-    """Peak RSS of every process in the tree of ``pid`` (an embedded Ray's GCS, raylet and
-    workers are the driver's descendants), sampled every ``every`` seconds."""
-
-    def __init__(self, pid: int, every: float = 0.5):
-        self.root, self.every = pid, every
-        self.t0 = time.time()
-        self.peak: dict[int, tuple[str, int]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _procs(self):
-        try:
-            yield psutil.Process(self.root)
-            yield from psutil.Process(self.root).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return
-
-    def _run(self):
-        while not self._stop.is_set():
-            for p in self._procs():
-                try:
-                    rss = p.memory_info().rss
-                    name = " ".join(p.cmdline()[:4])[-90:]
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-                old = self.peak.get(p.pid)
-                if old is None or rss > old[1]:
-                    self.peak[p.pid] = (name, rss)
-            self._stop.wait(self.every)
-
-    def report(self, min_mb: float = 50.0) -> list[dict]:
-        rows = [{"pid": pid, "process": name, "peak_rss_mb": round(rss / 2**20)}
-                for pid, (name, rss) in self.peak.items() if rss / 2**20 >= min_mb]
-        return sorted(rows, key=lambda r: -r["peak_rss_mb"])
 
 
 def run_step(name: str, argv: list[str], log: Path) -> dict:
@@ -84,9 +39,12 @@ def run_step(name: str, argv: list[str], log: Path) -> dict:
     with open(log, "w") as f:
         proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
-        with TreeSampler(proc.pid) as s:
+        with TreeMemory(proc.pid, 0.5) as mem:
             rc = proc.wait()
-    out = {"step": name, "rc": rc, "wall_s": round(time.perf_counter() - t0, 1), "processes": s.report()}
+    rows = [{"pid": pid, "process": cmd, "peak_rss_mb": round(rss / 2**20)}
+            for pid, (cmd, rss) in mem.per_process.items() if rss >= 50 * 2**20]
+    out = {"step": name, "rc": rc, "wall_s": round(time.perf_counter() - t0, 1),
+           "processes": sorted(rows, key=lambda r: -r["peak_rss_mb"])}
     if rc != 0:
         out["log_tail"] = log.read_text()[-3000:]
     return out

@@ -158,7 +158,9 @@ def prepare(args, work: Path) -> Path:
 # ---- measurement ---------------------------------------------------------------------
 class TreeMemory:
     """Peak memory of a process and all its descendants, sampled in a thread: the peak of
-    the summed RSS and of the summed PSS (bytes)."""
+    the summed RSS and of the summed PSS (bytes), and each process's own peak RSS
+    (``per_process``: pid -> (command line, bytes); an embedded Ray's GCS, raylet and
+    workers are the driver's descendants)."""
 
     def __init__(self, pid: int, every: float):
         import psutil
@@ -166,6 +168,7 @@ class TreeMemory:
         self._psutil, self.root, self.every = psutil, psutil.Process(pid), every
         self.peak_rss = self.peak_pss = 0
         self.max_processes = 0
+        self.per_process: dict[int, tuple[str, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -182,6 +185,13 @@ class TreeMemory:
             except ps.Error:  # exited between listing and reading
                 continue
             rss, pss = rss + m.rss, pss + m.pss
+            old = self.per_process.get(p.pid)
+            if old is None or m.rss > old[1]:
+                try:
+                    name = " ".join(p.cmdline()[:4])[-90:]
+                except ps.Error:
+                    name = old[0] if old else "?"
+                self.per_process[p.pid] = (name, m.rss)
         self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
         self.max_processes = max(self.max_processes, len(procs))
 
