@@ -405,6 +405,7 @@ def graphrec_config(args, lr: float, path: Path) -> None:
         "loss": args.loss, "margin": args.margin, "optimizer": "adagrad", "lr": lr,
         "validation": {"source": "none"}, "holdout_fraction": 0.0,
         "partitions": args.partitions, "partition_min_nodes": args.min_nodes, "seed": args.seed,
+        "partition_buckets": args.buckets,
         "threads": args.threads,
         "ray": {"workers": args.workers, "cpus_per_worker": args.threads},
     }
@@ -498,6 +499,8 @@ def parse_args(argv=None):
     ap.add_argument("--dataset", choices=DATASETS, default="mlkg")
     ap.add_argument("--saves", type=int, default=200_000, help="pinterest: save edges (14M: the ~21M-edge graph)")
     ap.add_argument("--partitions", type=int, default=4, help="P of both libraries")
+    ap.add_argument("--buckets", choices=["blocks", "pairs"], default="blocks",
+                    help="graphrec's partition_buckets (blocks: PBG's own scheme, the like-for-like comparison)")
     ap.add_argument("--min-nodes", type=int, default=0, help="node types with fewer nodes stay whole (both)")
     ap.add_argument("--dim", type=int, default=100)
     ap.add_argument("--score", choices=sorted(SCORE_TO_PBG), default="complex")

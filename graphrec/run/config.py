@@ -162,6 +162,13 @@ class TwHINConfig(StrictConfig):
                             "in memory)")
     partition_min_nodes: int = Field(0, ge=0, description="node types with fewer nodes (or fewer than P) stay whole "
                                      "and are shared by every bucket (0: partition every type)")
+    partition_buckets: Literal["pairs", "blocks"] = Field(
+        "pairs", description="partitioned training's buckets. pairs: a bucket is a pair of partitions {a, b} and holds "
+        "both of every partitioned type; it trains the edges between them once and the edges within each (a to a) in "
+        "every pair, so each positive's candidates are the two held partitions of its type and every partition is a "
+        "candidate equally often (P (P-1)/2 buckets, 2 (P-1)/P of the edges' positives per epoch). blocks: "
+        "PyTorch-BigGraph's buckets (i, j), candidates from the side's own partition only (P^2 buckets, each edge "
+        "once): cheaper per epoch, but with 1-N scoring each positive sees 1/P of its type")
     holdout_fraction: float = Field(0.0, ge=0, lt=1, description="fraction of each relation's edges held out of "
                                     "training for validation (validation.source holdout/auto, or the sampled check)")
     patience: int = Field(3, ge=1, description="evaluations without improvement before training stops")

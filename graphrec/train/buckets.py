@@ -15,7 +15,9 @@ The rules follow PBG's ``LockServer`` (``torchbiggraph/bucket_scheduling.py``, c
 
 **Buckets.** An epoch consists of every ``(i, j)`` with ``0 <= i < P_src`` and
 ``0 <= j < P_dst``, each trained (committed) exactly once. A side whose node types are not
-partitioned has ``P = 1``.
+partitioned has ``P = 1``. With ``pairs`` (and ``same_entities``) the buckets are the
+unordered pairs ``i < j`` instead: a trainer holds two partitions of every type, and
+what it trains from them is the trainer's business (``graphrec.train.partitioned``).
 
 **Partitions a bucket holds** (what collides). A side with one partition is unpartitioned:
 its embeddings are shared by every bucket (as PBG's "unpartitioned" entity types, which
@@ -153,6 +155,7 @@ class BucketScheduler:
         same_entities: bool = False,
         init_order: bool = True,
         partition_cost: tuple[float, float] = (1.0, 1.0),
+        pairs: bool = False,
     ) -> None:
         p_src, p_dst = _positive_int(num_src_parts, "num_src_parts"), _positive_int(num_dst_parts, "num_dst_parts")
         if same_entities and p_src != p_dst:
@@ -162,20 +165,23 @@ class BucketScheduler:
             raise ValueError(f"partition_cost must be two positive finite numbers, got {partition_cost!r}")
         if same_entities and costs[0] != costs[1]:
             raise ValueError(f"same_entities needs one partition cost for both sides, got {costs}")
+        if pairs and not (same_entities and p_src >= 2):
+            raise ValueError("pairs needs same_entities and at least 2 partitions")
         self.num_src_parts = p_src
         self.num_dst_parts = p_dst
         self.seed = int(seed)
         self.same_entities = bool(same_entities)
         self.init_order = bool(init_order)
         self.partition_cost: tuple[float, float] = costs  # type: ignore[assignment]
-        self._buckets: list[Bucket] = [(i, j) for i in range(p_src) for j in range(p_dst)]
+        self.pairs = bool(pairs)
+        self._buckets: list[Bucket] = [(i, j) for i in range(p_src) for j in range(p_dst) if not pairs or i < j]
         self._reset(epoch=None, init_order_active=False)
 
     # ------------------------------------------------------------------ rules
 
     @property
     def num_buckets(self) -> int:
-        """``P_src * P_dst``, the buckets of one epoch."""
+        """``P_src * P_dst`` (``P (P - 1) / 2`` with ``pairs``), the buckets of one epoch."""
         return len(self._buckets)
 
     def buckets(self) -> list[Bucket]:
@@ -392,6 +398,7 @@ class BucketScheduler:
             "same_entities": self.same_entities,
             "init_order": self.init_order,
             "partition_cost": list(self.partition_cost),
+            "pairs": self.pairs,
             "epoch": self._epoch,
             "init_order_active": self._init_order_active,
             "done": [[b[0], b[1], w] for b, w in self._done.items()],
@@ -415,7 +422,7 @@ class BucketScheduler:
                 raise SchedulerStateError(f"scheduler state: version {version!r}, expected {STATE_VERSION}")
             sched = cls(state["num_src_parts"], state["num_dst_parts"], state["seed"],
                         same_entities=state["same_entities"], init_order=state["init_order"],
-                        partition_cost=tuple(state["partition_cost"]))
+                        partition_cost=tuple(state["partition_cost"]), pairs=bool(state.get("pairs", False)))
             epoch = state["epoch"]
             sched._reset(epoch=None if epoch is None else operator.index(epoch),
                          init_order_active=bool(state["init_order_active"]))
@@ -464,10 +471,13 @@ class BucketScheduler:
             raise ValueError(f"a bucket is a pair of partition numbers, got {bucket!r}") from None
         if not (0 <= i < self.num_src_parts and 0 <= j < self.num_dst_parts):
             raise ValueError(f"bucket {(i, j)} out of range for {self.num_src_parts} x {self.num_dst_parts} partitions")
+        if self.pairs and not i < j:
+            raise ValueError(f"bucket {(i, j)} is not a pair i < j")
         return (i, j)
 
     def __repr__(self) -> str:
         return (f"BucketScheduler({self.num_src_parts} x {self.num_dst_parts}, same_entities={self.same_entities}, "
+                f"pairs={self.pairs}, "
                 f"epoch={self._epoch}, done={len(self._done)}/{len(self._buckets)}, held={self._held_list()})")
 
 

@@ -34,16 +34,27 @@ the alternative; it needs every worker at the same step, while buckets differ in
 and a worker may wait on the lock server, so workers would idle at each reduction
 (benchmarks/RESULTS.md, "Partitioned TwHIN", measures the parameter server's cost).
 
-**A bucket** ``(i, j)``: each relation ``S -r-> D`` trains on its edges whose source
-lies in partition ``i`` of ``S`` (``0`` when ``S`` is whole) and destination in partition
-``j`` of ``D``, ``round(w_r · E_bucket)`` positives in batches of one relation. A
-corrupted side's negatives are drawn uniformly from the partition of that side (every
-row when it has at most ``negatives.exhaustive_max_nodes``), plus in-batch ones, as in
-PBG: no worker needs another's partition (:meth:`BucketTrainer.local_types` says why
-not from both held partitions). Each bucket's negatives come from a generator seeded by ``(seed, epoch, i,
-j)``, so with one worker a run is deterministic and a resumed one bitwise equal to an
-uninterrupted one; with several, the order in which shared updates merge varies, as in
-PBG.
+**Buckets** (``partition_buckets``). ``pairs`` (default): a bucket is a pair of
+partitions ``{i, j}``, ``i < j``, and holds both of every partitioned type; it trains the
+edges between them once (blocks ``(i, j)`` and ``(j, i)``) and the edges within each
+(``(i, i)``, ``(j, j)``) in every pair, and a corrupted side's candidates are drawn from
+both held partitions of its type. Every positive is then contrasted with two of the P
+partitions, and each partition is a candidate of a head's positives equally often — were
+the within-partition blocks trained once, the head's own partition would be a candidate
+of all its positives and the model would learn to score it down
+(:meth:`BucketTrainer._blocks`). ``blocks``: PyTorch-BigGraph's buckets ``(i, j)``, each
+relation ``S -r-> D`` training its edges from partition ``i`` of ``S`` (``0`` when ``S`` is
+whole) to partition ``j`` of ``D`` once, a side's candidates from its own partition only:
+cheaper per epoch (each edge once against ``2 (P - 1) / P`` times with pairs) and one
+partition of a type that is only ever a destination, but with 1-N scoring a positive
+sees ``1/P`` of its type instead of ``2/P`` (Kinships P=4, test MRR: blocks 0.82, pairs
+0.85, P=1 0.88; benchmarks/RESULTS.md). Either way a worker needs no partition another
+worker holds; candidates are drawn uniformly (every row when the held rows number at most
+``negatives.exhaustive_max_nodes``), plus in-batch ones, ``round(w_r · E)`` positives of
+each block in batches of one relation. Each bucket's negatives come from a generator
+seeded by ``(seed, epoch, i, j)``, so with one worker a run is deterministic and a resumed
+one bitwise equal to an uninterrupted one; with several, the order in which shared
+updates merge varies, as in PBG.
 
 **Resume**: the committed meta holds the epoch, the scheduler's state and the history;
 ``--resume`` continues after the last committed bucket. Writes of a bucket that was not
@@ -146,11 +157,11 @@ class BucketCoordinator:
     the same object serves in-process and as a Ray actor."""
 
     def __init__(self, tables_root: str, spec: dict, num_nodes: dict[str, int], dim: int, edge_types: list,
-                 grid: int, seed: int, keep: int = 2):
+                 grid: int, seed: int, keep: int = 2, pairs: bool = False):
         self.part = NodePartitioning(num_nodes, PartitionSpec(**spec))
         self.tables = PartitionTables(tables_root, self.part, dim, keep=keep)
         self.edge_types = [tuple(e) for e in edge_types]
-        self.grid, self.seed = grid, seed
+        self.grid, self.seed, self.pairs = grid, seed, bool(pairs)
         meta = self.tables.meta
         self.meta = dict(meta)
         self.names = _shared_names(self.tables, self.part, self.edge_types)
@@ -170,7 +181,8 @@ class BucketCoordinator:
         """Start ``epoch`` (or continue it after a resume); returns the buckets committed so far."""
         if self.scheduler is not None and self.scheduler.epoch == epoch:
             return len(self.scheduler.done())
-        self.scheduler = BucketScheduler(self.grid, self.grid, seed=self.seed, same_entities=True)
+        self.scheduler = BucketScheduler(self.grid, self.grid, seed=self.seed, same_entities=True,
+                                         pairs=self.pairs and self.grid > 1)
         self.scheduler.new_epoch(epoch)
         self.previous, self.stats = {}, _zero_stats()
         return 0
@@ -311,22 +323,44 @@ class BucketTrainer:
                                       verify_paths=set(job.get("verify_paths") or []))
         self.shared_types = sorted({t for s, _, d in self.edge_types for t in (s, d)
                                     if not self.part.is_partitioned(t)})
+        self.grid = max([self.part.parts(t) for s, _, d in self.edge_types for t in (s, d)] + [1])
+        self.pairs = cfg.partition_buckets == "pairs" and self.grid > 1
 
-    def local_types(self, i: int, j: int) -> dict[str, tuple[str, int]]:
-        """The local node types of bucket ``(i, j)``: ``"type#p"`` -> ``(type, p)`` for
-        partition ``i`` of every source type and ``j`` of every destination type
-        (partition 0 of an unpartitioned one). A type that is the source of one relation
-        and the destination of another has two local types (``i != j``) and its negatives
-        come from the side's own partition, as in PyTorch-BigGraph: were a side's
-        candidates drawn from both held partitions, every positive of the bucket would
-        have its tail in partition ``j``, and the model would learn the partition, not the
-        relation (Kinships P=2: test MRR 0.51 instead of 0.85)."""
+    def local_types(self, i: int, j: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """The local node types of bucket ``(i, j)``: ``name -> (type, partitions)``, the
+        type's rows of those partitions, in that order, making one local table.
+
+        * ``pairs``: ``"type#i+j"`` -> ``(type, (i, j))`` for every partitioned type, so
+          both held partitions are the candidates of either side.
+        * ``blocks``: ``"type#p"`` -> ``(type, (p,))``, partition ``i`` of every source type
+          and ``j`` of every destination type. A type that is the source of one relation
+          and the destination of another has two local types (``i != j``) and its
+          negatives come from the side's own partition, as in PyTorch-BigGraph: were a
+          side's candidates drawn from both held partitions, every positive of the bucket
+          would have its tail in partition ``j`` while bucket ``(j, j)`` offers only ``j``,
+          and the model would learn the partition, not the relation (Kinships P=2: test
+          MRR 0.51 instead of 0.85). Pairs avoid that by training ``(j, j)`` in every pair.
+
+        A type that is not partitioned is ``"type#0"`` -> ``(type, (0,))`` either way."""
         out = {}
         for s, _, d in self.edge_types:
-            pi = i if self.part.is_partitioned(s) else 0
-            pj = j if self.part.is_partitioned(d) else 0
-            out[f"{s}#{pi}"], out[f"{d}#{pj}"] = (s, pi), (d, pj)
+            for t, p in ((s, i), (d, j)):
+                if not self.part.is_partitioned(t):
+                    out[f"{t}#0"] = (t, (0,))
+                elif self.pairs:
+                    out[f"{t}#{i}+{j}"] = (t, (i, j))
+                else:
+                    out[f"{t}#{p}"] = (t, (p,))
         return out
+
+    def _local_type(self, t: str, p: int, local: dict) -> tuple[str, int]:
+        """The local type holding partition ``p`` of ``t`` in this bucket and the row
+        offset of that partition in it."""
+        for lt, (tt, parts) in local.items():
+            if tt == t and p in parts:
+                k = parts.index(p)
+                return lt, int(sum(int(self.part.sizes(t)[q]) for q in parts[:k]))
+        raise KeyError((t, p))
 
     def train(self, bucket, epoch: int, shared: dict[str, np.ndarray], relation_steps: float):
         """Train bucket ``(i, j)``; returns ``(partition arrays {name: array}, new shared
@@ -335,12 +369,8 @@ class BucketTrainer:
         t_read = time.perf_counter()
         i, j = bucket
         local = self.local_types(i, j)
-        rows = {lt: int(self.part.sizes(t)[p]) for lt, (t, p) in local.items()}
-        local_ets = []
-        for s, r, d in self.edge_types:
-            pi = i if self.part.is_partitioned(s) else 0
-            pj = j if self.part.is_partitioned(d) else 0
-            local_ets.append((f"{s}#{pi}", r, f"{d}#{pj}"))
+        rows = {lt: int(sum(int(self.part.sizes(t)[p]) for p in parts)) for lt, (t, parts) in local.items()}
+        batches, local_ets = self._batches(i, j, epoch, local)
         with torch.device("meta"):  # no random initialisation: every row is read in below
             model = TwHIN(rows, local_ets, dim=int(cfg.dim), score=cfg.score, p_norm=cfg.p_norm,
                           init_scale=cfg.init_scale, sparse=True, max_norm=cfg.max_norm)
@@ -351,8 +381,7 @@ class BucketTrainer:
         acc = node_opt.state[model.node_emb.weight]["sum"]
         rel_state = rel_opt.state[model.rel_emb.weight]
         with torch.no_grad():
-            for lt, (t, p) in local.items():
-                lo, n = model.offsets[lt], rows[lt]
+            for lt, lo, t, p, n in self._slices(local, model.offsets):
                 if t in self.shared_types:  # numpy assignment: arrays from Ray are read-only
                     weight[lo : lo + n].numpy()[:] = shared[self.tables.name(t, 0, "emb")]
                     acc[lo : lo + n].numpy()[:] = shared[self.tables.name(t, 0, "sum")]
@@ -364,7 +393,6 @@ class BucketTrainer:
             rel_state["step"].fill_(relation_steps)
         self.timings = {"read_s": time.perf_counter() - t_read}
         t_train = time.perf_counter()
-        batches = self._batches(i, j, epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch * 7919 + i * self.part.spec.num_partitions + j)
         n_neg, n_all = cfg.negatives.uniform, cfg.negatives.exhaustive_max_nodes
         loss_module = TwHINLoss(model, cfg)
@@ -377,45 +405,96 @@ class BucketTrainer:
                                    torch.from_numpy(tails), neg_t, neg_h)
         arrays = {}
         new = {RELATIONS_EMB: model.rel_emb.weight.detach().numpy().copy(), RELATIONS_SUM: rel_state["sum"].numpy().copy()}
-        for lt, (t, p) in local.items():
-            lo, n = model.offsets[lt], rows[lt]
+        for lt, lo, t, p, n in self._slices(local, model.offsets):
             if t in self.shared_types:
                 new[self.tables.name(t, 0, "emb")] = weight[lo : lo + n].numpy().copy()
                 new[self.tables.name(t, 0, "sum")] = acc[lo : lo + n].numpy().copy()
-            else:
+            else:  # row slices of a C-contiguous table: contiguous views, written without a copy
                 arrays[self.tables.name(t, p, "emb")] = weight[lo : lo + n].numpy()
                 arrays[self.tables.name(t, p, "sum")] = acc[lo : lo + n].numpy()
         positives = int(sum(h.shape[0] for _, h, _ in batches))
         self.timings["train_s"] = time.perf_counter() - t_train
         return arrays, new, loss_sum, len(batches), positives
 
-    def _batches(self, i: int, j: int, epoch: int) -> list:
-        """This bucket's positives: ``round(w · E)`` of each relation's bucket edges (rows
-        within their partitions: the local ids), batches of one relation, shuffled
-        (seeded by ``(seed, epoch, i, j)``)."""
-        cfg, part = self.cfg, self.part
-        rng = np.random.default_rng([cfg.seed, epoch, i, j])
-        batches = []
-        for r, (s, _, d) in enumerate(self.edge_types):
-            pi = i if part.is_partitioned(s) else 0
-            pj = j if part.is_partitioned(d) else 0
+    def _slices(self, local: dict, offsets: dict):
+        """``(local type, first row in the model's table, type, partition, rows)`` for every
+        partition the bucket holds."""
+        for lt, (t, parts) in local.items():
+            lo = int(offsets[lt])
+            for p in parts:
+                n = int(self.part.sizes(t)[p])
+                yield lt, lo, t, p, n
+                lo += n
+
+    def _blocks(self, i: int, j: int, r: int) -> list[tuple[int, int, float]]:
+        """``(source partition, destination partition, share)`` of relation ``r``'s edge
+        blocks that bucket ``(i, j)`` trains, ``share`` the fraction of the block's
+        ``round(w · E)`` positives it takes.
+
+        ``blocks``: the block ``(i, j)`` (partition 0 for a whole side; a whole side's
+        edges belong to the buckets whose index on that side is 0). ``pairs`` (``i < j``):
+        the blocks between the two partitions once, ``(i, j)`` and ``(j, i)``, and the
+        blocks within each, ``(i, i)`` and ``(j, j)``, in every pair, so that a pair sees
+        the positives that lie in either of its partitions equally: a positive is then
+        contrasted with a uniform two of the ``P`` partitions and no partition is favoured
+        (with blocks within partitions trained once, the head's own partition would be a
+        candidate of all its positives and the others of 1/(P-1) of its within-partition
+        ones; Kinships P=4: test MRR 0.81 against 0.85). An edge with one partitioned end
+        in ``a`` lies in the ``P - 1`` pairs of ``a`` and each takes ``2/P`` of it; an
+        edge with none is split over the ``P (P - 1) / 2`` pairs: every relation keeps
+        ``2 (P - 1) / P`` times its positives per epoch, as its both-partitioned peers."""
+        s, _, d = self.edge_types[r]
+        ps, pd = self.part.is_partitioned(s), self.part.is_partitioned(d)
+        if not self.pairs:
+            pi, pj = (i if ps else 0), (j if pd else 0)
             # edges of an unpartitioned side sit in its partition 0: bucket (i, j) owns them iff i (j) is 0
-            if (pi != i and i != 0) or (pj != j and j != 0):
+            return [] if (pi != i and i != 0) or (pj != j and j != 0) else [(pi, pj, 1.0)]
+        p = self.grid
+        if ps and pd:
+            return [(i, j, 1.0), (j, i, 1.0), (i, i, 1.0), (j, j, 1.0)]
+        if ps:
+            return [(i, 0, 2.0 / p), (j, 0, 2.0 / p)]
+        if pd:
+            return [(0, i, 2.0 / p), (0, j, 2.0 / p)]
+        return [(0, 0, 4.0 / p**2)]
+
+    def _batches(self, i: int, j: int, epoch: int, local: dict) -> tuple[list, list]:
+        """This bucket's positives and its local relations ``[(src local type, name, dst
+        local type)]``: ``round(share · w · E)`` of each block's edges (:meth:`_blocks`;
+        rows of the bucket's local tables), batches of one relation, shuffled (seeded by
+        ``(seed, epoch, i, j)``)."""
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, epoch, i, j])
+        batches, local_ets = [], []
+        for r, (s, name, d) in enumerate(self.edge_types):
+            blocks = self._blocks(i, j, r)
+            if not blocks:  # the relation still has a (never used) local relation: ids stay stable
+                ls, _ = self._local_type(s, i if self.part.is_partitioned(s) else 0, local)
+                ld, _ = self._local_type(d, j if self.part.is_partitioned(d) else 0, local)
+                local_ets.append((ls, name, ld))
                 continue
-            src, dst, _ = self.rel_buckets[r].bucket(pi, pj)
-            if not src.shape[0]:
+            srcs, dsts = [], []
+            for pi, pj, share in blocks:
+                ls, off_s = self._local_type(s, pi, local)
+                ld, off_d = self._local_type(d, pj, local)
+                src, dst, _ = self.rel_buckets[r].bucket(pi, pj)
+                need = int(round(share * self.weights[r] * src.shape[0]))
+                if need == 0:
+                    continue
+                reps = -(-need // src.shape[0])
+                sel = np.concatenate([rng.permutation(src.shape[0]) for _ in range(reps)])[:need]
+                srcs.append(np.asarray(src, np.int64)[sel] + off_s)
+                dsts.append(np.asarray(dst, np.int64)[sel] + off_d)
+            local_ets.append((ls, name, ld))  # one local relation: pairs hold one local type per type
+            if not srcs:
                 continue
-            src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
-            need = int(round(self.weights[r] * src.shape[0]))
-            if need == 0:
-                continue
-            reps = -(-need // src.shape[0])
-            order = np.concatenate([rng.permutation(src.shape[0]) for _ in range(reps)])[:need]
-            for lo in range(0, need, cfg.batch_size):
+            src, dst = np.concatenate(srcs), np.concatenate(dsts)
+            order = rng.permutation(src.shape[0])
+            for lo in range(0, src.shape[0], cfg.batch_size):
                 sel = order[lo : lo + cfg.batch_size]
                 batches.append((r, src[sel], dst[sel]))
         rng.shuffle(batches)
-        return batches
+        return batches, local_ets
 
 
 def bucket_worker_loop(worker: int, coordinator, job: dict) -> dict:
@@ -522,7 +601,8 @@ def train_partitioned(cfg: TwHINConfig, store: GraphStore, selected, run_dir: Pa
            "threads": cfg.threads or (cfg.ray.cpus_per_worker if use_ray else None), "cpus": cfg.ray.cpus_per_worker}
     args = (root, {"num_partitions": spec.num_partitions, "min_nodes": spec.min_nodes, "seed": spec.seed},
             {t: store.num_nodes(t) for t in store.node_types}, int(cfg.dim), [list(e) for e in edge_types], grid,
-            cfg.seed)
+            cfg.seed, 2, cfg.partition_buckets == "pairs")
+    num_buckets = grid * (grid - 1) // 2 if cfg.partition_buckets == "pairs" and grid > 1 else grid * grid
     t_start = time.perf_counter()
     bucket_log: list[dict] = []
     merged = 0
@@ -546,14 +626,14 @@ def train_partitioned(cfg: TwHINConfig, store: GraphStore, selected, run_dir: Pa
             # (a job killed between an epoch's last bucket and its record has nothing left to train)
             if not (meta.get("epoch_trained") == epoch and "scheduler" not in meta):
                 done0 = call("begin_epoch", epoch)
-                _run_epoch(call, coordinator, job, epoch, workers, use_ray, cfg.ray.max_failures, grid, done0,
-                           progress)
+                _run_epoch(call, coordinator, job, epoch, workers, use_ray, cfg.ray.max_failures, num_buckets,
+                           done0, progress)
             meta = {}
             stats = call("epoch_stats")
             seconds = time.perf_counter() - t_epoch
             record = {"epoch": epoch, "loss": stats["loss_sum"] / max(stats["steps"], 1), "steps": stats["steps"],
                       "positives_per_s": stats["positives"] / max(seconds, 1e-9), "seconds": seconds,
-                      "workers": workers, "buckets": grid * grid}
+                      "workers": workers, "buckets": num_buckets}
             pin = False
             if validation is not None and ((epoch + 1) % every == 0 or epoch + 1 == cfg.epochs):
                 model = assemble(cfg, store, tables, edge_types)
@@ -565,7 +645,7 @@ def train_partitioned(cfg: TwHINConfig, store: GraphStore, selected, run_dir: Pa
                     bad += 1
             history.append(record)
             log.info("epoch %d: loss %.4f, %.0f positives/s on %d worker(s) over %d buckets%s", epoch, record["loss"],
-                     record["positives_per_s"], workers, grid * grid,
+                     record["positives_per_s"], workers, num_buckets,
                      f", valid MRR {record['valid_mrr']:.4f}" if "valid_mrr" in record else "")
             stop = validation is not None and bad >= cfg.patience
             updates = {"epoch": epoch + 1, "history": history, "starts": starts, "bad_evaluations": bad,
@@ -606,11 +686,11 @@ def _append_bucket_log(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(r) + "\n")
 
 
-def _run_epoch(call, coordinator, job: dict, epoch: int, workers: int, use_ray: bool, max_failures: int, grid: int,
-               done0: int, progress: bool) -> None:
+def _run_epoch(call, coordinator, job: dict, epoch: int, workers: int, use_ray: bool, max_failures: int,
+               num_buckets: int, done0: int, progress: bool) -> None:
     """Train the rest of ``epoch``'s buckets on ``workers`` workers."""
     job = {**job, "epoch": epoch}
-    bar = tqdm(total=grid * grid, initial=done0, desc=f"epoch {epoch} buckets", disable=not progress, leave=False)
+    bar = tqdm(total=num_buckets, initial=done0, desc=f"epoch {epoch} buckets", disable=not progress, leave=False)
     try:
         if not use_ray:
             bucket_worker_loop(0, coordinator, job)

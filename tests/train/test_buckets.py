@@ -31,9 +31,9 @@ def _keys(b, p_src, p_dst, same):
 class _Model:
     """What the test knows independently: held, done, and the first-epoch initialised set."""
 
-    def __init__(self, p_src, p_dst, same, first):
+    def __init__(self, p_src, p_dst, same, first, pairs=False):
         self.p_src, self.p_dst, self.same, self.first = p_src, p_dst, same, first
-        self.all = {(i, j) for i in range(p_src) for j in range(p_dst)}
+        self.all = {(i, j) for i in range(p_src) for j in range(p_dst) if not pairs or i < j}
         self.held: dict[int, tuple] = {}
         self.done: list[tuple] = []
 
@@ -113,23 +113,24 @@ def _drain(sched, model, n_workers, prev, log):
 @st.composite
 def _setups(draw):
     same = draw(st.booleans())
-    p_src = draw(st.integers(1, 4))
+    p_src = draw(st.integers(1, 5))
     p_dst = p_src if same else draw(st.integers(1, 4))
+    pairs = same and p_src >= 2 and draw(st.booleans())
     workers = draw(st.integers(1, 4))
     actions = draw(st.lists(st.tuples(st.integers(0, workers - 1), st.integers(0, 5).map(lambda x: x == 0)),
                             max_size=60))
     snapshot_at = draw(st.integers(0, 60))
-    return same, p_src, p_dst, workers, actions, snapshot_at, draw(st.integers(0, 2**16))
+    return same, p_src, p_dst, workers, actions, snapshot_at, draw(st.integers(0, 2**16)), pairs
 
 
 @settings(derandomize=True, max_examples=300, deadline=None)
 @given(_setups())
 def test_random_schedules_follow_the_lock_rules(setup):
-    same, p_src, p_dst, workers, actions, snapshot_at, seed = setup
-    sched = BucketScheduler(p_src, p_dst, seed, same_entities=same)
+    same, p_src, p_dst, workers, actions, snapshot_at, seed, pairs = setup
+    sched = BucketScheduler(p_src, p_dst, seed, same_entities=same, pairs=pairs)
     for epoch in (0, 1):
         sched.new_epoch(epoch)
-        model = _Model(p_src, p_dst, same, first=epoch == 0)
+        model = _Model(p_src, p_dst, same, first=epoch == 0, pairs=pairs)
         prev: dict[int, tuple] = {}
         failed: list[tuple] = []
         log: list = []
@@ -140,7 +141,7 @@ def test_random_schedules_follow_the_lock_rules(setup):
         # state round trip mid-epoch (through JSON): the copy answers the rest exactly alike
         copy = BucketScheduler.from_state(json.loads(json.dumps(sched.state())), requeue_held=False)
         assert copy.state() == sched.state()
-        model_copy = _Model(p_src, p_dst, same, first=epoch == 0)
+        model_copy = _Model(p_src, p_dst, same, first=epoch == 0, pairs=pairs)
         model_copy.held, model_copy.done = dict(model.held), list(model.done)
         prev_copy, log_copy = dict(prev), []
         _run(copy, model_copy, actions[cut:], prev_copy, [], log_copy)
@@ -326,6 +327,13 @@ def test_protocol_errors():
         BucketScheduler(0, 3)
     with pytest.raises(ValueError, match="partition_cost"):
         BucketScheduler(2, 2, partition_cost=(1.0, 0.0))
+    with pytest.raises(ValueError, match="pairs needs"):
+        BucketScheduler(3, 3, pairs=True)
+    p = BucketScheduler(3, 3, same_entities=True, pairs=True)
+    assert p.buckets() == [(0, 1), (0, 2), (1, 2)] and p.num_buckets == 3
+    p.new_epoch(0)
+    with pytest.raises(ValueError, match="not a pair"):
+        p.release(0, (1, 1))
 
 
 def test_bad_state_is_one_clear_error():
