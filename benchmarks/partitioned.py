@@ -406,6 +406,7 @@ def graphrec_config(args, lr: float, path: Path) -> None:
         "validation": {"source": "none"}, "holdout_fraction": 0.0,
         "partitions": args.partitions, "partition_min_nodes": args.min_nodes, "seed": args.seed,
         "partition_buckets": args.buckets,
+        "partition_batches": args.batches,
         "threads": args.threads,
         "ray": {"workers": args.workers, "cpus_per_worker": args.threads},
     }
@@ -499,6 +500,8 @@ def parse_args(argv=None):
     ap.add_argument("--dataset", choices=DATASETS, default="mlkg")
     ap.add_argument("--saves", type=int, default=200_000, help="pinterest: save edges (14M: the ~21M-edge graph)")
     ap.add_argument("--partitions", type=int, default=4, help="P of both libraries")
+    ap.add_argument("--batches", choices=["relation", "types"], default="relation",
+                    help="graphrec's partition_batches (types: PBG's batches, every relation between two types)")
     ap.add_argument("--buckets", choices=["blocks", "pairs"], default="blocks",
                     help="graphrec's partition_buckets (blocks: PBG's own scheme, the like-for-like comparison)")
     ap.add_argument("--min-nodes", type=int, default=0, help="node types with fewer nodes stay whole (both)")

@@ -94,14 +94,15 @@ class ScoreFunction(abc.ABC):
 
     def chunk_tails(self, h: Tensor, r: Tensor, T: Tensor) -> Tensor:
         """:meth:`tails` within each of ``n`` chunks: ``h, T: [n, c, d]`` -> ``[n, c, c]``
-        with ``out[k, i, j] = f(h_ki, r, T_kj)`` (in-batch negatives by chunk). A loop
+        with ``out[k, i, j] = f(h_ki, r, T_kj)`` (in-batch negatives by chunk; ``r``:
+        ``[d_r]`` or one per positive, ``[n, c, d_r]``). A loop
         here; the inner-product scores do it in one batched matmul."""
-        return torch.stack([self.tails(h[k], r, T[k]) for k in range(h.shape[0])])
+        return torch.stack([self.tails(h[k], r[k] if r.dim() == 3 else r, T[k]) for k in range(h.shape[0])])
 
     def chunk_heads(self, H: Tensor, r: Tensor, t: Tensor) -> Tensor:
         """:meth:`heads` within each chunk: ``H, t: [n, c, d]`` -> ``[n, c, c]`` with
         ``out[k, i, j] = f(H_kj, r, t_ki)``."""
-        return torch.stack([self.heads(H[k], r, t[k]) for k in range(H.shape[0])])
+        return torch.stack([self.heads(H[k], r[k] if r.dim() == 3 else r, t[k]) for k in range(H.shape[0])])
 
     def retrieval(self, h: Tensor, r: Tensor, T: Tensor) -> tuple[Tensor, Tensor]:
         """``(query [B, d'], candidate [N, d'])`` whose inner products order the

@@ -123,7 +123,7 @@ class TwHIN(nn.Module):
     def loss(self, edge_type, head: Tensor, tail: Tensor, neg_tails: Tensor | None = None,
              neg_heads: Tensor | None = None, in_batch: bool = True, loss: str = "softmax",
              margin: float = 1.0, corrupt: str = "both", chunk_size: int = 0,
-             regularization: float = 0.0, regularizer: str = "l2") -> Tensor:
+             regularization: float = 0.0, regularizer: str = "l2", relations: Tensor | None = None) -> Tensor:
         r"""Loss of a chunk of positives of one relation against shared negatives.
 
         ``head``/``tail``: ``[B]`` local ids. Tail-side negatives for every positive are
@@ -138,6 +138,9 @@ class TwHIN(nn.Module):
         ``corrupt`` (``both`` | ``tail`` | ``head``) picks the sides; the loss is their mean.
         ``chunk_size`` > 0 limits in-batch negatives to chunks of that many positives
         (PyTorch-BigGraph's chunking: ``B·C`` instead of ``B²`` scores).
+        ``relations``: ``[B]`` relation indices (:meth:`rel_index`) when the positives
+        belong to several relations between ``edge_type``'s two node types; each is then
+        scored with its own relation vector (``r: [B, d_r]``) against the same candidates.
         ``regularization`` = λ adds, with ``regularizer``
 
         * ``l2``: ``λ · mean_rows ‖θ‖²`` over every node row the batch looked up
@@ -167,7 +170,7 @@ class TwHIN(nn.Module):
             nt, pos_ = emb[pos_ : pos_ + neg_tails.shape[0]], pos_ + neg_tails.shape[0]
         if neg_heads is not None:
             nh = emb[pos_ : pos_ + neg_heads.shape[0]]
-        r = self.relation_embedding(edge_type)
+        r = self.relation_embedding(edge_type) if relations is None else self.rel_emb.weight[relations]
         pos = self.score_fn.pair(h, r, t)
         losses = []
         if corrupt not in ("both", "tail", "head"):
@@ -210,8 +213,8 @@ class TwHIN(nn.Module):
         fn = self.score_fn
         total = fn.node_moduli(h).pow(3).sum() + fn.node_moduli(t).pow(3).sum()
         rm = fn.relation_moduli(r)
-        if rm is not None:
-            total = total + h.shape[0] * rm.pow(3).sum()
+        if rm is not None:  # one relation for the batch ([d_r]) or one per triple ([B, d_r])
+            total = total + (h.shape[0] if r.dim() == 1 else 1) * rm.pow(3).sum()
         return total / max(h.shape[0], 1)
 
     def _in_batch_scores(self, side: str, h: Tensor, r: Tensor, t: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
@@ -226,6 +229,8 @@ class TwHIN(nn.Module):
         pad = n * c - b  # a ragged last chunk is padded; its padding is masked below
         hc = F.pad(h, (0, 0, 0, pad)).view(n, c, -1)
         tc = F.pad(t, (0, 0, 0, pad)).view(n, c, -1)
+        if r.dim() == 2:  # a relation per positive: chunked alongside
+            r = F.pad(r, (0, 0, 0, pad)).view(n, c, -1)
         fn = self.score_fn
         blk = fn.chunk_tails(hc, r, tc) if side == "tail" else fn.chunk_heads(hc, r, tc)  # [n, c, c]
         neg = blk.reshape(n * c, c)[:b]

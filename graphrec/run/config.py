@@ -162,6 +162,11 @@ class TwHINConfig(StrictConfig):
                             "in memory)")
     partition_min_nodes: int = Field(0, ge=0, description="node types with fewer nodes (or fewer than P) stay whole "
                                      "and are shared by every bucket (0: partition every type)")
+    partition_batches: Literal["relation", "types"] = Field(
+        "relation", description="partitioned training's batches: relation — each batch holds positives of one "
+        "relation (as with P=1); types — of every relation between the same two node types, each positive scored "
+        "with its own relation vector against the batch's shared candidates (PyTorch-BigGraph's batches: fewer, "
+        "fuller steps when a bucket's edges spread over many relations)")
     partition_buckets: Literal["pairs", "blocks"] = Field(
         "pairs", description="partitioned training's buckets. pairs: a bucket is a pair of partitions {a, b} and holds "
         "both of every partitioned type; it trains the edges between them once and the edges within each (a to a) in "

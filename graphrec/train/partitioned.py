@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -397,12 +398,13 @@ class BucketTrainer:
         n_neg, n_all = cfg.negatives.uniform, cfg.negatives.exhaustive_max_nodes
         loss_module = TwHINLoss(model, cfg)
         loss_sum = 0.0
-        for r, heads, tails in batches:
+        for r, heads, tails, rels in batches:
             ls, _, ld = local_ets[r]
             neg_t = typed_negatives(model.num_nodes[ld], n_neg, gen, n_all)
             neg_h = typed_negatives(model.num_nodes[ls], n_neg, gen, n_all)
             loss_sum += train_step(loss_module, [node_opt, rel_opt], r, torch.from_numpy(heads),
-                                   torch.from_numpy(tails), neg_t, neg_h)
+                                   torch.from_numpy(tails), neg_t, neg_h,
+                                   None if rels is None else torch.from_numpy(rels))
         arrays = {}
         new = {RELATIONS_EMB: model.rel_emb.weight.detach().numpy().copy(), RELATIONS_SUM: rel_state["sum"].numpy().copy()}
         for lt, lo, t, p, n in self._slices(local, model.offsets):
@@ -412,7 +414,7 @@ class BucketTrainer:
             else:  # row slices of a C-contiguous table: contiguous views, written without a copy
                 arrays[self.tables.name(t, p, "emb")] = weight[lo : lo + n].numpy()
                 arrays[self.tables.name(t, p, "sum")] = acc[lo : lo + n].numpy()
-        positives = int(sum(h.shape[0] for _, h, _ in batches))
+        positives = int(sum(b[1].shape[0] for b in batches))
         self.timings["train_s"] = time.perf_counter() - t_train
         return arrays, new, loss_sum, len(batches), positives
 
@@ -461,11 +463,14 @@ class BucketTrainer:
     def _batches(self, i: int, j: int, epoch: int, local: dict) -> tuple[list, list]:
         """This bucket's positives and its local relations ``[(src local type, name, dst
         local type)]``: ``round(share · w · E)`` of each block's edges (:meth:`_blocks`;
-        rows of the bucket's local tables), batches of one relation, shuffled (seeded by
-        ``(seed, epoch, i, j)``)."""
+        rows of the bucket's local tables) in batches ``(relation, heads, tails,
+        relations or None)`` — of one relation, or with ``partition_batches: types`` of
+        every relation between the same local types (``relations``: ``[B]`` each
+        positive's) — shuffled (seeded by ``(seed, epoch, i, j)``)."""
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, epoch, i, j])
         batches, local_ets = [], []
+        groups: dict[tuple[str, str], list] = {}  # (src, dst local type) -> [(relation, src, dst)]
         for r, (s, name, d) in enumerate(self.edge_types):
             blocks = self._blocks(i, j, r)
             if not blocks:  # the relation still has a (never used) local relation: ids stay stable
@@ -486,13 +491,18 @@ class BucketTrainer:
                 srcs.append(np.asarray(src, np.int64)[sel] + off_s)
                 dsts.append(np.asarray(dst, np.int64)[sel] + off_d)
             local_ets.append((ls, name, ld))  # one local relation: pairs hold one local type per type
-            if not srcs:
-                continue
-            src, dst = np.concatenate(srcs), np.concatenate(dsts)
+            if srcs:
+                key = (ls, ld) if cfg.partition_batches == "types" else (r,)
+                groups.setdefault(key, []).append((r, np.concatenate(srcs), np.concatenate(dsts)))
+        for members in groups.values():
+            src = np.concatenate([m[1] for m in members])
+            dst = np.concatenate([m[2] for m in members])
+            rel = np.concatenate([np.full(m[1].shape[0], m[0], np.int64) for m in members])
+            mixed = len(members) > 1
             order = rng.permutation(src.shape[0])
             for lo in range(0, src.shape[0], cfg.batch_size):
                 sel = order[lo : lo + cfg.batch_size]
-                batches.append((r, src[sel], dst[sel]))
+                batches.append((members[0][0], src[sel], dst[sel], rel[sel] if mixed else None))
         rng.shuffle(batches)
         return batches, local_ets
 
@@ -537,9 +547,10 @@ def bucket_worker_loop(worker: int, coordinator, job: dict) -> dict:
 
 
 def _node_id() -> str | None:
+    ray = sys.modules.get("ray")  # never imported just to learn that Ray is not running
+    if ray is None:
+        return None
     try:
-        import ray
-
         if ray.is_initialized():
             return ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - the node id is only for the bucket log

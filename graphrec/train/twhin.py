@@ -104,12 +104,12 @@ class TwHINLoss(nn.Module):
         self.model = model
         self.cfg = cfg
 
-    def forward(self, rel: int, heads, tails, neg_tails, neg_heads):
+    def forward(self, rel: int, heads, tails, neg_tails, neg_heads, relations=None):
         c = self.cfg
         return self.model.loss(self.model.edge_types[rel], heads, tails, neg_tails=neg_tails, neg_heads=neg_heads,
                                in_batch=c.negatives.in_batch, loss=c.loss, margin=c.margin, corrupt=c.negatives.corrupt,
                                chunk_size=c.negatives.chunk_size, regularization=c.regularization,
-                               regularizer=c.regularizer)
+                               regularizer=c.regularizer, relations=relations)
 
 
 def make_optimizers(model: TwHIN, cfg: TwHINConfig):
@@ -121,9 +121,11 @@ def make_optimizers(model: TwHIN, cfg: TwHINConfig):
             torch.optim.Adam(model.rel_emb.parameters(), lr=rel_lr)]
 
 
-def train_step(loss_module: nn.Module, optimizers, rel: int, heads, tails, neg_tails, neg_heads) -> float:
-    """One optimisation step on a batch of one relation; returns the loss."""
-    loss = loss_module(rel, heads, tails, neg_tails, neg_heads)
+def train_step(loss_module: nn.Module, optimizers, rel: int, heads, tails, neg_tails, neg_heads,
+               relations=None) -> float:
+    """One optimisation step on a batch of one relation (or, with ``relations`` ``[B]``,
+    of several between the same node types as ``rel``); returns the loss."""
+    loss = loss_module(rel, heads, tails, neg_tails, neg_heads, relations)
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
     loss.backward()

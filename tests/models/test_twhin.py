@@ -119,3 +119,27 @@ def test_a_uniform_sample_that_looks_like_arange_is_not_taken_for_every_node():
     loss = m.loss(RELS[0], torch.tensor([0, 1]), torch.tensor([5, 6]), neg_tails=torch.tensor([0]), in_batch=False,
                   corrupt="tail")
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("score", ["complex", "translation_dot", "transe", "rotate"])
+def test_a_batch_of_several_relations_scores_each_positive_with_its_own(score):
+    """``relations=[B]``: a batch mixing the relations between two node types is the
+    size-weighted mean of the per-relation losses against the same candidates, N3
+    included (no in-batch negatives: those differ by construction); with chunked in-batch
+    negatives, positive i's score of positive j's tail uses i's relation."""
+    torch.manual_seed(0)
+    rels = [("user", "rated", "item"), ("user", "saved", "item")]
+    m = TwHIN(NODES, rels, dim=8, score=score)
+    h1, t1, h2, t2 = torch.tensor([0, 3, 4]), torch.tensor([1, 6, 1]), torch.tensor([2, 1]), torch.tensor([5, 0])
+    neg_t, neg_h = torch.tensor([2, 4, 5]), torch.tensor([1, 4])
+    kw = dict(neg_tails=neg_t, neg_heads=neg_h, in_batch=False, regularization=0.01, regularizer="n3")
+    l1, l2 = m.loss(rels[0], h1, t1, **kw), m.loss(rels[1], h2, t2, **kw)
+    mixed = m.loss(rels[0], torch.cat([h1, h2]), torch.cat([t1, t2]), relations=torch.tensor([0, 0, 0, 1, 1]), **kw)
+    torch.testing.assert_close(mixed, (3 * l1 + 2 * l2) / 5)
+    h, t = m.embed("user", torch.cat([h1, h2])), m.embed("item", torch.cat([t1, t2]))
+    r = m.rel_emb.weight[torch.tensor([0, 0, 0, 1, 1])]
+    neg, valid = m._in_batch_scores("tail", h, r, t, chunk=2)
+    # chunks {0, 1}, {2, 3}, {4}: row 3 (relation 1) against row 2's tail
+    torch.testing.assert_close(neg[3, 0], m.score_fn.pair(h[3:4], r[3], t[2:3])[0])
+    torch.testing.assert_close(neg[2, 1], m.score_fn.pair(h[2:3], r[2], t[3:4])[0])
+    assert valid[3].tolist() == [True, False]

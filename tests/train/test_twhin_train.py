@@ -166,26 +166,6 @@ KG = dict(score="complex", dim=16, batch_size=64, lr=0.5, negatives={"uniform": 
                                                                      "in_batch": False})
 
 
-@pytest.fixture(scope="module")
-def kg_split(tmp_path_factory):
-    """A 60-entity triple graph with latent clusters (relation k links cluster c to c + k),
-    split 80/10/10 at random."""
-    from graphrec.graph import build_graph, triples_schema
-
-    d = tmp_path_factory.mktemp("kg")
-    rng = np.random.default_rng(0)
-    cluster = rng.integers(0, 6, 60)
-    lines = set()
-    while len(lines) < 900:
-        h, k = int(rng.integers(60)), int(rng.integers(1, 4))
-        cands = np.flatnonzero(cluster == (cluster[h] + k) % 6)
-        lines.add(f"e{h}\tr{k}\te{int(rng.choice(cands))}")
-    (d / "kg.txt").write_text("\n".join(sorted(lines)) + "\n")
-    graph = build_graph(triples_schema(d / "kg.txt"), d / "graph", progress=False)
-    random_split(graph, fractions=(0.8, 0.1, 0.1), seed=0, out=d / "split")
-    return d
-
-
 def _valid_mrr(run, cfg):
     from graphrec.train.twhin import build_validation, resolve_validation_source
 
