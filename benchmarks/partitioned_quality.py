@@ -3,6 +3,9 @@
     python benchmarks/partitioned_quality.py --datasets kinships ml100k [--partitions 1 2 4]
         [--seeds 0 1 2] [--workers 2] [--work DIR] [--out results.json]
 
+``--set partition_buckets=pairs partition_batches=types`` sets the P > 1 runs' bucket and
+batch schemes (each row records its settings).
+
 Protocols (the acceptance's; every type partitioned, ``partition_min_nodes: 0``):
 
 * ``kinships``: Kinships' given train/valid/test, ``configs/twhin-kg.yaml`` unchanged
@@ -59,7 +62,8 @@ def prepare(name: str, work: Path) -> Path | None:
     return work / "ml100k" / "split"
 
 
-def run_one(name: str, split_path: Path, partitions: int, seed: int, workers: int, out: Path, kg_epochs: int | None):
+def run_one(name: str, split_path: Path, partitions: int, seed: int, workers: int, out: Path, kg_epochs: int | None,
+            settings: dict | None = None):
     from graphrec.eval import load_split
     from graphrec.run.config import TwHINConfig, load_config
     from graphrec.run.directory import open_run
@@ -71,7 +75,9 @@ def run_one(name: str, split_path: Path, partitions: int, seed: int, workers: in
               "ray": cfg.ray.model_copy(update={"workers": workers, "cpus_per_worker": 1})}
     if kg_epochs and name != "ml100k":
         update["epochs"] = kg_epochs
-    cfg = cfg.model_copy(update=update)
+    if partitions > 1:
+        update.update(settings or {})
+    cfg = TwHINConfig.model_validate({**cfg.model_dump(), **update})
     t0 = time.perf_counter()
     info = fit(cfg, split_path / "train", out, use_ray=partitions > 1 and workers > 1, overwrite=True)
     wall = time.perf_counter() - t0
@@ -84,7 +90,9 @@ def run_one(name: str, split_path: Path, partitions: int, seed: int, workers: in
         te, va = link_prediction_on_split(model, split, "test"), link_prediction_on_split(model, split, "valid", ks=())
         metric = "mrr"
     s = info["summary"]
-    return {"dataset": name, "P": partitions, "seed": seed, "workers": workers if partitions > 1 else 1,
+    return {"dataset": name, "P": partitions, "seed": seed,
+            "settings": {k: getattr(cfg, k) for k in ("partition_buckets", "partition_batches")} if partitions > 1
+            else {}, "workers": workers if partitions > 1 else 1,
             "metric": metric, "test": te[metric], "valid": va[metric], "epochs_run": s["epochs_run"],
             "best_epoch": s.get("best_epoch"), "wall_s": wall,
             "positives_per_s": float(np.mean([h["positives_per_s"] for h in s["history"]]))}
@@ -97,9 +105,16 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--kg-epochs", type=int, default=None)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config fields of the P > 1 runs (YAML values), e.g. partition_buckets=pairs "
+                         "partition_batches=types; P = 1 always runs the shipped config")
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default=None, help="write every row as JSON here")
     args = ap.parse_args()
+    import yaml
+
+    settings = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    tag = "".join(f"-{v}" for v in settings.values())
     work = Path(args.work or tempfile.mkdtemp(prefix="partq-"))
     rows = []
     for name in args.datasets:
@@ -109,7 +124,8 @@ def main() -> None:
             continue
         for p in args.partitions:
             for seed in args.seeds:
-                r = run_one(name, split, p, seed, args.workers, work / "runs" / f"{name}-P{p}-s{seed}", args.kg_epochs)
+                r = run_one(name, split, p, seed, args.workers, work / "runs" / f"{name}-P{p}-s{seed}{tag}",
+                            args.kg_epochs, settings)
                 rows.append(r)
                 print(json.dumps(r), flush=True)
                 if args.out:

@@ -56,7 +56,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -72,14 +72,14 @@ def fsync_tree(root: Path) -> None:
     durable: after a power loss the new name never points at unwritten blocks)."""
     root = Path(root)
     if root.is_file():
-        _fsync_path(root)
+        fsync_path(root)
         return
     for dirpath, _, files in os.walk(root):
         for f in files:
             p = Path(dirpath) / f
             if not p.is_symlink():
-                _fsync_path(p)
-        _fsync_path(Path(dirpath))
+                fsync_path(p)
+        fsync_path(Path(dirpath))
 
 
 def mark_graphrec_dir(path: str | Path, kind: str) -> None:
@@ -148,10 +148,10 @@ def swap_in(tmp: Path, out: Path) -> None:
             os.rename(out, old)
         else:
             os.replace(tmp, out)
-            _fsync_path(out.parent)
+            fsync_path(out.parent)
             return
     os.rename(tmp, out)
-    _fsync_path(out.parent)
+    fsync_path(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -220,9 +220,9 @@ def atomic_file(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     tmp = _tmp_sibling(out, "tmp")
     try:
         yield tmp
-        _fsync_path(tmp)
+        fsync_path(tmp)
         os.replace(tmp, out)
-        _fsync_path(out.parent)
+        fsync_path(out.parent)
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -167,13 +167,15 @@ class TwHINConfig(StrictConfig):
         "relation (as with P=1); types — of every relation between the same two node types, each positive scored "
         "with its own relation vector against the batch's shared candidates (PyTorch-BigGraph's batches: fewer, "
         "fuller steps when a bucket's edges spread over many relations)")
-    partition_buckets: Literal["pairs", "blocks"] = Field(
-        "pairs", description="partitioned training's buckets. pairs: a bucket is a pair of partitions {a, b} and holds "
-        "both of every partitioned type; it trains the edges between them once and the edges within each (a to a) in "
-        "every pair, so each positive's candidates are the two held partitions of its type and every partition is a "
-        "candidate equally often (P (P-1)/2 buckets, 2 (P-1)/P of the edges' positives per epoch). blocks: "
-        "PyTorch-BigGraph's buckets (i, j), candidates from the side's own partition only (P^2 buckets, each edge "
-        "once): cheaper per epoch, but with 1-N scoring each positive sees 1/P of its type")
+    partition_buckets: Literal["blocks", "pairs"] = Field(
+        "blocks", description="partitioned training's buckets. blocks: PyTorch-BigGraph's (i, j) — partition i of the "
+        "source types and j of the destination types, each edge once per epoch, a side's candidates from its own "
+        "partition (P^2 buckets). pairs: a bucket is a pair of partitions {a, b} holding both of every partitioned "
+        "type; it trains the edges between them once and those within each (a to a) in every pair, so each "
+        "positive's candidates are two partitions of its type, every partition equally often (P (P-1)/2 buckets, "
+        "2 (P-1)/P of the positives per epoch). pairs pay off under 1-N scoring of small types (negatives."
+        "exhaustive_max_nodes), where blocks contrast a positive with 1/P of its type; with sampled negatives they "
+        "only cost more")
     holdout_fraction: float = Field(0.0, ge=0, lt=1, description="fraction of each relation's edges held out of "
                                     "training for validation (validation.source holdout/auto, or the sampled check)")
     patience: int = Field(3, ge=1, description="evaluations without improvement before training stops")

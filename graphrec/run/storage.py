@@ -88,13 +88,14 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 from graphrec.errors import GraphrecError
-from graphrec.io import atomic_file, sha256_file, write_bytes
+from graphrec.io import atomic_file, fsync_path, sha256_file, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -275,8 +276,17 @@ class RunStorage:
             raise StorageError(f"{self.url(rel)}: cannot read ({err})") from None
 
     def put_json(self, rel: str, obj) -> None:
-        """Write ``obj`` as JSON to ``rel`` atomically (a small document)."""
-        self.put_bytes(rel, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+        """Write ``obj`` as JSON to ``rel`` atomically (a small document; compact, so
+        that the C encoder writes it: manifests are written after every bucket)."""
+        self.put_bytes(rel, (json.dumps(obj, sort_keys=True, separators=(",", ":")) + "\n").encode())
+
+    def sync_dirs(self, rels) -> None:
+        """Locally, fsync the directories holding ``rels`` (once each): makes files
+        written with ``put_array(..., fresh=True)`` durable under their names."""
+        if not self.is_local:
+            return
+        for d in sorted({os.path.dirname(self.path(r)) for r in rels}):
+            fsync_path(Path(d))
 
     def get_json(self, rel: str):
         """The JSON document ``rel``; :class:`StorageError` when missing or not JSON."""
@@ -288,19 +298,28 @@ class RunStorage:
 
     # ---- arrays
 
-    def put_array(self, rel: str, arr) -> dict:
+    def put_array(self, rel: str, arr, fresh: bool = False) -> dict:
         """Write ``arr`` as ``.npy`` to ``rel``, streaming (bounded extra memory) and
         hashing as it goes; returns ``{"sha256", "bytes", "dtype", "shape"}``.
 
-        Locally the file is written beside ``rel``, fsync'd and renamed into place; on
-        an object store it is one upload (visible only when complete). Object arrays are
-        refused (``.npy`` would pickle them)."""
+        Locally the file is written beside ``rel``, fsync'd and renamed into place; with
+        ``fresh`` (``rel`` is a new name nobody reads until a commit names it) it is
+        written in place and fsync'd, and the committer fsyncs its directory
+        (:meth:`sync_dirs`). On an object store it is one upload (visible only when
+        complete). Object arrays are refused (``.npy`` would pickle them)."""
         arr = np.asarray(arr)
         if arr.dtype.hasobject:
             raise StorageError(f"{self.url(rel)}: cannot store an array of Python objects (dtype {arr.dtype})")
         path = self.path(rel)
         try:
-            if self.is_local:
+            if self.is_local and fresh:
+                self._mkparent(path)
+                with open(path, "wb") as f:
+                    w = _HashingWriter(f)
+                    np.lib.format.write_array(w, arr, allow_pickle=False)
+                    f.flush()
+                    os.fsync(f.fileno())
+            elif self.is_local:
                 with atomic_file(path, overwrite=True) as tmp, open(tmp, "wb") as f:
                     w = _HashingWriter(f)
                     np.lib.format.write_array(w, arr, allow_pickle=False)
@@ -493,6 +512,7 @@ class PartitionCheckpoints:
         self.storage = storage
         self.prefix = prefix.strip("/")
         self.keep = int(keep)
+        self._paths_cache: dict[str, frozenset[str]] = {}  # manifest path -> the file paths it names
         storage.path(self._rel(VERSION_FILE))  # validates the prefix
 
     def __repr__(self) -> str:
@@ -567,7 +587,7 @@ class PartitionCheckpoints:
         prev = base.files.get(name)
         version = (prev.version if prev is not None else 0) + 1
         path = f"{FILES_DIR}/{name}.v{version}.{uuid.uuid4().hex[:8]}.npy"
-        info = self.storage.put_array(self._rel(path), arr)
+        info = self.storage.put_array(self._rel(path), arr, fresh=True)
         return FileEntry(name=name, version=version, path=path, sha256=info["sha256"], bytes=info["bytes"],
                          dtype=info["dtype"], shape=tuple(info["shape"]))
 
@@ -606,6 +626,7 @@ class PartitionCheckpoints:
                 raise StorageError(f"{self.storage.url(rel)}: {size} bytes, {e.bytes} were written; "
                                    f"cannot commit {e.name!r}")
             files[e.name] = e
+        self.storage.sync_dirs([self._rel(e.path) for e in entries])
         new = Manifest(version=head.version + 1, files=files, meta=dict(head.meta if meta is None else meta))
         doc = new.to_dict()
         self.storage.put_json(self._rel(f"{VERSIONS_DIR}/v{new.version:010d}.json"), doc)
@@ -646,12 +667,19 @@ class PartitionCheckpoints:
         return out
 
     def _paths(self, rel: str) -> set[str]:
+        """The file paths the manifest ``rel`` names (cached: a version's manifest is
+        written once; the cache forgets what :meth:`gc` and :meth:`discard_uncommitted`
+        delete)."""
+        cache = self._paths_cache
+        if rel in cache:
+            return set(cache[rel])
         try:
             m = Manifest.from_dict(self.storage.get_json(rel), self.storage.url(rel))
-            return {e.path for e in m.files.values()}
         except StorageError as err:
             log.warning("ignoring an unreadable checkpoint manifest: %s", err)
             return set()
+        cache[rel] = frozenset(e.path for e in m.files.values())
+        return set(cache[rel])
 
     def gc(self, head: Manifest | None = None) -> list[str]:
         """Drop manifests older than the last ``keep`` and the files only they
@@ -675,6 +703,7 @@ class PartitionCheckpoints:
                 deleted.add(p)
         for v in old:  # only after their files: a crash in between leaves them for the next gc
             self.storage.delete(history[v])
+            self._paths_cache.pop(history[v], None)
         return sorted(deleted)
 
     def rollback(self, version: int, meta: dict | None = None) -> Manifest:
@@ -711,6 +740,7 @@ class PartitionCheckpoints:
             if (_DATA_FILE.fullmatch(p) and p not in live) or _TMP_FILE.fullmatch(p):
                 self.storage.delete(rel)
                 deleted.append(p)
+        self._paths_cache.clear()
         for v, rel in history.items():
             if v > head.version:
                 self.storage.delete(rel)

@@ -149,9 +149,11 @@ class PartitionTables:
 
     # ---- writing (any worker) and committing (one process)
 
-    def write(self, arrays: dict[str, np.ndarray]) -> list[FileEntry]:
-        """Store new versions of ``{name: array}`` (not committed yet)."""
-        return [self.ckpt.write(name, arr) for name, arr in arrays.items()]
+    def write(self, arrays: dict[str, np.ndarray], base: Manifest | None = None) -> list[FileEntry]:
+        """Store new versions of ``{name: array}`` (not committed yet) after their
+        versions in ``base`` (default: the head, read once)."""
+        base = base if base is not None else self.ckpt.head()
+        return [self.ckpt.write(name, arr, base) for name, arr in arrays.items()]
 
     def commit(self, entries: list[FileEntry], meta: dict) -> Manifest:
         """One commit of ``entries`` with ``meta`` (the committer only)."""

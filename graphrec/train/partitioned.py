@@ -34,27 +34,30 @@ the alternative; it needs every worker at the same step, while buckets differ in
 and a worker may wait on the lock server, so workers would idle at each reduction
 (benchmarks/RESULTS.md, "Partitioned TwHIN", measures the parameter server's cost).
 
-**Buckets** (``partition_buckets``). ``pairs`` (default): a bucket is a pair of
-partitions ``{i, j}``, ``i < j``, and holds both of every partitioned type; it trains the
-edges between them once (blocks ``(i, j)`` and ``(j, i)``) and the edges within each
-(``(i, i)``, ``(j, j)``) in every pair, and a corrupted side's candidates are drawn from
-both held partitions of its type. Every positive is then contrasted with two of the P
-partitions, and each partition is a candidate of a head's positives equally often — were
-the within-partition blocks trained once, the head's own partition would be a candidate
-of all its positives and the model would learn to score it down
-(:meth:`BucketTrainer._blocks`). ``blocks``: PyTorch-BigGraph's buckets ``(i, j)``, each
-relation ``S -r-> D`` training its edges from partition ``i`` of ``S`` (``0`` when ``S`` is
-whole) to partition ``j`` of ``D`` once, a side's candidates from its own partition only:
-cheaper per epoch (each edge once against ``2 (P - 1) / P`` times with pairs) and one
-partition of a type that is only ever a destination, but with 1-N scoring a positive
-sees ``1/P`` of its type instead of ``2/P`` (Kinships P=4, test MRR: blocks 0.82, pairs
-0.85, P=1 0.88; benchmarks/RESULTS.md). Either way a worker needs no partition another
-worker holds; candidates are drawn uniformly (every row when the held rows number at most
+**Buckets** (``partition_buckets``). ``blocks`` (default): PyTorch-BigGraph's buckets
+``(i, j)``, each relation ``S -r-> D`` training its edges from partition ``i`` of ``S``
+(``0`` when ``S`` is whole) to partition ``j`` of ``D`` once per epoch, a corrupted side's
+candidates from that side's own partition. ``pairs``: a bucket is a pair of partitions
+``{i, j}``, ``i < j``, holding both of every partitioned type; it trains the edges
+between them once (blocks ``(i, j)`` and ``(j, i)``) and the edges within each (``(i,
+i)``, ``(j, j)``) in every pair, and a side's candidates are drawn from both held
+partitions of its type. Every positive is then contrasted with two of the P partitions,
+each partition a candidate of a head's positives equally often — were the
+within-partition blocks trained once, the head's own partition would be a candidate of
+all its positives and the model would learn to score it down
+(:meth:`BucketTrainer._blocks`). Pairs cost ``2 (P - 1) / P`` times the positives per
+epoch and hold two partitions of a type that blocks would hold one of (a type only ever
+on one side); they pay off under 1-N scoring of small types, where blocks contrast a
+positive with ``1/P`` of its type (Kinships P=4, test MRR: blocks 0.82, pairs 0.84, P=1
+0.88; benchmarks/RESULTS.md). Either way a worker needs no partition another worker
+holds; candidates are drawn uniformly (every row when the held rows number at most
 ``negatives.exhaustive_max_nodes``), plus in-batch ones, ``round(w_r · E)`` positives of
-each block in batches of one relation. Each bucket's negatives come from a generator
-seeded by ``(seed, epoch, i, j)``, so with one worker a run is deterministic and a resumed
-one bitwise equal to an uninterrupted one; with several, the order in which shared
-updates merge varies, as in PBG.
+each block in batches of one relation or, with ``partition_batches: types``, of every
+relation between the same two node types (PBG's batches; each positive scored with its
+own relation vector). Each bucket's negatives come from a generator seeded by ``(seed,
+epoch, i, j)``, so with one worker a run is deterministic and a resumed one bitwise equal
+to an uninterrupted one; with several, the order in which shared updates merge varies,
+as in PBG.
 
 **Resume**: the committed meta holds the epoch, the scheduler's state and the history;
 ``--resume`` continues after the last committed bucket. Writes of a bucket that was not
@@ -326,6 +329,7 @@ class BucketTrainer:
                                     if not self.part.is_partitioned(t)})
         self.grid = max([self.part.parts(t) for s, _, d in self.edge_types for t in (s, d)] + [1])
         self.pairs = cfg.partition_buckets == "pairs" and self.grid > 1
+        self.head = None  # the commit record the current bucket was read from
 
     def local_types(self, i: int, j: int) -> dict[str, tuple[str, tuple[int, ...]]]:
         """The local node types of bucket ``(i, j)``: ``name -> (type, partitions)``, the
@@ -381,14 +385,17 @@ class BucketTrainer:
         weight = model.node_emb.weight.detach()
         acc = node_opt.state[model.node_emb.weight]["sum"]
         rel_state = rel_opt.state[model.rel_emb.weight]
+        # one read of the commit record per bucket: the bucket's partitions are locked to this
+        # worker, so their entries cannot change before it writes them back (self.head)
+        head = self.head = self.tables.head
         with torch.no_grad():
             for lt, lo, t, p, n in self._slices(local, model.offsets):
                 if t in self.shared_types:  # numpy assignment: arrays from Ray are read-only
                     weight[lo : lo + n].numpy()[:] = shared[self.tables.name(t, 0, "emb")]
                     acc[lo : lo + n].numpy()[:] = shared[self.tables.name(t, 0, "sum")]
                 else:  # straight from storage into the table: no second copy
-                    self.tables.read_into(self.tables.name(t, p, "emb"), weight[lo : lo + n].numpy())
-                    self.tables.read_into(self.tables.name(t, p, "sum"), acc[lo : lo + n].numpy())
+                    self.tables.read_into(self.tables.name(t, p, "emb"), weight[lo : lo + n].numpy(), head)
+                    self.tables.read_into(self.tables.name(t, p, "sum"), acc[lo : lo + n].numpy(), head)
             model.rel_emb.weight.detach().numpy()[:] = shared[RELATIONS_EMB]
             rel_state["sum"].numpy()[:] = shared[RELATIONS_SUM]
             rel_state["step"].fill_(relation_steps)
@@ -532,7 +539,7 @@ def bucket_worker_loop(worker: int, coordinator, job: dict) -> dict:
         pull_s = time.perf_counter() - t0
         arrays, new, loss_sum, n_steps, positives = trainer.train(bucket, epoch, shared, steps)
         t1 = time.perf_counter()
-        entries = trainer.tables.write(arrays)
+        entries = trainer.tables.write(arrays, base=trainer.head)
         del arrays
         write_s = time.perf_counter() - t1
         inject_fault(epoch, trained, worker)  # tests: die after writing, before the commit

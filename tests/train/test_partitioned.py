@@ -103,7 +103,7 @@ def test_two_ray_workers_train_disjoint_buckets_concurrently_and_survive_a_kille
     marker = tmp_path / "killed"
     monkeypatch.setenv(FAULT_ENV, json.dumps({"epoch": 1, "rank": 1, "step": 1, "marker": str(marker)}))
     base = {**CFG, "epochs": 4, "negatives": {"in_batch": False}}
-    cfg = TwHINConfig(**base, partitions=4, ray={"workers": 2, "max_failures": 1})
+    cfg = TwHINConfig(**base, partitions=4, partition_buckets="pairs", ray={"workers": 2, "max_failures": 1})
     info = fit(cfg, split.train.path, tmp_path / "ray", use_ray=True)
     assert marker.exists()  # the fault fired
     s = info["summary"]
@@ -119,7 +119,7 @@ def test_two_ray_workers_train_disjoint_buckets_concurrently_and_survive_a_kille
     assert all(not ({*a["bucket"]} & {*b["bucket"]}) for a, b in overlaps)  # never the same partition
     run = open_run(tmp_path / "ray", verify=True)
     fit(TwHINConfig(**base), split.train.path, tmp_path / "p1", use_ray=False)
-    fit(TwHINConfig(**base, partitions=4), split.train.path, tmp_path / "p4", use_ray=False)
+    fit(TwHINConfig(**base, partitions=4, partition_buckets="pairs"), split.train.path, tmp_path / "p4", use_ray=False)
     mrr1, mrr4, mrr_ray = (link_prediction_on_split(open_run(tmp_path / n).model, split)["mrr"]
                            for n in ("p1", "p4", "ray"))
     assert abs(mrr_ray - mrr4) < 0.03 and mrr_ray > 0.85 * mrr1, (mrr1, mrr4, mrr_ray)
@@ -151,7 +151,7 @@ def test_killed_partitioned_job_resumes_after_the_last_committed_bucket(split, t
     from tests.reliability.test_kill import kill_at
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("dim: 16\nepochs: 3\nbatch_size: 256\npartitions: 4\nthreads: 1\n")  # same threads in every process: same sums
+    cfg.write_text("dim: 16\nepochs: 3\nbatch_size: 256\npartitions: 4\npartition_buckets: pairs\nthreads: 1\n")  # same threads in every process: same sums
     argv = ["train", "twhin", "--config", str(cfg), "--graph", str(split.train.path), "--out", str(tmp_path / "run"),
             "--no-ray"]
     # commit 1 is the initial tables; then the 6 buckets of epoch 0, its record, 2 buckets of epoch 1
@@ -203,7 +203,7 @@ def test_pairs_train_within_partition_blocks_in_every_pair(split, tmp_path, min_
     from graphrec.graph.partition import EdgeBuckets, PartitionSpec
 
     p = 3
-    cfg = TwHINConfig(**{**CFG, "epochs": 1}, partitions=p, partition_min_nodes=min_nodes)
+    cfg = TwHINConfig(**{**CFG, "epochs": 1}, partitions=p, partition_min_nodes=min_nodes, partition_buckets="pairs")
     fit(cfg, split.train.path, tmp_path / "run", use_ray=False)
     rows = [json.loads(line) for line in (tmp_path / "run" / "buckets.jsonl").read_text().splitlines()]
     assert sorted(tuple(r["bucket"]) for r in rows) == [(0, 1), (0, 2), (1, 2)]
@@ -222,7 +222,7 @@ def test_types_batches_mix_the_relations_between_two_types(kg_split, tmp_path):
     """``partition_batches: types``: the three relations of a one-type graph share batches
     (each positive scored with its own relation): the same positives per epoch as one
     relation per batch, in fewer steps, and a model as good on the split's test triples."""
-    kg = dict(score="complex", dim=16, batch_size=200, lr=0.5, epochs=12, partitions=2,
+    kg = dict(score="complex", dim=16, batch_size=200, lr=0.5, epochs=12, partitions=2, partition_buckets="pairs",
               negatives={"uniform": 0, "exhaustive_max_nodes": 1000, "in_batch": False})
     split = load_split(kg_split / "split")
     out = {}
