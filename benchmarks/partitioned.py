@@ -402,7 +402,7 @@ def graphrec_config(args, lr: float, path: Path) -> None:
         "epochs": args.epochs, "batch_size": args.batch_size,
         "negatives": {"uniform": args.uniform, "in_batch": args.in_batch > 0, "chunk_size": args.in_batch,
                       "corrupt": "both", "exhaustive_max_nodes": 0},
-        "loss": args.loss, "margin": args.margin, "optimizer": "adagrad", "lr": lr,
+        "loss": args.loss, "margin": args.margin, "optimizer": args.optimizer, "lr": lr,
         "validation": {"source": "none"}, "holdout_fraction": 0.0,
         "partitions": args.partitions, "partition_min_nodes": args.min_nodes, "seed": args.seed,
         "partition_buckets": args.buckets,
@@ -500,6 +500,8 @@ def parse_args(argv=None):
     ap.add_argument("--dataset", choices=DATASETS, default="mlkg")
     ap.add_argument("--saves", type=int, default=200_000, help="pinterest: save edges (14M: the ~21M-edge graph)")
     ap.add_argument("--partitions", type=int, default=4, help="P of both libraries")
+    ap.add_argument("--optimizer", choices=["row_adagrad", "adagrad"], default="row_adagrad",
+                    help="graphrec's node-table optimizer (row_adagrad: PBG's own, one accumulator per row)")
     ap.add_argument("--batches", choices=["relation", "types"], default="relation",
                     help="graphrec's partition_batches (types: PBG's batches, every relation between two types)")
     ap.add_argument("--buckets", choices=["blocks", "pairs"], default="blocks",

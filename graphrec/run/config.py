@@ -147,8 +147,10 @@ class TwHINConfig(StrictConfig):
     regularization: float = Field(0.0, ge=0, description="weight λ of the regulariser (0: none)")
     regularizer: RegularizerName = Field("l2", description="l2: λ·mean ‖θ‖² over the node rows each batch looks "
                                              "up; n3: λ·mean over positives of Σ|h|³+|r|³+|t|³ (Lacroix et al. 2018)")
-    optimizer: Literal["adagrad", "sparse_adam"] = Field("adagrad", description="optimiser of the sparse node table "
-                                                          "(relations: Adagrad or Adam)")
+    optimizer: Literal["adagrad", "row_adagrad", "sparse_adam"] = Field(
+        "adagrad", description="optimiser of the sparse node table: adagrad (an accumulator per coordinate), "
+        "row_adagrad (one per row, PyTorch-BigGraph's: half the optimizer memory and partition I/O) or sparse_adam "
+        "(relations: Adagrad, or Adam with sparse_adam)")
     lr: float = Field(0.1, gt=0, description="learning rate of the node table")
     relation_lr: float | None = Field(None, gt=0, description="learning rate of the relation vectors (None: lr)")
     relations: dict[str, float] = Field(default_factory=dict, description="src:name:dst pattern -> sampling weight "

@@ -5,7 +5,8 @@ A run trained with ``partitions: P > 1`` keeps its node tables where training le
 :class:`~graphrec.run.storage.PartitionCheckpoints` whose arrays are
 
 ``type<k>/<p>/emb``   float32 ``[rows of partition p of node type k, dim]``: the embeddings
-``type<k>/<p>/sum``   the same shape: their Adagrad accumulators
+``type<k>/<p>/sum``   their Adagrad accumulators: the same shape, or ``[rows]`` under
+                      ``optimizer: row_adagrad`` (one per row)
 ``relations/emb``     ``[relations, relation_dim]``; ``relations/sum`` likewise
 
 (``k`` is the type's index in the partitioning's type order: names in storage are
@@ -72,10 +73,12 @@ class PartitionTables:
 
     # ---- creating (the driver)
 
-    def initialise(self, init_scale: float, seed: int, relations: np.ndarray, meta: dict) -> bool:
+    def initialise(self, init_scale: float, seed: int, relations: np.ndarray, meta: dict,
+                   row_state: bool = False) -> bool:
         """Commit version 1 (random tables ``N(0, init_scale²)`` seeded by ``(seed, type,
-        partition)``, zero accumulators, ``relations``) unless something is committed;
-        returns whether it did. Partition by partition, so memory holds one at a time."""
+        partition)``, zero accumulators — one per row with ``row_state`` — and
+        ``relations``) unless something is committed; returns whether it did. Partition
+        by partition, so memory holds one at a time."""
         if self.ckpt.head().version:
             return False
         with self.ckpt.transaction(meta=meta) as tx:
@@ -85,8 +88,11 @@ class PartitionTables:
                     emb = rng.standard_normal((int(size), self.dim), dtype=np.float32)  # float32 throughout
                     emb *= np.float32(init_scale)
                     tx.write(self.name(t, p, "emb"), emb)
-                    emb[:] = 0.0
-                    tx.write(self.name(t, p, "sum"), emb)
+                    if row_state:
+                        tx.write(self.name(t, p, "sum"), np.zeros(int(size), np.float32))
+                    else:
+                        emb[:] = 0.0
+                        tx.write(self.name(t, p, "sum"), emb)
                     del emb
             tx.write(RELATIONS_EMB, np.ascontiguousarray(relations, np.float32))
             tx.write(RELATIONS_SUM, np.zeros_like(relations, np.float32))

@@ -90,8 +90,8 @@ from graphrec.run.tables import PARTITION_TABLES_DIR, RELATIONS_EMB, RELATIONS_S
 from graphrec.sampling import typed_negatives
 from graphrec.train.buckets import WAIT, BucketScheduler
 from graphrec.train.engine import inject_fault
-from graphrec.train.twhin import (TwHINLoss, build_validation, evaluation_period, resolve_validation_source,
-                                  train_step)
+from graphrec.train.twhin import (TwHINLoss, build_validation, evaluation_period, make_optimizers,
+                                  resolve_validation_source, train_step)
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,9 @@ POLL_S = 0.02  # a waiting worker asks the lock server again after this long
 
 def check_partitioned(cfg: TwHINConfig, store: GraphStore, use_ray: bool) -> None:
     """Refuse what partitioned training does not do (one clear line each)."""
-    if cfg.optimizer != "adagrad":
-        raise GraphrecError(f"partitions: {cfg.partitions} needs optimizer: adagrad (got {cfg.optimizer})")
+    if cfg.optimizer not in ("adagrad", "row_adagrad"):
+        raise GraphrecError(f"partitions: {cfg.partitions} needs optimizer: adagrad or row_adagrad "
+                            f"(got {cfg.optimizer})")
     if cfg.edge_weights:
         raise GraphrecError(f"partitions: {cfg.partitions} does not support edge_weights (buckets are drawn "
                             "uniformly)")
@@ -380,8 +381,7 @@ class BucketTrainer:
             model = TwHIN(rows, local_ets, dim=int(cfg.dim), score=cfg.score, p_norm=cfg.p_norm,
                           init_scale=cfg.init_scale, sparse=True, max_norm=cfg.max_norm)
         model.to_empty(device="cpu")
-        node_opt = torch.optim.Adagrad(model.node_emb.parameters(), lr=cfg.lr)
-        rel_opt = torch.optim.Adagrad(model.rel_emb.parameters(), lr=cfg.relation_lr or cfg.lr)
+        node_opt, rel_opt = make_optimizers(model, cfg)  # state["sum"] of either Adagrad is what storage holds
         weight = model.node_emb.weight.detach()
         acc = node_opt.state[model.node_emb.weight]["sum"]
         rel_state = rel_opt.state[model.rel_emb.weight]
@@ -596,7 +596,8 @@ def train_partitioned(cfg: TwHINConfig, store: GraphStore, selected, run_dir: Pa
     tables.ckpt.discard_uncommitted()  # writes of a killed job that never got committed
     template = twhin_model(cfg, {t: 1 for t in part.node_types}, edge_types, sparse=True)
     tables.initialise(1.0 / float(cfg.dim) ** 0.5 if cfg.init_scale is None else cfg.init_scale, cfg.seed,
-                      template.rel_emb.weight.detach().numpy(), meta={"epoch": 0})
+                      template.rel_emb.weight.detach().numpy(), meta={"epoch": 0},
+                      row_state=cfg.optimizer == "row_adagrad")
     head = tables.head
     meta = head.meta
     workers = cfg.ray.workers if use_ray else 1

@@ -45,6 +45,7 @@ from graphrec.run.config import TwHINConfig, parse_config
 from graphrec.run.directory import twhin_model, write_run
 from graphrec.sampling import RelationBatchSchedule, RelationEdges, typed_negatives, uniform_typed_negatives
 from graphrec.train.engine import Trainer, worker_context
+from graphrec.train.optimizers import RowAdagrad
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +115,9 @@ class TwHINLoss(nn.Module):
 
 def make_optimizers(model: TwHIN, cfg: TwHINConfig):
     rel_lr = cfg.relation_lr or cfg.lr
-    if cfg.optimizer == "adagrad":
-        return [torch.optim.Adagrad(model.node_emb.parameters(), lr=cfg.lr),
-                torch.optim.Adagrad(model.rel_emb.parameters(), lr=rel_lr)]
+    if cfg.optimizer in ("adagrad", "row_adagrad"):
+        node = RowAdagrad if cfg.optimizer == "row_adagrad" else torch.optim.Adagrad
+        return [node(model.node_emb.parameters(), lr=cfg.lr), torch.optim.Adagrad(model.rel_emb.parameters(), lr=rel_lr)]
     return [torch.optim.SparseAdam(list(model.node_emb.parameters()), lr=cfg.lr),
             torch.optim.Adam(model.rel_emb.parameters(), lr=rel_lr)]
 

@@ -234,3 +234,18 @@ def test_types_batches_mix_the_relations_between_two_types(kg_split, tmp_path):
     assert out["types"][0] == out["relation"][0]
     assert out["types"][1] < out["relation"][1]
     assert out["types"][2] > 0.3 and abs(out["types"][2] - out["relation"][2]) < 0.1, out
+
+
+def test_row_adagrad_keeps_one_accumulator_per_row(split, tmp_path):
+    """``optimizer: row_adagrad``: the partitions' optimizer state is ``[rows]`` (half the
+    tables' bytes), and the model learns as with per-coordinate Adagrad."""
+    info = fit(TwHINConfig(**CFG, partitions=2, optimizer="row_adagrad"), split.train.path, tmp_path / "row",
+               use_ray=False)
+    losses = [h["loss"] for h in info["summary"]["history"]]
+    assert losses[-1] < losses[0]
+    tables = PartitionTables(tmp_path / "row" / "partitions", None, 1)
+    head = tables.head
+    sums = [n for n in head.files if n.endswith("/sum") and n.startswith("type")]
+    assert sums and all(len(head.files[n].shape) == 1 for n in sums)
+    assert all(head.files[n.replace("/sum", "/emb")].shape[0] == head.files[n].shape[0] for n in sums)
+    assert link_prediction_on_split(open_run(tmp_path / "row").model, split)["mrr"] > 0.09
