@@ -1,0 +1,158 @@
+"""Exploratory (looks at test; chooses nothing): partitioned-training candidate schemes
+simulated in one process on the full Kinships table, to explain the partitioned quality
+gap (benchmarks/RESULTS.md, "Quality parity").
+
+    PYTHONPATH=. python benchmarks/partition_schemes_sim.py SCHEME P SEED EPOCHS SPLIT_DIR
+
+SPLIT_DIR: a `graphrec split` of Kinships (benchmarks/partitioned_quality.py prepares one
+under WORK/kinships/split). SCHEME:
+
+* ``p1``: every entity a candidate (1-N), as P=1;
+* ``own``: PBG's buckets (i, j), a side's candidates its own partition;
+* ``pairs``: pair buckets {a, b}, candidates both held partitions, within-partition
+  blocks in every pair (what ``partition_buckets: pairs`` does);
+* ``pairs1``: the same, but each within-partition edge in one random pair;
+* ``pairsfrozen``: pairs plus every other partition as frozen candidates (no gradient);
+* ``pairsdelayed``: pairs plus the other partitions from a bucket-start snapshot, their
+  gradients replayed as Adagrad steps at the bucket's end.
+
+Prints the best-on-valid epoch's valid and test filtered MRR (evaluated every 2 epochs).
+"""
+import sys, json, itertools
+sys.path.insert(0, ".")
+import numpy as np, torch
+from pathlib import Path
+from graphrec.eval import load_split
+from graphrec.run.config import TwHINConfig, load_config
+from graphrec.run.directory import twhin_model
+from graphrec.train.twhin import TwHINLoss, select_relations, resolve_auto, train_step
+from graphrec.train.evaluate import link_prediction_on_split
+scheme, P, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+epochs = int(sys.argv[4])
+torch.set_num_threads(1)
+split = load_split(Path(sys.argv[5]))
+store = split.train
+cfg = load_config("configs/twhin-kg.yaml", TwHINConfig).model_copy(update={"seed": seed})
+sel = select_relations(store, cfg)
+ets = [tuple(e) for e, _ in sel]
+cfg = resolve_auto(cfg, store, ets)
+N = store.num_nodes(ets[0][0])
+model = twhin_model(cfg, {t: store.num_nodes(t) for t in store.node_types}, ets, sparse=True)
+opts = [torch.optim.Adagrad(model.node_emb.parameters(), lr=cfg.lr), torch.optim.Adagrad(model.rel_emb.parameters(), lr=cfg.lr)]
+lm = TwHINLoss(model, cfg)
+rng = np.random.default_rng(seed)
+part = rng.permutation(N) % P  # partition of each node
+edges = []
+for r, et in enumerate(ets):
+    rel = store.relation(et); s, d = rel.coo()
+    edges.append((np.asarray(s), np.asarray(d)))
+B = cfg.batch_size
+def batches_of(r, s, d, cand):
+    out = []
+    perm = rng.permutation(len(s))
+    for lo in range(0, len(s), B):
+        sel_ = perm[lo:lo+B]
+        out.append((r, s[sel_], d[sel_], cand))
+    return out
+best = (-1, None)
+for ep in range(epochs):
+    work = []  # list of bucket batch lists
+    if scheme == "p1":
+        for r, (s, d) in enumerate(edges):
+            work += batches_of(r, s, d, None)
+        rng.shuffle(work); work = [work]
+    elif scheme == "own":
+        blocks = []
+        for i in range(P):
+            for j in range(P):
+                b = []
+                for r, (s, d) in enumerate(edges):
+                    m = (part[s] == i) & (part[d] == j)
+                    b += batches_of(r, s[m], d[m], (np.flatnonzero(part == i), np.flatnonzero(part == j)))
+                rng.shuffle(b); blocks.append(b)
+        rng.shuffle(blocks); work = blocks
+    elif scheme == "pairs1":
+        blocks = []
+        pairs = list(itertools.combinations(range(P), 2))
+        for a, b_ in pairs:
+            held = np.flatnonzero((part == a) | (part == b_))
+            bl = []
+            for r, (s, d) in enumerate(edges):
+                ps, pd = part[s], part[d]
+                other = (ps + 1 + rng.integers(0, P - 1, size=len(s))) % P  # a random partner partition per edge
+                diag = (ps == pd) & (((ps == a) & (other == b_)) | ((ps == b_) & (other == a)))
+                m = ((ps == a) & (pd == b_)) | ((ps == b_) & (pd == a)) | diag
+                bl += batches_of(r, s[m], d[m], (held, held))
+            rng.shuffle(bl); blocks.append(bl)
+        rng.shuffle(blocks); work = blocks
+    elif scheme in ("pairs", "pairsfrozen", "pairsdelayed"):
+        blocks = []
+        for a, b_ in itertools.combinations(range(P), 2):
+            held = np.flatnonzero((part == a) | (part == b_))
+            bl = []
+            for r, (s, d) in enumerate(edges):
+                ps, pd = part[s], part[d]
+                m = ((ps == a) & (pd == b_)) | ((ps == b_) & (pd == a)) | ((ps == pd) & ((ps == a) | (ps == b_)))
+                bl += batches_of(r, s[m], d[m], (held, held))
+            rng.shuffle(bl); blocks.append(bl)
+        rng.shuffle(blocks); work = blocks
+    for bl in work:
+        if scheme == "pairsdelayed" and bl:
+            snap = model.node_emb.weight.detach().clone()
+            pending = []
+        for r, h, t, cand in bl:
+            h, t = torch.from_numpy(h).long(), torch.from_numpy(t).long()
+            if cand is None:
+                nt = nh = torch.arange(N)
+            else:
+                nh, nt = torch.from_numpy(cand[0]).long(), torch.from_numpy(cand[1]).long()
+            if scheme == "pairsdelayed":
+                import torch.nn.functional as F
+                et = ets[r]
+                heldm = torch.zeros(N, dtype=torch.bool); heldm[torch.from_numpy(cand[0]).long()] = True
+                live = model.node_emb(torch.arange(N))
+                stale = snap.clone().requires_grad_(True)
+                E = torch.where(heldm[:, None], live, stale)
+                hv, tv = model.node_emb(h), model.node_emb(t)
+                rv = model.relation_embedding(et)
+                loss = (F.cross_entropy(model.score_fn.tails(hv, rv, E), t) + F.cross_entropy(model.score_fn.heads(E, rv, tv), h)) / 2
+                loss = loss + cfg.regularization * model.n3(hv, rv, tv)
+                for o in opts: o.zero_grad(set_to_none=True)
+                loss.backward()
+                for o in opts: o.step()
+                g = stale.grad[~heldm].clone()
+                pending.append((torch.nonzero(~heldm).squeeze(1), g))
+                continue
+            if scheme == "pairsfrozen":
+                import torch.nn.functional as F
+                et = ets[r]
+                E = model.node_emb(torch.arange(N))
+                mask = torch.zeros(N, dtype=torch.bool); mask[torch.from_numpy(cand[0]).long()] = True
+                E = torch.where(mask[:, None], E, E.detach())
+                hv, tv = model.node_emb(h), model.node_emb(t)
+                rv = model.relation_embedding(et)
+                loss = (F.cross_entropy(model.score_fn.tails(hv, rv, E), t) + F.cross_entropy(model.score_fn.heads(E, rv, tv), h)) / 2
+                loss = loss + cfg.regularization * model.n3(hv, rv, tv)
+                for o in opts: o.zero_grad(set_to_none=True)
+                loss.backward()
+                for o in opts: o.step()
+                continue
+            train_step(lm, opts, r, h, t, nt, nh)
+        if scheme == "pairsdelayed" and bl:
+            # replay the non-held rows' gradients as Adagrad steps on their rows (as the next holder would)
+            opt = opts[0]
+            w = model.node_emb.weight
+            st = opt.state[w]
+            for rows, g in pending:
+                if "sum" not in st:
+                    break
+                st["sum"][rows] += g * g
+                with torch.no_grad():
+                    w[rows] -= cfg.lr * g / (st["sum"][rows].sqrt() + 1e-10)
+    if ep % 2 == 1:
+        with torch.no_grad():
+            va = link_prediction_on_split(model, split, "valid", ks=())["mrr"]
+        if va > best[0]:
+            te = link_prediction_on_split(model, split, "test", ks=())["mrr"]
+            best = (va, te, ep)
+print(json.dumps({"scheme": scheme, "P": P, "seed": seed, "valid": best[0], "test": best[1], "epoch": best[2]}))
