@@ -63,7 +63,7 @@ def prepare(name: str, work: Path) -> Path | None:
 
 
 def run_one(name: str, split_path: Path, partitions: int, seed: int, workers: int, out: Path, kg_epochs: int | None,
-            settings: dict | None = None):
+            settings: dict | None = None, p1_too: bool = False):
     from graphrec.eval import load_split
     from graphrec.run.config import TwHINConfig, load_config
     from graphrec.run.directory import open_run
@@ -75,7 +75,7 @@ def run_one(name: str, split_path: Path, partitions: int, seed: int, workers: in
               "ray": cfg.ray.model_copy(update={"workers": workers, "cpus_per_worker": 1})}
     if kg_epochs and name != "ml100k":
         update["epochs"] = kg_epochs
-    if partitions > 1:
+    if partitions > 1 or p1_too:
         update.update(settings or {})
     cfg = TwHINConfig.model_validate({**cfg.model_dump(), **update})
     t0 = time.perf_counter()
@@ -91,8 +91,8 @@ def run_one(name: str, split_path: Path, partitions: int, seed: int, workers: in
         metric = "mrr"
     s = info["summary"]
     return {"dataset": name, "P": partitions, "seed": seed,
-            "settings": {k: getattr(cfg, k) for k in ("partition_buckets", "partition_batches")} if partitions > 1
-            else {}, "workers": workers if partitions > 1 else 1,
+            "settings": {k: getattr(cfg, k) for k in ("partition_buckets", "partition_batches", "optimizer")}
+            if partitions > 1 else {"optimizer": cfg.optimizer}, "workers": workers if partitions > 1 else 1,
             "metric": metric, "test": te[metric], "valid": va[metric], "epochs_run": s["epochs_run"],
             "best_epoch": s.get("best_epoch"), "wall_s": wall,
             "positives_per_s": float(np.mean([h["positives_per_s"] for h in s["history"]]))}
@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config fields of the P > 1 runs (YAML values), e.g. partition_buckets=pairs "
                          "partition_batches=types; P = 1 always runs the shipped config")
+    ap.add_argument("--set-p1-too", action="store_true", help="apply --set to the P = 1 runs as well")
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default=None, help="write every row as JSON here")
     args = ap.parse_args()
@@ -125,7 +126,7 @@ def main() -> None:
         for p in args.partitions:
             for seed in args.seeds:
                 r = run_one(name, split, p, seed, args.workers, work / "runs" / f"{name}-P{p}-s{seed}{tag}",
-                            args.kg_epochs, settings)
+                            args.kg_epochs, settings, args.set_p1_too)
                 rows.append(r)
                 print(json.dumps(r), flush=True)
                 if args.out:
