@@ -21,6 +21,7 @@ Prints the best-on-valid epoch's valid and test filtered MRR (evaluated every 2 
 import sys, json, itertools
 sys.path.insert(0, ".")
 import numpy as np, torch
+import torch.nn.functional as F
 from pathlib import Path
 from graphrec.eval import load_split
 from graphrec.run.config import TwHINConfig, load_config
@@ -40,6 +41,21 @@ N = store.num_nodes(ets[0][0])
 model = twhin_model(cfg, {t: store.num_nodes(t) for t in store.node_types}, ets, sparse=True)
 opts = [torch.optim.Adagrad(model.node_emb.parameters(), lr=cfg.lr), torch.optim.Adagrad(model.rel_emb.parameters(), lr=cfg.lr)]
 lm = TwHINLoss(model, cfg)
+
+
+def full_softmax_step(et, h, t, E):
+    """One step of the model's loss (both sides, N3) against every row of ``E`` [N, d] as
+    candidates (some of them frozen or stale, as the caller built ``E``)."""
+    hv, tv = model.node_emb(h), model.node_emb(t)
+    rv = model.relation_embedding(et)
+    loss = (F.cross_entropy(model.score_fn.tails(hv, rv, E), t) + F.cross_entropy(model.score_fn.heads(E, rv, tv), h)) / 2
+    loss = loss + cfg.regularization * model.n3(hv, rv, tv)
+    for o in opts:
+        o.zero_grad(set_to_none=True)
+    loss.backward()
+    for o in opts:
+        o.step()
+
 rng = np.random.default_rng(seed)
 part = rng.permutation(N) % P  # partition of each node
 edges = []
@@ -106,36 +122,15 @@ for ep in range(epochs):
                 nt = nh = torch.arange(N)
             else:
                 nh, nt = torch.from_numpy(cand[0]).long(), torch.from_numpy(cand[1]).long()
-            if scheme == "pairsdelayed":
-                import torch.nn.functional as F
-                et = ets[r]
-                heldm = torch.zeros(N, dtype=torch.bool); heldm[torch.from_numpy(cand[0]).long()] = True
+            if scheme in ("pairsdelayed", "pairsfrozen"):
+                held = torch.zeros(N, dtype=torch.bool)
+                held[torch.from_numpy(cand[0]).long()] = True
                 live = model.node_emb(torch.arange(N))
-                stale = snap.clone().requires_grad_(True)
-                E = torch.where(heldm[:, None], live, stale)
-                hv, tv = model.node_emb(h), model.node_emb(t)
-                rv = model.relation_embedding(et)
-                loss = (F.cross_entropy(model.score_fn.tails(hv, rv, E), t) + F.cross_entropy(model.score_fn.heads(E, rv, tv), h)) / 2
-                loss = loss + cfg.regularization * model.n3(hv, rv, tv)
-                for o in opts: o.zero_grad(set_to_none=True)
-                loss.backward()
-                for o in opts: o.step()
-                g = stale.grad[~heldm].clone()
-                pending.append((torch.nonzero(~heldm).squeeze(1), g))
-                continue
-            if scheme == "pairsfrozen":
-                import torch.nn.functional as F
-                et = ets[r]
-                E = model.node_emb(torch.arange(N))
-                mask = torch.zeros(N, dtype=torch.bool); mask[torch.from_numpy(cand[0]).long()] = True
-                E = torch.where(mask[:, None], E, E.detach())
-                hv, tv = model.node_emb(h), model.node_emb(t)
-                rv = model.relation_embedding(et)
-                loss = (F.cross_entropy(model.score_fn.tails(hv, rv, E), t) + F.cross_entropy(model.score_fn.heads(E, rv, tv), h)) / 2
-                loss = loss + cfg.regularization * model.n3(hv, rv, tv)
-                for o in opts: o.zero_grad(set_to_none=True)
-                loss.backward()
-                for o in opts: o.step()
+                # the other partitions: a bucket-start snapshot whose gradients are kept (delayed) or frozen rows
+                other = snap.clone().requires_grad_(True) if scheme == "pairsdelayed" else live.detach()
+                full_softmax_step(ets[r], h, t, torch.where(held[:, None], live, other))
+                if scheme == "pairsdelayed":
+                    pending.append((torch.nonzero(~held).squeeze(1), other.grad[~held].clone()))
                 continue
             train_step(lm, opts, r, h, t, nt, nh)
         if scheme == "pairsdelayed" and bl:

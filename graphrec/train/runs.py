@@ -118,13 +118,13 @@ def fit(cfg, graph: str | Path, out: str | Path, use_ray: bool = True, resume: b
                                 "(choose an empty or new run directory)")
         if (out / MODEL_FILE).exists() and not (overwrite or resume):
             raise GraphrecError(f"{out} holds a finished run ({MODEL_FILE}); pass --overwrite to replace it or --resume")
-        has_ckpt = bool(CheckpointDir(out / CHECKPOINTS_DIR).tags()) or (
-            (out / PARTITION_TABLES_DIR / "checkpoint_version.json").is_file() and not (out / RUN_FILE).exists())
+        tables = (out / PARTITION_TABLES_DIR / "checkpoint_version.json").is_file()  # a partitioned run's state
+        has_ckpt = bool(CheckpointDir(out / CHECKPOINTS_DIR).tags()) or (tables and not (out / RUN_FILE).exists())
         if has_ckpt and not (overwrite or resume):
             raise GraphrecError(f"{out} holds checkpoints of an unfinished run; pass --resume to continue it "
                                 "or --overwrite to start over")
         identity = run_identity(cfg, store)
-        if resume and has_ckpt:
+        if resume and (has_ckpt or tables):  # a finished partitioned run resumes from its tables too
             check_identity(out / CHECKPOINTS_DIR / IDENTITY_FILE, identity)
         if not resume:
             shutil.rmtree(out / CHECKPOINTS_DIR, ignore_errors=True)

@@ -1,5 +1,7 @@
 """RowAdagrad (train/optimizers.py)."""
 
+import io
+
 import pytest
 import torch
 
@@ -33,3 +35,27 @@ def test_row_adagrad_refuses_what_it_cannot_update():
         RowAdagrad([torch.nn.Parameter(torch.zeros(3))])
     with pytest.raises(ValueError, match="lr"):
         RowAdagrad([torch.nn.Parameter(torch.zeros(3, 2))], lr=0)
+
+
+def test_row_adagrad_state_survives_a_checkpoint():
+    """``state_dict`` / ``load_state_dict`` (what checkpoints store): a restored
+    optimizer takes the same next step as the original."""
+    torch.manual_seed(0)
+    a = torch.nn.Embedding(4, 3, sparse=True)
+    b = torch.nn.Embedding(4, 3, sparse=True)
+    opt_a = RowAdagrad(a.parameters(), lr=0.3)
+    a(torch.tensor([1, 2])).pow(2).sum().backward()
+    opt_a.step()
+    buf = io.BytesIO()  # through bytes, as a checkpoint file (no tensor shared with the original)
+    torch.save({"model": a.state_dict(), "opt": opt_a.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    b.load_state_dict(saved["model"])
+    opt_b = RowAdagrad(b.parameters(), lr=0.3)
+    opt_b.load_state_dict(saved["opt"])
+    for emb, opt in ((a, opt_a), (b, opt_b)):
+        opt.zero_grad()
+        emb(torch.tensor([2, 3])).pow(2).sum().backward()
+        opt.step()
+    torch.testing.assert_close(a.weight, b.weight)
+    torch.testing.assert_close(opt_a.state[a.weight]["sum"], opt_b.state[b.weight]["sum"])

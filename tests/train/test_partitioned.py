@@ -79,6 +79,13 @@ def test_partitioned_run_exports_like_any_run_and_is_deterministic(split, tmp_pa
     assert main(["-q", "export", "--run", str(tmp_path / "a"), "--out", str(tmp_path / "emb"), "--retrieval",
                  "user:saves:pin"]) == 0
     assert (tmp_path / "emb" / "nodes" / "pin.parquet").is_file()
+    # --resume of the finished run with another optimizer: refused (its tables hold the other's state)
+    other = tmp_path / "other.yaml"
+    other.write_text("dim: 16\nepochs: 2\nbatch_size: 256\noptimizer: row_adagrad\n")
+    before = (tmp_path / "a" / "run.json").read_bytes()
+    assert main(["-q", "train", "twhin", "--config", str(other), "--graph", str(split.train.path), "--out",
+                 str(tmp_path / "a"), "--no-ray", "--partitions", "2", "--resume"]) == 2
+    assert (tmp_path / "a" / "run.json").read_bytes() == before
 
 
 def test_what_partitioned_training_does_not_do_is_refused(split, tmp_path):
