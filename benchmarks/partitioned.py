@@ -406,7 +406,7 @@ def graphrec_config(args, lr: float, path: Path) -> None:
         "validation": {"source": "none"}, "holdout_fraction": 0.0,
         "partitions": args.partitions, "partition_min_nodes": args.min_nodes, "seed": args.seed,
         "partition_buckets": args.buckets,
-        "partition_batches": args.batches,
+        "batches": args.batches,
         "threads": args.threads,
         "ray": {"workers": args.workers, "cpus_per_worker": args.threads},
     }
@@ -503,7 +503,7 @@ def parse_args(argv=None):
     ap.add_argument("--optimizer", choices=["row_adagrad", "adagrad"], default="row_adagrad",
                     help="graphrec's node-table optimizer (row_adagrad: PBG's own, one accumulator per row)")
     ap.add_argument("--batches", choices=["relation", "types"], default="relation",
-                    help="graphrec's partition_batches (types: PBG's batches, every relation between two types)")
+                    help="graphrec's batches (types: PBG's batches, every relation between two types)")
     ap.add_argument("--buckets", choices=["blocks", "pairs"], default="blocks",
                     help="graphrec's partition_buckets (blocks: PBG's own scheme, the like-for-like comparison)")
     ap.add_argument("--min-nodes", type=int, default=0, help="node types with fewer nodes stay whole (both)")

@@ -164,11 +164,11 @@ class TwHINConfig(StrictConfig):
                             "in memory)")
     partition_min_nodes: int = Field(0, ge=0, description="node types with fewer nodes (or fewer than P) stay whole "
                                      "and are shared by every bucket (0: partition every type)")
-    partition_batches: Literal["relation", "types"] = Field(
-        "relation", description="partitioned training's batches: relation — each batch holds positives of one "
-        "relation (as with P=1); types — of every relation between the same two node types, each positive scored "
-        "with its own relation vector against the batch's shared candidates (PyTorch-BigGraph's batches: fewer, "
-        "fuller steps when a bucket's edges spread over many relations)")
+    batches: Literal["relation", "types"] = Field(
+        "relation", description="what a batch of positives holds: relation — positives of one relation; types — of "
+        "every relation between the same two node types, each positive scored with its own relation vector against "
+        "the batch's shared candidates (PyTorch-BigGraph's batches: fewer, fuller steps on graphs of many relations; "
+        "relation weights still set each relation's positives per epoch)")
     partition_buckets: Literal["blocks", "pairs"] = Field(
         "blocks", description="partitioned training's buckets. blocks: PyTorch-BigGraph's (i, j) — partition i of the "
         "source types and j of the destination types, each edge once per epoch, a side's candidates from its own "

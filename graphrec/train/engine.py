@@ -260,6 +260,7 @@ class Trainer:
             stats.seconds += time.perf_counter() - t0
             metrics = {"epoch": epoch, "loss": stats.loss_sum / max(stats.steps, 1), "steps": stats.steps,
                        **(epoch_metrics(epoch) if epoch_metrics else {}),
+                       self.items_name: stats.items * ctx.world,
                        f"{self.items_name}_per_s": stats.items * ctx.world / max(stats.seconds, 1e-9),
                        "seconds": stats.seconds, "loader_wait_fraction": stats.wait_seconds / max(stats.seconds, 1e-9),
                        "workers": ctx.world}

@@ -52,7 +52,7 @@ positive with ``1/P`` of its type (Kinships P=4, test MRR: blocks 0.82, pairs 0.
 0.88; benchmarks/RESULTS.md). Either way a worker needs no partition another worker
 holds; candidates are drawn uniformly (every row when the held rows number at most
 ``negatives.exhaustive_max_nodes``), plus in-batch ones, ``round(w_r · E)`` positives of
-each block in batches of one relation or, with ``partition_batches: types``, of every
+each block in batches of one relation or, with ``batches: types``, of every
 relation between the same two node types (PBG's batches; each positive scored with its
 own relation vector). Each bucket's negatives come from a generator seeded by ``(seed,
 epoch, i, j)``, so with one worker a run is deterministic and a resumed one bitwise equal
@@ -471,7 +471,7 @@ class BucketTrainer:
         """This bucket's positives and its local relations ``[(src local type, name, dst
         local type)]``: ``round(share · w · E)`` of each block's edges (:meth:`_blocks`;
         rows of the bucket's local tables) in batches ``(relation, heads, tails,
-        relations or None)`` — of one relation, or with ``partition_batches: types`` of
+        relations or None)`` — of one relation, or with ``batches: types`` of
         every relation between the same local types (``relations``: ``[B]`` each
         positive's) — shuffled (seeded by ``(seed, epoch, i, j)``)."""
         cfg = self.cfg
@@ -499,7 +499,7 @@ class BucketTrainer:
                 dsts.append(np.asarray(dst, np.int64)[sel] + off_d)
             local_ets.append((ls, name, ld))  # one local relation: pairs hold one local type per type
             if srcs:
-                key = (ls, ld) if cfg.partition_batches == "types" else (r,)
+                key = (ls, ld) if cfg.batches == "types" else (r,)
                 groups.setdefault(key, []).append((r, np.concatenate(srcs), np.concatenate(dsts)))
         for members in groups.values():
             src = np.concatenate([m[1] for m in members])

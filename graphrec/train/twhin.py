@@ -4,8 +4,11 @@ relations' batch schedule, the model, its loss and optimizers and the validation
 composes them with :class:`~graphrec.train.engine.Trainer`, which does setup, resume,
 checkpoints, early stopping and reporting the same way for every model.
 
+Batches hold positives of one relation or, with ``batches: types``, of every relation
+between two node types (:class:`~graphrec.sampling.RelationBatchSchedule`).
+
 Distribution: every worker trains on its shard of each relation's edges with the same
-step schedule (:class:`~graphrec.sampling.RelationBatchSchedule`); gradients are
+step schedule; gradients are
 all-reduced by ``DistributedDataParallel`` over gloo, which supports the sparse
 gradient of the node table (only the rows a step touched travel). See
 ``benchmarks/RESULTS.md`` for the measured scaling.
@@ -333,7 +336,7 @@ def train_loop_per_worker(config: dict) -> dict:
     source, split = resolve_validation_source(cfg, store)
     holdout = cfg.holdout_fraction if source in ("holdout", "none") else 0.0
     schedule = RelationBatchSchedule(relations, [w for _, w in selected], cfg.batch_size, seed=cfg.seed,
-                                     rank=rank, world_size=world, holdout_fraction=holdout)
+                                     rank=rank, world_size=world, holdout_fraction=holdout, group_by=cfg.batches)
     validation = build_validation(cfg, store, edge_types, source, split, schedule) if source != "none" else None
     sampled_check = validation is None and holdout > 0
     positives = sum(int(round(w * (rel.num_edges - schedule.holdout_ids[i].shape[0])))
@@ -351,11 +354,12 @@ def train_loop_per_worker(config: dict) -> dict:
     n_neg, n_all = cfg.negatives.uniform, cfg.negatives.exhaustive_max_nodes
 
     def step(batch) -> tuple[float, int]:
-        rel, heads, tails = batch
+        rel, heads, tails, relations = batch
         src, _, dst = edge_types[rel]
         neg_t = typed_negatives(model.num_nodes[dst], n_neg, gen, n_all)
         neg_h = typed_negatives(model.num_nodes[src], n_neg, gen, n_all)
-        return train_step(loss_module, optimizers, rel, heads, tails, neg_t, neg_h), int(heads.shape[0])
+        return (train_step(loss_module, optimizers, rel, heads, tails, neg_t, neg_h, relations),
+                int(heads.shape[0]))
 
     def validate(epoch: int) -> dict | None:
         if validation is not None:

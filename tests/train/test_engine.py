@@ -98,13 +98,13 @@ def test_every_rank_runs_the_same_steps_whatever_the_relation_sizes(world):
     for holdout in (0.0, 0.5):
         schedules = [RelationBatchSchedule(rels, [1.0, 1.0, 1.0, 0.3], 64, seed=1, rank=r, world_size=world,
                                            holdout_fraction=holdout) for r in range(world)]
-        runs = [[(rel, h.shape[0]) for rel, h, _ in s.epoch(3)] for s in schedules]
+        runs = [[(rel, h.shape[0]) for rel, h, *_ in s.epoch(3)] for s in schedules]
         assert len({len(r) for r in runs}) == 1 and len(runs[0]) == schedules[0].steps_per_epoch
         assert len({tuple(rel for rel, _ in r) for r in runs}) == 1  # the same relation at every step
         assert all(n > 0 for r in runs for _, n in r)
         assert schedules[0].steps_per_relation[0] == 1  # the 1-edge relation trains on every rank
         for sch in schedules:  # a weight-0 edge is never drawn, whatever the rank's shard holds
-            for rel, heads, _ in sch.epoch(1):
+            for rel, heads, *_ in sch.epoch(1):
                 if rel == 3:
                     assert not (heads == 4).any()
 

@@ -226,7 +226,7 @@ def test_pairs_train_within_partition_blocks_in_every_pair(split, tmp_path, min_
 
 
 def test_types_batches_mix_the_relations_between_two_types(kg_split, tmp_path):
-    """``partition_batches: types``: the three relations of a one-type graph share batches
+    """``batches: types``: the three relations of a one-type graph share batches
     (each positive scored with its own relation): the same positives per epoch as one
     relation per batch, in fewer steps, and a model as good on the split's test triples."""
     kg = dict(score="complex", dim=16, batch_size=200, lr=0.5, epochs=12, partitions=2, partition_buckets="pairs",
@@ -234,7 +234,7 @@ def test_types_batches_mix_the_relations_between_two_types(kg_split, tmp_path):
     split = load_split(kg_split / "split")
     out = {}
     for mode in ("relation", "types"):
-        info = fit(TwHINConfig(**kg, partition_batches=mode), split.train.path, tmp_path / mode, use_ray=False)
+        info = fit(TwHINConfig(**kg, batches=mode), split.train.path, tmp_path / mode, use_ray=False)
         rows = [json.loads(line) for line in (tmp_path / mode / "buckets.jsonl").read_text().splitlines()]
         out[mode] = (sum(r["positives"] for r in rows), info["summary"]["history"][0]["steps"],
                      link_prediction_on_split(open_run(tmp_path / mode).model, split)["mrr"])
