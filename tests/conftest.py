@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import logging
 import os
+import socket
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -118,3 +121,53 @@ def kg_split(tmp_path_factory):
     graph = build_graph(triples_schema(d / "kg.txt"), d / "graph", progress=False)
     random_split(graph, fractions=(0.8, 0.1, 0.1), seed=0, out=d / "split")
     return d
+
+
+# ---------------------------------------------------------------- S3 on loopback
+
+KEY, SECRET, REGION, BUCKET = "graphrec-test-key", "graphrec-test-secret", "us-east-1", "graphrec-runs"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1 (a free port) for the session, with one bucket;
+    yields its ``host:port``; stopped (and checked stopped) at the end."""
+    server_mod = pytest.importorskip("moto.server", exc_type=ImportError,
+                                     reason="moto[server] is not installed (pip install -e '.[dev]')")
+    with pytest.MonkeyPatch.context() as mp:
+        # pyarrow gets explicit credentials and region; never look for real ones or probe EC2
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+            mp.delenv(var, raising=False)
+        werkzeug = logging.getLogger("werkzeug")
+        level = werkzeug.level
+        werkzeug.setLevel(logging.ERROR)  # no line per request
+        server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            endpoint = f"{host}:{port}"
+            fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key=KEY, secret_key=SECRET,
+                                   region=REGION, allow_bucket_creation=True)
+            fs.create_dir(BUCKET)
+            yield endpoint
+        finally:
+            server.stop()
+            werkzeug.setLevel(level)
+        assert not server._thread.is_alive()
+        with pytest.raises(OSError):
+            socket.create_connection((host, port), timeout=1).close()
+
+
+def s3_uri(endpoint: str, prefix: str, credentials: bool = True) -> str:
+    """An ``s3://`` URI of ``prefix`` in the test bucket on the moto server at ``endpoint``
+    (credentials in the URI, or left to the environment: :func:`s3_credentials_env`)."""
+    if not credentials:
+        return f"s3://{BUCKET}/{prefix}?endpoint_override={endpoint}&scheme=http&region={REGION}"
+    return f"s3://{KEY}:{SECRET}@{BUCKET}/{prefix}?endpoint_override={endpoint}&scheme=http&region={REGION}"
+
+
+def s3_credentials_env(monkeypatch) -> None:
+    """The test server's credentials where AWS clients look for them (the environment)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)

@@ -178,6 +178,12 @@ class TwHINConfig(StrictConfig):
         "2 (P-1)/P of the positives per epoch). pairs pay off under 1-N scoring of small types (negatives."
         "exhaustive_max_nodes), where blocks contrast a positive with 1/P of its type; with sampled negatives they "
         "only cost more")
+    partition_storage: str | None = Field(
+        None, description="where a partitioned run keeps its node tables and their versioned checkpoints: a "
+        "directory or a pyarrow.fs URI every worker can reach (s3://bucket/prefix?endpoint_override=host:port, "
+        "gs://..., hdfs://...), for a cluster without a shared filesystem; None: RUN_DIR/partitions. run.json "
+        "records it to reopen the tables, so credentials come from the environment (AWS_ACCESS_KEY_ID, ...), "
+        "never the URI")
     holdout_fraction: float = Field(0.0, ge=0, lt=1, description="fraction of each relation's edges held out of "
                                     "training for validation (validation.source holdout/auto, or the sampled check)")
     patience: int = Field(3, ge=1, description="evaluations without improvement before training stops")
@@ -188,6 +194,16 @@ class TwHINConfig(StrictConfig):
     checkpoints: CheckpointConfig = Field(CheckpointConfig(), description="when checkpoints are written and how "
                                           "many are kept")
     ray: RayConfig = Field(RayConfig(), description="Ray Train settings")
+
+    @field_validator("partition_storage")
+    @classmethod
+    def _no_credentials(cls, v):
+        from graphrec.run.storage import redact
+
+        if v is not None and redact(v) != v:
+            raise ValueError(f"{redact(v)}: put credentials in the environment (AWS_ACCESS_KEY_ID, "
+                             "AWS_SECRET_ACCESS_KEY, ...), not in the URI: run.json records it")
+        return v
 
     @field_validator("dim", "batch_size", mode="before")
     @classmethod

@@ -147,7 +147,7 @@ def _tables_record(run_dir: Path, tables: PartitionTables) -> tuple[dict, str]:
     storage = tables.ckpt.storage
     raw = storage.get_bytes(VERSION_FILE)
     head = Manifest.from_dict(json.loads(raw), storage.url(VERSION_FILE))
-    path = storage.uri
+    path = storage.uri if storage.is_local else storage.location
     if storage.is_local:
         root, base = Path(storage.root).resolve(), run_dir.resolve()
         if root == base or base in root.parents:

@@ -212,7 +212,7 @@ class RunStorage:
             try:
                 fs, root = pafs.FileSystem.from_uri(spec)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as err:
-                raise StorageError(_redact(f"{spec}: not a filesystem URI pyarrow can open ({err})")) from None
+                raise StorageError(redact(f"{spec}: not a filesystem URI pyarrow can open ({err})")) from None
         else:
             fs, root = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(spec))
         self.fs: pafs.FileSystem = fs
@@ -220,6 +220,9 @@ class RunStorage:
         self.is_local: bool = isinstance(fs, pafs.LocalFileSystem)
         self._kind: str = fs.type_name
         self.uri: str = self.root if self.is_local else f"{self._kind}://{self.root}"
+        #: the path or URI as given, options (e.g. ``endpoint_override``) included: what
+        #: reopens this storage
+        self.location: str = spec
 
     def __repr__(self) -> str:
         return f"RunStorage({self.uri!r})"
@@ -435,7 +438,7 @@ class RunStorage:
             raise StorageError(f"{self.url(rel)}: cannot delete ({err})") from None
 
 
-def _redact(uri: str) -> str:
+def redact(uri: str) -> str:
     """``uri`` (or a message quoting it) without credentials: ``s3://KEY:SECRET@bucket``
     -> ``s3://***@bucket``, ``?secret_key=...`` -> ``?secret_key=***``."""
     uri = re.sub(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/@\s]*@", r"\1***@", uri)
@@ -722,6 +725,21 @@ class PartitionCheckpoints:
         except StorageError as err:
             log.warning("checkpoint garbage collection failed (retried after the next commit): %s", err)
         return new
+
+    def delete_all(self) -> int:
+        """Delete every version of this checkpoint (the commit file first, so that an
+        interrupted delete leaves no commit naming a missing file); returns the count of
+        files deleted. Files under the prefix that are not the checkpoint's stay."""
+        n = 0
+        if self.storage.exists(self._rel(VERSION_FILE)):
+            self.storage.delete(self._rel(VERSION_FILE))
+            n += 1
+        for sub in (VERSIONS_DIR, FILES_DIR):
+            for rel in self.storage.list(self._rel(sub)):
+                self.storage.delete(rel)
+                n += 1
+        self._paths_cache.clear()
+        return n
 
     def discard_uncommitted(self) -> list[str]:
         """Delete array files that no kept manifest references (writes a crash left

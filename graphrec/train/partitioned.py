@@ -577,6 +577,12 @@ def _crash_errors():
                                             "OwnerDiedError", "LocalRayletDiedError") if hasattr(rex, n))
 
 
+def tables_location(cfg: TwHINConfig, run_dir: str | Path) -> str:
+    """Where ``cfg``'s partitioned run in ``run_dir`` keeps its tables: ``partition_storage``
+    (a directory or pyarrow.fs URI) or ``RUN_DIR/partitions``."""
+    return cfg.partition_storage or str(Path(run_dir) / PARTITION_TABLES_DIR)
+
+
 def train_partitioned(cfg: TwHINConfig, store: GraphStore, selected, run_dir: Path, use_ray: bool = False,
                       progress: bool = False) -> tuple[PartitionTables, dict]:
     """Train ``cfg`` with ``cfg.partitions`` partitions on ``cfg.ray.workers`` Ray workers
@@ -591,7 +597,7 @@ def train_partitioned(cfg: TwHINConfig, store: GraphStore, selected, run_dir: Pa
     log.info("partitions: %s; edge buckets in %.1fs (%s)", ", ".join(f"{t} {part.parts(t)}" for t in part.node_types),
              time.perf_counter() - t0, buckets.dir)
     grid = max([part.parts(t) for et in edge_types for t in (et[0], et[2])] + [1])
-    root = str(Path(run_dir) / PARTITION_TABLES_DIR)
+    root = tables_location(cfg, run_dir)
     tables = PartitionTables(root, part, int(cfg.dim))
     tables.ckpt.discard_uncommitted()  # writes of a killed job that never got committed
     template = twhin_model(cfg, {t: 1 for t in part.node_types}, edge_types, sparse=True)
@@ -755,7 +761,7 @@ def run_partitioned(cfg: TwHINConfig, graph: str | Path, run_dir: str | Path, us
                     progress: bool = False) -> dict:
     """Train and finish a partitioned run in ``run_dir`` (``run.json`` last); returns the summary.
 
-    The node tables stay in ``RUN_DIR/partitions`` at their committed head (never
+    The node tables stay in ``RUN_DIR/partitions`` (or ``partition_storage``) at their committed head (never
     assembled: they need not fit in memory); ``model.pt`` holds only the relation vectors
     (``{"rel_emb.weight": [R, d_r]}``) and run.json records the partitioning and pins the
     tables' commit (:func:`graphrec.run.directory.write_run`)."""
@@ -777,4 +783,4 @@ def run_partitioned(cfg: TwHINConfig, graph: str | Path, run_dir: str | Path, us
 
 
 __all__ = ["BucketCoordinator", "BucketTrainer", "SharedParameters", "bucket_worker_loop", "train_partitioned",
-           "run_partitioned", "check_partitioned", "assemble", "PARTITION_TABLES_DIR"]
+           "run_partitioned", "check_partitioned", "assemble", "tables_location", "PARTITION_TABLES_DIR"]

@@ -118,9 +118,12 @@ def fit(cfg, graph: str | Path, out: str | Path, use_ray: bool = True, resume: b
                                 "(choose an empty or new run directory)")
         if (out / MODEL_FILE).exists() and not (overwrite or resume):
             raise GraphrecError(f"{out} holds a finished run ({MODEL_FILE}); pass --overwrite to replace it or --resume")
-        tables = (out / PARTITION_TABLES_DIR / "checkpoint_version.json").is_file()  # a partitioned run's state
+        tables = partitioned and _partition_tables(cfg, out) is not None  # a partitioned run's state
         has_ckpt = bool(CheckpointDir(out / CHECKPOINTS_DIR).tags()) or (tables and not (out / RUN_FILE).exists())
         if has_ckpt and not (overwrite or resume):
+            if tables and getattr(cfg, "partition_storage", None):
+                raise GraphrecError(f"partition_storage {cfg.partition_storage} holds a partitioned run's tables; "
+                                    "pass --resume to continue that run or --overwrite to replace them")
             raise GraphrecError(f"{out} holds checkpoints of an unfinished run; pass --resume to continue it "
                                 "or --overwrite to start over")
         identity = run_identity(cfg, store)
@@ -130,6 +133,8 @@ def fit(cfg, graph: str | Path, out: str | Path, use_ray: bool = True, resume: b
             shutil.rmtree(out / CHECKPOINTS_DIR, ignore_errors=True)
             shutil.rmtree(out / RAY_DIR, ignore_errors=True)
             shutil.rmtree(out / PARTITION_TABLES_DIR, ignore_errors=True)
+            if tables and cfg.partition_storage:  # tables kept elsewhere (overwrite: refused above otherwise)
+                _partition_tables(cfg, out).delete_all()
         out.mkdir(parents=True, exist_ok=True)
         mark_graphrec_dir(out, f"run:{cfg.model}")
         (out / CHECKPOINTS_DIR).mkdir(exist_ok=True)
@@ -145,6 +150,25 @@ def fit(cfg, graph: str | Path, out: str | Path, use_ray: bool = True, resume: b
         else:
             loop(loop_config)
         return json.loads((out / RUN_FILE).read_text())
+
+
+def _partition_tables(cfg, out: Path):
+    """The versioned tables a partitioned run in ``out`` keeps (``RUN_DIR/partitions`` or
+    ``partition_storage``) when they hold a committed state, else ``None``; refuses a
+    ``partition_storage`` location with files graphrec did not write."""
+    from graphrec.run.storage import VERSION_FILE, PartitionCheckpoints, RunStorage, StorageError
+    from graphrec.train.partitioned import tables_location
+
+    try:
+        storage = RunStorage(tables_location(cfg, out))
+        if storage.exists(VERSION_FILE):
+            return PartitionCheckpoints(storage, prefix="")
+        if cfg.partition_storage and storage.list():
+            raise GraphrecError(f"partition_storage {storage.location}: holds files graphrec did not write; "
+                                "refusing to keep tables there (choose an empty or new location)")
+    except StorageError as err:
+        raise GraphrecError(f"partition_storage: {err}") from None
+    return None
 
 
 def summarize(info: dict) -> str:

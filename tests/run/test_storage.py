@@ -5,9 +5,7 @@ collection."""
 
 from __future__ import annotations
 
-import logging
 import pickle
-import socket
 import uuid
 
 import numpy as np
@@ -16,42 +14,7 @@ import pytest
 
 from graphrec.run.storage import VERSION_FILE, PartitionCheckpoints, RunStorage, StaleWrite, StorageError
 
-KEY, SECRET, REGION, BUCKET = "graphrec-test-key", "graphrec-test-secret", "us-east-1", "graphrec-runs"
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    """A moto S3 server on 127.0.0.1 (a free port) for this module, with one bucket;
-    yields its ``host:port``; stopped (and checked stopped) at the end."""
-    server_mod = pytest.importorskip("moto.server", exc_type=ImportError,
-                                     reason="moto[server] is not installed (pip install -e '.[dev]')")
-    with pytest.MonkeyPatch.context() as mp:
-        # pyarrow gets explicit credentials and region; never look for real ones or probe EC2
-        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-            mp.delenv(var, raising=False)
-        werkzeug = logging.getLogger("werkzeug")
-        level = werkzeug.level
-        werkzeug.setLevel(logging.ERROR)  # no line per request
-        server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        try:
-            host, port = server.get_host_and_port()
-            endpoint = f"{host}:{port}"
-            fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key=KEY, secret_key=SECRET,
-                                   region=REGION, allow_bucket_creation=True)
-            fs.create_dir(BUCKET)
-            yield endpoint
-        finally:
-            server.stop()
-            werkzeug.setLevel(level)
-        assert not server._thread.is_alive()
-        with pytest.raises(OSError):
-            socket.create_connection((host, port), timeout=1).close()
-
-
-def s3_uri(endpoint: str, prefix: str) -> str:
-    return f"s3://{KEY}:{SECRET}@{BUCKET}/{prefix}?endpoint_override={endpoint}&scheme=http&region={REGION}"
+from tests.conftest import BUCKET, KEY, REGION, SECRET, s3_uri  # the s3_server fixture lives there too
 
 
 @pytest.fixture(params=["local", "file_uri", "s3"])

@@ -256,3 +256,54 @@ def test_row_adagrad_keeps_one_accumulator_per_row(split, tmp_path):
     assert sums and all(len(head.files[n].shape) == 1 for n in sums)
     assert all(head.files[n.replace("/sum", "/emb")].shape[0] == head.files[n].shape[0] for n in sums)
     assert link_prediction_on_split(open_run(tmp_path / "row").model, split)["mrr"] > 0.09
+
+
+def test_tables_on_an_s3_server_train_export_and_refuse_what_they_must(split, tmp_path, s3_server, monkeypatch, capsys):
+    """``partition_storage: s3://...`` against a real S3-compatible server on loopback (moto):
+    the tables live there and nowhere in the run directory, run.json records the URI (no
+    credentials: those come from the environment), and the run exports exactly like the
+    same run with local tables. A location holding another run's tables or foreign files
+    is refused, and so are credentials in the URI."""
+    import uuid
+
+    from graphrec.run.storage import RunStorage
+    from tests.conftest import s3_credentials_env, s3_uri
+
+    s3_credentials_env(monkeypatch)
+    uri = s3_uri(s3_server, f"tables-{uuid.uuid4().hex[:8]}", credentials=False)
+    base = "dim: 16\nepochs: 2\nbatch_size: 256\npartitions: 2\n"
+    (tmp_path / "local.yaml").write_text(base)
+    (tmp_path / "s3.yaml").write_text(base + f"partition_storage: '{uri}'\n")
+
+    def train(config, out, *extra):
+        return main(["-q", "train", "twhin", "--config", str(tmp_path / config), "--graph", str(split.train.path),
+                     "--out", str(tmp_path / out), "--no-ray", *extra])
+
+    assert train("s3.yaml", "s3") == 0 and train("local.yaml", "local") == 0
+    info = json.loads((tmp_path / "s3" / "run.json").read_text())
+    assert info["partition_tables"]["path"] == uri and not (tmp_path / "s3" / "partitions").exists()
+    assert any(p.endswith(".npy") for p in RunStorage(uri).list("files"))
+    a, b = open_run(tmp_path / "s3").model, open_run(tmp_path / "local").model
+    assert torch.equal(a.node_emb.weight, b.node_emb.weight)  # same seed, same model, wherever the tables live
+    for run in ("s3", "local"):
+        assert main(["-q", "export", "--run", str(tmp_path / run), "--out", str(tmp_path / f"emb-{run}")]) == 0
+    assert ((tmp_path / "emb-s3" / "nodes" / "pin.parquet").read_bytes()
+            == (tmp_path / "emb-local" / "nodes" / "pin.parquet").read_bytes())
+    capsys.readouterr()
+    # another run directory into the same location: refused, the first run's tables untouched
+    assert train("s3.yaml", "other") == 2
+    assert "holds a partitioned run's tables" in capsys.readouterr().err
+    assert torch.equal(open_run(tmp_path / "s3").model.node_emb.weight, a.node_emb.weight)
+    # foreign files at the location: refused, left alone
+    foreign = s3_uri(s3_server, f"foreign-{uuid.uuid4().hex[:8]}", credentials=False)
+    RunStorage(foreign).put_bytes("notes.txt", b"not graphrec's")
+    (tmp_path / "foreign.yaml").write_text(base + f"partition_storage: '{foreign}'\n")
+    assert train("foreign.yaml", "f") == 2
+    assert "graphrec did not write" in capsys.readouterr().err
+    assert RunStorage(foreign).list() == ["notes.txt"]
+    # credentials in the URI: refused before anything is written
+    (tmp_path / "creds.yaml").write_text(base + f"partition_storage: '{s3_uri(s3_server, 'x')}'\n")
+    assert train("creds.yaml", "c") == 2
+    err = capsys.readouterr().err
+    assert "credentials in the environment" in err and "graphrec-test-secret" not in err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "f").exists() and not (tmp_path / "other").exists()
