@@ -2,7 +2,10 @@
 simulated in one process on the full Kinships table, to explain the partitioned quality
 gap (benchmarks/RESULTS.md, "Quality parity").
 
-    PYTHONPATH=. python benchmarks/partition_schemes_sim.py SCHEME P SEED EPOCHS SPLIT_DIR
+    PYTHONPATH=. python benchmarks/partition_schemes_sim.py SCHEME P SEED EPOCHS SPLIT_DIR [CHUNKS]
+
+CHUNKS (default 1): PyTorch-BigGraph's ``num_edge_chunks`` — each epoch makes CHUNKS
+rounds over the buckets, training 1/CHUNKS of each bucket's batches per round.
 
 SPLIT_DIR: a `graphrec split` of Kinships (benchmarks/partitioned_quality.py prepares one
 under WORK/kinships/split). SCHEME:
@@ -14,7 +17,16 @@ under WORK/kinships/split). SCHEME:
 * ``pairs1``: the same, but each within-partition edge in one random pair;
 * ``pairsfrozen``: pairs plus every other partition as frozen candidates (no gradient);
 * ``pairsdelayed``: pairs plus the other partitions from a bucket-start snapshot, their
-  gradients replayed as Adagrad steps at the bucket's end.
+  gradients replayed as Adagrad steps at the bucket's end;
+* ``pairsz``: pair buckets, each (positive, side, candidate partition) once per epoch: a
+  positive's own term in the pair holding both its ends (within-partition edges in one
+  random pair), against the held partitions plus the *stale* log-normaliser of the
+  others; in every other pair holding its query node, a negative-only term
+  ``exp(LSE_o - stale LSE)`` over the other held partition ``o`` — the full softmax's
+  gradient with normalisers at most an epoch old (per (node, relation, partition));
+* ``pairsfull`` / ``pairs1full``: the order and edges of ``pairs`` / ``pairs1`` but every
+  entity a (live) candidate: what the bucket order and the repeated within-partition
+  blocks cost on their own.
 
 Prints the best-on-valid epoch's valid and test filtered MRR (evaluated every 2 epochs).
 """
@@ -30,6 +42,7 @@ from graphrec.train.twhin import TwHINLoss, select_relations, resolve_auto, trai
 from graphrec.train.evaluate import link_prediction_on_split
 scheme, P, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 epochs = int(sys.argv[4])
+CHUNKS = int(sys.argv[6]) if len(sys.argv) > 6 else 1  # optional: edge chunks per epoch
 torch.set_num_threads(1)
 split = load_split(Path(sys.argv[5]))
 store = split.train
@@ -58,6 +71,62 @@ def full_softmax_step(et, h, t, E):
 
 rng = np.random.default_rng(seed)
 part = rng.permutation(N) % P  # partition of each node
+R = len(ets)
+part_t = torch.from_numpy(part).long()
+members = [torch.from_numpy(np.flatnonzero(part == c)).long() for c in range(P)]
+# stale log-normalisers per (query node, relation, candidate partition): tail side (query h), head side (query t)
+LSE = {"t": torch.log(torch.tensor([len(m) for m in members], dtype=torch.float32)).repeat(N, R, 1),
+       "h": torch.log(torch.tensor([len(m) for m in members], dtype=torch.float32)).repeat(N, R, 1)}
+
+
+def side_scores(side, hv, rv, tv, cand_rows):
+    E = model.node_emb(cand_rows)
+    return model.score_fn.tails(hv, rv, E) if side == "t" else model.score_fn.heads(E, rv, tv)
+
+
+def z_step(kind, r, h, t):
+    """One pairsz batch (relation r): "pos" — the positives' own terms against both held
+    partitions (fresh) and the others (stale); "negt"/"negh" — negative-only terms of the
+    tail / head side over the other held partition."""
+    hv, tv, rv = model.node_emb(h), model.node_emb(t), model.relation_embedding(ets[r])
+    loss = 0.0
+    if kind == "pos":
+        for side, q in (("t", h), ("h", t)):  # every positive here has both ends in the bucket's pair
+            fresh = []
+            parts_here = sorted(cur_pair)
+            for c in parts_here:
+                fresh.append(torch.logsumexp(side_scores(side, hv, rv, tv, members[c]), 1))
+            stale = LSE[side][q, r][:, [c for c in range(P) if c not in parts_here]]
+            total = torch.logsumexp(torch.cat([torch.stack(fresh, 1), stale], 1), 1)
+            s_pos = model.score_fn.pair(hv, rv, tv)
+            loss = loss + (total - s_pos).mean() / 2
+            with torch.no_grad():
+                for k, c in enumerate(parts_here):
+                    LSE[side][q, r, c] = fresh[k].detach()
+        loss = loss + cfg.regularization * model.n3(hv, rv, tv)
+    else:
+        side, q = ("t", h) if kind == "negt" else ("h", t)
+        qp = part_t[q]
+        a, b = sorted(cur_pair)
+        other = torch.where(qp == a, torch.tensor(b), torch.tensor(a))
+        terms = []
+        for c in (a, b):
+            m = other == c
+            if not m.any():
+                continue
+            f = torch.logsumexp(side_scores(side, hv[m], rv, tv[m], members[c]), 1)
+            total = torch.logsumexp(LSE[side][q[m], r], 1).detach()
+            terms.append(torch.exp(f - total))
+            with torch.no_grad():
+                LSE[side][q[m], r, c] = f.detach()
+        loss = torch.cat(terms).sum() / h.shape[0] / 2
+    for o in opts:
+        o.zero_grad(set_to_none=True)
+    loss.backward()
+    for o in opts:
+        o.step()
+
+
 edges = []
 for r, et in enumerate(ets):
     rel = store.relation(et); s, d = rel.coo()
@@ -72,6 +141,8 @@ def batches_of(r, s, d, cand):
     return out
 best = (-1, None)
 for ep in range(epochs):
+    # pairsz: each within-partition edge's positive pair {its partition, partner}
+    partner = [(part[s] + 1 + rng.integers(0, P - 1, size=len(s))) % P for s, _ in edges]
     work = []  # list of bucket batch lists
     if scheme == "p1":
         for r, (s, d) in enumerate(edges):
@@ -87,7 +158,7 @@ for ep in range(epochs):
                     b += batches_of(r, s[m], d[m], (np.flatnonzero(part == i), np.flatnonzero(part == j)))
                 rng.shuffle(b); blocks.append(b)
         rng.shuffle(blocks); work = blocks
-    elif scheme == "pairs1":
+    elif scheme in ("pairs1", "pairs1full"):
         blocks = []
         pairs = list(itertools.combinations(range(P), 2))
         for a, b_ in pairs:
@@ -101,7 +172,7 @@ for ep in range(epochs):
                 bl += batches_of(r, s[m], d[m], (held, held))
             rng.shuffle(bl); blocks.append(bl)
         rng.shuffle(blocks); work = blocks
-    elif scheme in ("pairs", "pairsfrozen", "pairsdelayed"):
+    elif scheme in ("pairs", "pairsfrozen", "pairsdelayed", "pairsfull"):
         blocks = []
         for a, b_ in itertools.combinations(range(P), 2):
             held = np.flatnonzero((part == a) | (part == b_))
@@ -112,13 +183,45 @@ for ep in range(epochs):
                 bl += batches_of(r, s[m], d[m], (held, held))
             rng.shuffle(bl); blocks.append(bl)
         rng.shuffle(blocks); work = blocks
+    elif scheme == "pairsz":
+        work = []
+        pairs = list(itertools.combinations(range(P), 2))
+        for a, b_ in pairs:
+            bl = []
+            for r, (s, d) in enumerate(edges):
+                ps, pd = part[s], part[d]
+                pos = ((ps == a) & (pd == b_)) | ((ps == b_) & (pd == a)) | ((ps == pd) & (
+                    ((ps == a) & (partner[r] == b_)) | ((ps == b_) & (partner[r] == a))))
+                posp = np.where(ps == pd, np.minimum(ps, partner[r]), np.minimum(ps, pd)), \
+                    np.where(ps == pd, np.maximum(ps, partner[r]), np.maximum(ps, pd))
+                here = (posp[0] == a) & (posp[1] == b_)
+                assert (here == pos).all()
+                bl += [("pos",) + x[:3] for x in batches_of(r, s[pos], d[pos], None)]
+                for side, q in (("negt", ps), ("negh", pd)):  # query node's partition held, positive elsewhere
+                    m = ((q == a) | (q == b_)) & ~here
+                    bl += [(side,) + x[:3] for x in batches_of(r, s[m], d[m], None)]
+            rng.shuffle(bl); work.append(((a, b_), bl))
+        rng.shuffle(work)
+        work = [[("z", pair, x) for x in bl] for pair, bl in work]
+    if CHUNKS > 1 and scheme != "p1":  # PBG's num_edge_chunks: C rounds over the buckets, 1/C of each
+        rounds = []
+        for k in range(CHUNKS):
+            rnd = [bl[k::CHUNKS] for bl in work]
+            rng.shuffle(rnd)
+            rounds += rnd
+        work = rounds
     for bl in work:
         if scheme == "pairsdelayed" and bl:
             snap = model.node_emb.weight.detach().clone()
             pending = []
+        if scheme == "pairsz":
+            for _, pair, (kind, r, h, t) in bl:
+                cur_pair = pair
+                z_step(kind, r, torch.from_numpy(h).long(), torch.from_numpy(t).long())
+            continue
         for r, h, t, cand in bl:
             h, t = torch.from_numpy(h).long(), torch.from_numpy(t).long()
-            if cand is None:
+            if cand is None or scheme.endswith("full"):
                 nt = nh = torch.arange(N)
             else:
                 nh, nt = torch.from_numpy(cand[0]).long(), torch.from_numpy(cand[1]).long()
