@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
+from graphrec.graph.dgl_compat import dgl_available, import_dgl
 from graphrec.graph.store import EdgeType, GraphStore
 
-DGL_HINT = (
-    "DGL is optional: the newest DGL on PyPI (2.1.0) loads only with torch 2.0-2.2.1. "
-    "Install a compatible torch and `pip install graphrec[dgl]` to use to_dgl()."
-)
+log = logging.getLogger(__name__)
+
+#: multi-categorical / text features up to this many cells (N x vocabulary) become dense
+#: bags in DGL (whose node data are dense tensors); larger ones are left out, with a warning
+DGL_MAX_BAG_CELLS = 50_000_000
 
 
 def _feature_tensor(feat, num_nodes: int) -> torch.Tensor:
@@ -106,32 +110,42 @@ def to_networkx(
     return g
 
 
-def dgl_available() -> tuple[bool, str]:
-    """``(True, "")`` when DGL imports, else ``(False, reason)``."""
-    try:
-        import dgl  # noqa: F401
-    except Exception as err:  # noqa: BLE001 - DGL fails with OSError/ImportError/others
-        return False, f"{type(err).__name__}: {err}. {DGL_HINT}"
-    return True, ""
+def to_dgl(store: GraphStore, features: bool = True):
+    """A ``dgl.DGLHeteroGraph`` of the store (DGL through
+    :func:`graphrec.graph.dgl_compat.import_dgl`; ``ImportError`` naming the fix when
+    DGL is absent).
 
-
-def to_dgl(store: GraphStore):
-    """A ``dgl.DGLHeteroGraph`` built from the stored CSR (``('csr', (indptr, indices,
-    eids))`` per relation); raises ``ImportError`` with the reason when DGL cannot load."""
-    ok, reason = dgl_available()
-    if not ok:
-        raise ImportError(reason)
-    import dgl
-
+    Every relation (reverse views included) is built from its stored CSR
+    (``('csr', (indptr, indices, eids))``: edge ``k`` of the graph is edge ``k`` of the
+    store), so ``g.edges[et].data`` holds each edge attribute in store order. Node types
+    get ``num_nodes`` and, with ``features``, ``g.nodes[t].data[name]``: numeric float32
+    ``[N]`` / ``[N, d]``, categorical int64 codes ``[N]`` (0 = unknown), multi-categorical
+    and text as dense token counts ``[N, V]`` float32 (left out, with a warning, above
+    :data:`DGL_MAX_BAG_CELLS` cells).
+    """
+    dgl = import_dgl()
     graph_data = {}
     for rel in store.relations():
-        indptr = torch.from_numpy(np.asarray(rel.indptr))
-        indices = torch.from_numpy(np.asarray(rel.indices))
-        eids = torch.arange(rel.num_edges, dtype=torch.int64)
-        graph_data[rel.edge_type] = ("csr", (indptr, indices, eids))
-    num_nodes = {t: store.num_nodes(t) for t in store.node_types}
-    g = dgl.heterograph(graph_data, num_nodes_dict=num_nodes)
+        indptr = torch.from_numpy(np.asarray(rel.indptr, dtype=np.int64))
+        indices = torch.from_numpy(np.asarray(rel.indices, dtype=np.int64))
+        graph_data[rel.edge_type] = ("csr", (indptr, indices, torch.arange(rel.num_edges, dtype=torch.int64)))
+    g = dgl.heterograph(graph_data, num_nodes_dict={t: store.num_nodes(t) for t in store.node_types})
     for rel in store.relations():
         for a in rel.attr_names:
-            g.edges[rel.edge_type].data[a] = torch.from_numpy(np.asarray(rel.edge_attr(a)))
+            g.edges[rel.edge_type].data[a] = torch.from_numpy(np.array(rel.edge_attr(a)))
+    if features:
+        for t in store.node_types:
+            n = store.num_nodes(t)
+            for name in store.feature_names(t):
+                feat = store.feature(t, name)
+                if feat.kind in ("numeric", "categorical"):
+                    g.nodes[t].data[name] = _feature_tensor(feat, n).clone()  # DGL may write in place
+                elif n * feat.num_categories <= DGL_MAX_BAG_CELLS:
+                    g.nodes[t].data[name] = _feature_tensor(feat, n).to_dense()
+                else:
+                    log.warning("to_dgl: %s.%s left out (%d x %d token counts would be dense in DGL)", t, name, n,
+                                feat.num_categories)
     return g
+
+
+__all__ = ["to_pyg", "to_networkx", "to_dgl", "dgl_available", "DGL_MAX_BAG_CELLS"]

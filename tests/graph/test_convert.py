@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from graphrec.graph import build_graph, parse_schema
-from graphrec.graph.convert import dgl_available
+from graphrec.graph.dgl_compat import dgl_available
 
 
 @pytest.fixture
@@ -61,13 +61,82 @@ def test_to_networkx_attributes_and_subsets(tiny_store):
     assert with_rev.number_of_edges() == 20
 
 
-def test_to_dgl(tiny_store):
+@pytest.fixture
+def dgl():
+    """DGL through graphrec's compat import (the README's setup installs the ``dgl`` extra,
+    so these tests run in CI); skipped only where DGL is not installed."""
     ok, reason = dgl_available()
     if not ok:
-        with pytest.raises(ImportError, match="DGL"):
-            tiny_store.to_dgl()
-        pytest.skip(f"DGL not importable here: {reason}")
+        assert "pip install 'graphrec[dgl]'" in reason
+        pytest.skip(reason)
+    from graphrec.graph.dgl_compat import import_dgl
+
+    return import_dgl()
+
+
+def test_to_dgl_counts_edges_and_features_equal_the_store(tiny_store, dgl):
     g = tiny_store.to_dgl()
+    assert isinstance(g, dgl.DGLGraph)
+    assert set(g.ntypes) == set(tiny_store.node_types)
+    assert set(g.canonical_etypes) == set(tiny_store.edge_types)  # reverse views included
+    for t in tiny_store.node_types:
+        assert g.num_nodes(t) == tiny_store.num_nodes(t)
     for et in tiny_store.edge_types:
-        assert g.num_edges(et) == tiny_store.num_edges(et)
-    assert g.num_nodes("user") == 4
+        rel = tiny_store.relation(et)
+        src, dst = g.edges(etype=et, order="eid")
+        s, d = rel.coo()
+        np.testing.assert_array_equal(src.numpy(), s)  # edge k of DGL is edge k of the store
+        np.testing.assert_array_equal(dst.numpy(), d)
+        for a in rel.attr_names:
+            np.testing.assert_array_equal(g.edges[et].data[a].numpy(), rel.edge_attr(a))
+    pyg = tiny_store.to_pyg()
+    for t in tiny_store.node_types:
+        names = tiny_store.feature_names(t)
+        assert set(g.nodes[t].data.keys()) == set(names)
+        for name in names:
+            want = pyg[t][name]
+            want = want.to_dense() if want.layout == torch.sparse_csr else want
+            torch.testing.assert_close(g.nodes[t].data[name], want, rtol=0, atol=0, equal_nan=True)
+    assert g.nodes["item"].data["genres"][0].tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert not tiny_store.to_dgl(features=False).nodes["item"].data
+
+
+def test_dgl_samplers_run_on_the_converted_graph(tiny_store, dgl):
+    """DGL's own samplers on graphrec's graph: a metapath random walk (item -> user ->
+    item) and PinSAGE's importance neighbourhoods."""
+    g = tiny_store.to_dgl()
+    fwd = ("user", "rated", "item")
+    back = next(et for et in tiny_store.edge_types if et[0] == "item" and et[2] == "user")
+    items = torch.arange(g.num_nodes("item"))
+    traces, types_ = dgl.sampling.random_walk(g, items, metapath=[back[1], fwd[1]] * 2)
+    assert traces.shape == (items.shape[0], 5)
+    edges_back = set(zip(*(x.tolist() for x in g.edges(etype=back))))
+    edges_fwd = set(zip(*(x.tolist() for x in g.edges(etype=fwd))))
+    for row in traces.tolist():  # every step follows an edge of its relation (-1: the walk stopped)
+        for k in range(4):
+            a, b = row[k], row[k + 1]
+            if b == -1:
+                break
+            assert (a, b) in (edges_back if k % 2 == 0 else edges_fwd)
+    sampler = dgl.sampling.PinSAGESampler(g, "item", "user", num_traversals=2, termination_prob=0.5,
+                                         num_random_walks=10, num_neighbors=2)
+    block = sampler(items)
+    assert block.num_nodes() == g.num_nodes("item") and "weights" in block.edata
+
+
+def test_to_dgl_without_dgl_names_the_fix(tiny_store, monkeypatch):
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+
+    def no_dgl(name, *args, **kwargs):
+        if name == "dgl" or name.startswith("dgl."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    for mod in [m for m in sys.modules if m == "dgl" or m.startswith("dgl.")]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setattr(builtins, "__import__", no_dgl)
+    with pytest.raises(ImportError, match=r"DGL is not installed: pip install 'graphrec\[dgl\]'"):
+        tiny_store.to_dgl()
