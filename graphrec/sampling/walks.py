@@ -32,6 +32,15 @@ from graphrec.graph.store import EdgeType, GraphStore, parse_edge_type
 class _Hop:
     indptr: np.ndarray  # int64 [N_src + 1]
     indices: np.ndarray  # int32/int64 [E]
+    degree: np.ndarray  # int32 [N_src] (one gather per hop instead of two)
+    has_dead_ends: bool  # some source node has no edge
+    exact_offsets: bool  # every degree < 2**24: float32 uniform * degree never rounds up to degree
+
+    @classmethod
+    def of(cls, indptr: np.ndarray, indices: np.ndarray) -> _Hop:
+        degree = np.diff(indptr).astype(np.int32)
+        top = int(degree.max()) if degree.size else 0
+        return cls(indptr, indices, degree, bool(degree.size and degree.min() == 0), top < (1 << 24))
 
 
 def _as_edge_type(rel) -> EdgeType:
@@ -96,7 +105,7 @@ class RandomWalkSampler:
             for et in path:
                 if et not in self._hops:
                     rel = store.relation(et)
-                    self._hops[et] = _Hop(np.asarray(rel.indptr, dtype=np.int64), np.asarray(rel.indices))
+                    self._hops[et] = _Hop.of(np.asarray(rel.indptr, dtype=np.int64), np.asarray(rel.indices))
 
     def __repr__(self) -> str:
         paths = ", ".join(f"{_fmt(p)}×{w:.2f}" for p, w in zip(self.paths, self.weights))
@@ -145,25 +154,25 @@ class RandomWalkSampler:
 
     def _follow(self, path: list[EdgeType], cur: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One round: hop along every relation of ``path``; ``-1`` marks dead walkers."""
-        alive = None
+        alive = None  # None: every walker alive so far
         for et in path:
             hop = self._hops[et]
-            if alive is not None:
-                cur = np.where(alive, cur, 0)
-            first = hop.indptr[cur]
-            deg = hop.indptr[cur + 1] - first
-            off = (rng.random(cur.shape[0], dtype=np.float32) * deg).astype(np.int64)
-            # float32 rounding can give off == deg for huge degrees: clamp
-            np.minimum(off, np.maximum(deg - 1, 0), out=off)
-            ok = deg > 0
             if hop.indices.shape[0] == 0:
                 return np.full(cur.shape[0], -1, dtype=np.int64)
-            # a node without edges may sit at the end of the CSR (first == E): clamp, it is dead anyway
-            pos = np.minimum(first + off, hop.indices.shape[0] - 1)
-            nxt = hop.indices[pos].astype(np.int64, copy=False)
-            alive = ok if alive is None else (alive & ok)
-            cur = nxt
-        return np.where(alive, cur, -1)
+            if alive is not None:
+                cur = np.where(alive, cur, 0)
+            deg = hop.degree[cur]
+            off = (rng.random(cur.shape[0], dtype=np.float32) * deg).astype(np.int64)
+            if not hop.exact_offsets:  # float32 rounding can give off == deg for huge degrees: clamp
+                np.minimum(off, np.maximum(deg - 1, 0), out=off)
+            off += hop.indptr[cur]
+            if hop.has_dead_ends:
+                ok = deg > 0
+                alive = ok if alive is None else (alive & ok)
+                # a node without edges may sit at the end of the CSR (first == E): clamp, it is dead anyway
+                np.minimum(off, hop.indices.shape[0] - 1, out=off)
+            cur = hop.indices[off].astype(np.int64, copy=False)
+        return cur if alive is None else np.where(alive, cur, -1)
 
 
 def _fmt(path: Sequence[EdgeType]) -> str:
