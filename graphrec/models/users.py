@@ -42,11 +42,13 @@ def recency_weighted_mean(item_vectors: Tensor, indptr: np.ndarray, indices: np.
     indptr = np.asarray(indptr, dtype=np.int64)
     indices = np.asarray(indices, dtype=np.int64)
     n_users, e = indptr.shape[0] - 1, indices.shape[0]
-    user = np.repeat(np.arange(n_users), np.diff(indptr))
     age = row_ages(indptr, timestamps)
     w = np.ones(e) if half_life is None else np.power(0.5, age / half_life)
-    w_t = torch.from_numpy(w.astype(np.float32))
-    out = torch.zeros(n_users, item_vectors.shape[1], dtype=item_vectors.dtype)
-    out.index_add_(0, torch.from_numpy(user), item_vectors[torch.from_numpy(indices)] * w_t[:, None])
-    norm = torch.zeros(n_users).index_add_(0, torch.from_numpy(user), w_t)
+    # one sparse [U, N] x dense [N, d] product: memory O(E + U d), never an [E, d] gather
+    weights = torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(indices),
+                                      torch.from_numpy(w.astype(np.float32)).to(item_vectors.dtype),
+                                      size=(n_users, item_vectors.shape[0]))
+    out = weights @ item_vectors
+    norm = torch.from_numpy(np.add.reduceat(np.r_[w, 0.0], np.minimum(indptr[:-1], e))
+                            * (np.diff(indptr) > 0)).to(item_vectors.dtype)
     return out / norm.clamp_min(1e-12)[:, None]

@@ -132,16 +132,28 @@ def item_embeddings(model: PinSage, features: NodeFeatureTable | None, nbh: Impo
         model.train()
 
 
-def pair_hit_rate(emb: torch.Tensor, query: np.ndarray, pos: np.ndarray, k: int = 10) -> tuple[float, float]:
+def pair_hit_rate(emb: torch.Tensor, query: np.ndarray, pos: np.ndarray, k: int = 10, query_block: int = 256,
+                  candidate_block: int = 65_536) -> tuple[float, float]:
     """HitRate@k and MRR of ``pos`` among all items ranked by ``emb[query] · emb`` (the
-    query itself excluded)."""
+    query itself excluded): ``rank = 1 + #{i ∉ {query, pos}: emb[q]·emb[i] > emb[q]·emb[pos]}``,
+    counted over blocks of ``query_block × candidate_block`` scores, so memory stays at
+    one block whatever the catalogue size (no ``[Q, N]`` matrix)."""
     hits, rr, n = 0.0, 0.0, query.shape[0]
-    for lo in range(0, n, 2048):
-        q = torch.from_numpy(query[lo : lo + 2048])
-        p = torch.from_numpy(pos[lo : lo + 2048])
-        s = emb[q] @ emb.T
-        s[torch.arange(q.shape[0]), q] = float("-inf")
-        rank = 1 + (s > s[torch.arange(q.shape[0]), p][:, None]).sum(1)
+    num_items = emb.shape[0]
+    for lo in range(0, n, query_block):
+        q = torch.from_numpy(np.asarray(query[lo : lo + query_block], dtype=np.int64))
+        p = torch.from_numpy(np.asarray(pos[lo : lo + query_block], dtype=np.int64))
+        zq = emb[q]
+        target = (zq * emb[p]).sum(1, keepdim=True)  # [b, 1]
+        target[p == q] = float("-inf")  # (a pair of an item with itself: ranked last, as the query is excluded)
+        above = torch.zeros(q.shape[0], dtype=torch.int64)
+        for c in range(0, num_items, candidate_block):
+            s = zq @ emb[c : c + candidate_block].T  # [b, block]
+            for own in (q, p):  # neither the query nor the positive counts as ranked above the positive
+                inside = (own >= c) & (own < c + s.shape[1])
+                s[inside.nonzero().squeeze(1), own[inside] - c] = float("-inf")
+            above += (s > target).sum(1)
+        rank = 1 + above
         hits += float((rank <= k).sum())
         rr += float((1.0 / rank.double()).sum())
     return hits / max(n, 1), rr / max(n, 1)

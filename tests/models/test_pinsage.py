@@ -120,3 +120,24 @@ def test_learned_norm_scales_unit_outputs():
     assert "learned_norm" in repr(model)
     with pytest.raises(ValueError, match="needs normalize_output"):
         PinSage(30, spec, id_dim=4, normalize_output=False, learned_norm=True)
+
+
+def test_recency_weighted_mean_equals_the_gathered_sum_without_an_edges_by_dim_array():
+    """The sparse product gives the per-edge formula's result (duplicates, users without
+    items in the middle and at the end included)."""
+    from graphrec.graph.csr import row_ages
+
+    rng = np.random.default_rng(0)
+    deg = rng.integers(0, 6, 40)
+    deg[[3, 17, 39]] = 0
+    indptr = np.r_[0, np.cumsum(deg)]
+    indices = rng.integers(0, 25, indptr[-1])
+    ts = rng.integers(0, 1000, indptr[-1])
+    items = torch.randn(25, 7)
+    got = recency_weighted_mean(items, indptr, indices, ts, half_life=3.0)
+    user = np.repeat(np.arange(40), deg)
+    w = torch.from_numpy(np.power(0.5, row_ages(indptr, ts) / 3.0).astype(np.float32))
+    want = torch.zeros(40, 7).index_add_(0, torch.from_numpy(user), items[torch.from_numpy(indices)] * w[:, None])
+    want /= torch.zeros(40).index_add_(0, torch.from_numpy(user), w).clamp_min(1e-12)[:, None]
+    torch.testing.assert_close(got, want)
+    assert not got[[3, 17, 39]].any()

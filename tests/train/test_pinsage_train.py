@@ -190,3 +190,23 @@ def test_per_interaction_positives(small_pins_graph, tmp_path):
     assert s["train_pairs"] == n_inter - n_held  # one partner per training interaction and epoch
     assert 0.9 * n_held <= s["heldout_pairs"] <= n_held
     assert s["history"][-1]["loss"] < s["history"][0]["loss"]
+
+
+def test_pair_hit_rate_in_blocks_equals_the_full_score_matrix():
+    """Validation counts ranks block by block (no [Q, N] matrix) with the full matrix's
+    result, whatever the block sizes (the query excluded even across block edges)."""
+    import numpy as np
+    import torch
+
+    from graphrec.train.pinsage import pair_hit_rate
+
+    rng = np.random.default_rng(1)
+    emb = torch.randn(103, 8)
+    q, p = rng.integers(0, 103, 57), rng.integers(0, 103, 57)
+    s = emb[torch.from_numpy(q)] @ emb.T
+    s[torch.arange(57), torch.from_numpy(q)] = float("-inf")
+    rank = 1 + (s > s[torch.arange(57), torch.from_numpy(p)][:, None]).sum(1)
+    want = (float((rank <= 10).double().mean()), float((1.0 / rank.double()).mean()))
+    for qb, cb in ((256, 65_536), (5, 7), (1, 1), (57, 103)):
+        got = pair_hit_rate(emb, q, p, k=10, query_block=qb, candidate_block=cb)
+        assert got == pytest.approx(want, abs=1e-12), (qb, cb)
