@@ -43,11 +43,13 @@ POOLINGS = ("importance", "mean", "max")
 class PinSageInput(nn.Module):
     """``h⁰ = Linear([id_emb(v) ‖ cat_emb ‖ bag_emb ‖ numeric])`` (``[n, hidden]``)."""
 
-    def __init__(self, num_nodes: int, spec: FeatureSpec, id_dim: int, feature_dim: int, out_dim: int):
+    def __init__(self, num_nodes: int, spec: FeatureSpec, id_dim: int, feature_dim: int, out_dim: int,
+                 sparse_ids: bool = False):
         super().__init__()
         self.num_nodes, self.id_dim, self.feature_dim = num_nodes, id_dim, feature_dim
         self.spec = spec
-        self.id_emb = nn.Embedding(num_nodes, id_dim) if id_dim > 0 else None
+        # sparse_ids: the ID table's gradient holds only the rows a batch used (SparseAdam)
+        self.id_emb = nn.Embedding(num_nodes, id_dim, sparse=sparse_ids) if id_dim > 0 else None
         self.cat_emb = nn.ModuleList(nn.Embedding(max(n, 1), feature_dim) for n in spec.categorical.values())
         self.bag_emb = nn.ModuleList(nn.EmbeddingBag(max(n, 1), feature_dim, mode="mean") for n in spec.multi_categorical.values())
         n_num = 2 * len(spec.numeric)
@@ -152,7 +154,7 @@ class PinSage(nn.Module):
 
     def __init__(self, num_nodes: int, spec: FeatureSpec, dim: int = 128, hidden_dim: int = 128, num_layers: int = 2,
                  id_dim: int = 64, feature_dim: int = 16, pooling: str = "importance", normalize_output: bool = True,
-                 learned_norm: bool = False):
+                 learned_norm: bool = False, sparse_ids: bool = False):
         super().__init__()
         if num_layers < 0:
             raise ValueError("num_layers must be >= 0")
@@ -160,7 +162,7 @@ class PinSage(nn.Module):
         if learned_norm and not normalize_output:
             raise ValueError("learned_norm scales the normalised output: it needs normalize_output")
         self.pooling, self.normalize_output, self.learned_norm = pooling, normalize_output, learned_norm
-        self.input = PinSageInput(num_nodes, spec, id_dim, feature_dim, hidden_dim)
+        self.input = PinSageInput(num_nodes, spec, id_dim, feature_dim, hidden_dim, sparse_ids=sparse_ids)
         self.convs = nn.ModuleList(PinSageConv(hidden_dim, hidden_dim, hidden_dim, pooling) for _ in range(num_layers))
         self.G1 = nn.Linear(hidden_dim, hidden_dim)
         self.G2 = nn.Linear(hidden_dim, dim)

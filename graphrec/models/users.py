@@ -15,10 +15,10 @@ class UserTable(nn.Module):
     """A learned vector per user, ``[U, dim]``, optionally L2-normalised like the item
     outputs it is scored against (``v_u / ||v_u||``). Initialised ``N(0, 1/dim)``."""
 
-    def __init__(self, num_users: int, dim: int, normalize: bool = True):
+    def __init__(self, num_users: int, dim: int, normalize: bool = True, sparse: bool = False):
         super().__init__()
         self.num_users, self.dim, self.normalize = num_users, dim, normalize
-        self.emb = nn.Embedding(num_users, dim)
+        self.emb = nn.Embedding(num_users, dim, sparse=sparse)  # sparse: gradients of the batch's rows only
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -349,7 +349,8 @@ class PinSageConfig(StrictConfig):
     margin: float = Field(0.1, gt=0, description="margin Δ of the max-margin loss max(0, z_q·z_n − z_q·z_p + Δ)")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate (after warm-up)")
     warmup_steps: int = Field(100, ge=0, description="linear learning-rate warm-up")
-    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay (0: none)")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay of the dense parameters (0: none; the "
+                                "item-ID and user tables train with SparseAdam, without decay)")
     epochs: int = Field(10, ge=1, description="epochs to train (an upper bound: early stopping on the holdout)")
     batch_size: int = Field(512, ge=1, description="positive pairs per minibatch")
     loader_workers: int = Field(1, ge=0, description="DataLoader processes preparing minibatches (0: in the trainer)")

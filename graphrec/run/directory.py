@@ -83,12 +83,13 @@ def twhin_model(cfg: TwHINConfig, num_nodes: dict[str, int], edge_types, sparse:
                  init_scale=cfg.init_scale, sparse=sparse, max_norm=cfg.max_norm)
 
 
-def pinsage_model(cfg: PinSageConfig, num_items: int, spec: FeatureSpec) -> PinSage:
-    """The PinSage a config describes, initialised from ``cfg.seed``."""
+def pinsage_model(cfg: PinSageConfig, num_items: int, spec: FeatureSpec, sparse_ids: bool = False) -> PinSage:
+    """The PinSage a config describes, initialised from ``cfg.seed`` (``sparse_ids``: for
+    training, an ID table with sparse gradients)."""
     torch.manual_seed(cfg.seed)
     return PinSage(num_items, spec, dim=cfg.dim, hidden_dim=cfg.hidden_dim, num_layers=cfg.num_layers,
                    id_dim=cfg.id_dim, feature_dim=cfg.feature_dim, pooling=cfg.pooling,
-                   normalize_output=cfg.normalize_output, learned_norm=cfg.learned_norm)
+                   normalize_output=cfg.normalize_output, learned_norm=cfg.learned_norm, sparse_ids=sparse_ids)
 
 
 def pinsage_features(store: GraphStore, cfg: PinSageConfig) -> NodeFeatureTable | None:

@@ -9,7 +9,9 @@ whole minibatches (co-engagement pairs, shared uniform negatives, curriculum PPR
 negatives, the re-indexed K-layer neighbourhood subgraph and its features) in
 ``loader_workers`` background processes while this process trains on the current one
 (producer–consumer). Every training worker takes its own shard of the batches;
-``DistributedDataParallel`` (gloo) all-reduces the gradients. The learning rate warms up
+``DistributedDataParallel`` (gloo) all-reduces the gradients — of the item-ID and user
+tables only the rows the batch used (sparse gradients, SparseAdam; the rest Adam), so a
+step's cost and traffic do not grow with the catalogue. The learning rate warms up
 linearly over ``warmup_steps``. Early stopping watches item→item HitRate@10 of held-out
 co-engagement pairs, computed with layer-wise full-catalogue inference.
 
@@ -107,10 +109,12 @@ class PinSageLoss(nn.Module):
     same loss of (user vector, engaged item) pairs against the shared negatives when
     ``num_users`` is given (user vectors L2-normalised like the item outputs)."""
 
-    def __init__(self, model: PinSage, margin: float, num_users: int = 0, user_weight: float = 1.0):
+    def __init__(self, model: PinSage, margin: float, num_users: int = 0, user_weight: float = 1.0,
+                 sparse_users: bool = False):
         super().__init__()
         self.model, self.margin, self.user_weight = model, margin, user_weight
-        self.users = UserTable(num_users, model.dim, normalize=model.normalize_output) if num_users > 0 else None
+        self.users = (UserTable(num_users, model.dim, normalize=model.normalize_output, sparse=sparse_users)
+                      if num_users > 0 else None)
 
     def forward(self, batch: PinSageBatch):
         z = self.model(batch.nodes, batch.feats, batch.blocks)
@@ -159,6 +163,19 @@ def pair_hit_rate(emb: torch.Tensor, query: np.ndarray, pos: np.ndarray, k: int 
     return hits / max(n, 1), rr / max(n, 1)
 
 
+def make_optimizers(trainable: nn.Module, cfg: PinSageConfig) -> list[torch.optim.Optimizer]:
+    """Adam for the dense parameters (with ``weight_decay``) and SparseAdam for the tables
+    with sparse gradients (item IDs, learned users): a step updates and, on several
+    workers, all-reduces only the rows its batch used, never ``N × d``."""
+    sparse = [m.weight for m in trainable.modules() if isinstance(m, nn.Embedding) and m.sparse]
+    ids = {id(p) for p in sparse}
+    dense = [p for p in trainable.parameters() if id(p) not in ids]
+    opts: list[torch.optim.Optimizer] = [torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay)]
+    if sparse:
+        opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
+    return opts
+
+
 def check_config(cfg: PinSageConfig, store: GraphStore) -> None:
     """Refuse a config this graph cannot train (before a run directory or worker exists)."""
     for m in cfg.walks.metapaths:
@@ -198,17 +215,17 @@ def train_loop_per_worker(config: dict) -> dict:
         log.info("%d items, %d training pairs, %d held out; neighbourhoods in %.1fs; %s", n_items, n_train_pairs,
                  n_hold, t_walk, hard)
 
-    model = pinsage_model(cfg, n_items, spec)
+    model = pinsage_model(cfg, n_items, spec, sparse_ids=True)
     learned_users = cfg.user_vectors.kind == "learned"
     trainable = PinSageLoss(model, cfg.margin, num_users=rel.num_src if learned_users else 0,
-                            user_weight=cfg.user_vectors.loss_weight)
+                            user_weight=cfg.user_vectors.loss_weight, sparse_users=True)
     loss_module: nn.Module = trainable
     if world > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
-    opt = torch.optim.Adam(trainable.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opts = make_optimizers(trainable, cfg)
     warm = max(cfg.warmup_steps, 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
-    trainer = Trainer(ctx, {"model": trainable}, [opt], [sched], epochs=cfg.epochs, patience=cfg.patience,
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda step: min(1.0, (step + 1) / warm)) for o in opts]
+    trainer = Trainer(ctx, {"model": trainable}, opts, scheds, epochs=cfg.epochs, patience=cfg.patience,
                       monitor="valid_hr@10" if n_hold > 0 else None, seed=cfg.seed,
                       checkpoint_every_steps=cfg.checkpoints.every_steps, keep_checkpoints=cfg.checkpoints.keep,
                       items_name="pairs")
@@ -241,10 +258,12 @@ def train_loop_per_worker(config: dict) -> dict:
 
     def step(batch: PinSageBatch) -> tuple[float, int]:
         loss = loss_module(batch)
-        opt.zero_grad(set_to_none=True)
+        for o in opts:
+            o.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        sched.step()
+        for o, sc in zip(opts, scheds, strict=True):
+            o.step()
+            sc.step()
         return float(loss.detach()), cfg.batch_size
 
     def validate(epoch: int) -> dict | None:
@@ -255,7 +274,7 @@ def train_loop_per_worker(config: dict) -> dict:
 
     def epoch_metrics(epoch: int) -> dict:
         return {"hard_negatives": hard_negatives_for_epoch(cfg, epoch) if hard is not None else 0,
-                "lr": sched.get_last_lr()[0]}
+                "lr": scheds[0].get_last_lr()[0]}
 
     summary = trainer.fit(batches, step, lambda epoch: len(epoch_batches(epoch, 0)), validate, epoch_metrics)
     summary.update({"neighborhood_seconds": t_walk, "train_pairs": n_train_pairs, "heldout_pairs": n_hold})
