@@ -351,6 +351,8 @@ class PinSageConfig(StrictConfig):
     warmup_steps: int = Field(100, ge=0, description="linear learning-rate warm-up")
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay of the dense parameters (0: none; the "
                                 "item-ID and user tables train with SparseAdam, without decay)")
+    sparse_lr: float | None = Field(None, gt=0, description="SparseAdam learning rate of the item-ID and learned-user "
+                                    "tables, whose rows are updated only when a batch uses them (None: lr)")
     epochs: int = Field(10, ge=1, description="epochs to train (an upper bound: early stopping on the holdout)")
     batch_size: int = Field(512, ge=1, description="positive pairs per minibatch")
     loader_workers: int = Field(1, ge=0, description="DataLoader processes preparing minibatches (0: in the trainer)")

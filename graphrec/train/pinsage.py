@@ -172,7 +172,7 @@ def make_optimizers(trainable: nn.Module, cfg: PinSageConfig) -> list[torch.opti
     dense = [p for p in trainable.parameters() if id(p) not in ids]
     opts: list[torch.optim.Optimizer] = [torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay)]
     if sparse:
-        opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
+        opts.append(torch.optim.SparseAdam(sparse, lr=cfg.sparse_lr or cfg.lr))
     return opts
 
 
