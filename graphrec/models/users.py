@@ -45,10 +45,11 @@ def recency_weighted_mean(item_vectors: Tensor, indptr: np.ndarray, indices: np.
     age = row_ages(indptr, timestamps)
     w = np.ones(e) if half_life is None else np.power(0.5, age / half_life)
     # one sparse [U, N] x dense [N, d] product: memory O(E + U d), never an [E, d] gather
-    weights = torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(indices),
-                                      torch.from_numpy(w.astype(np.float32)).to(item_vectors.dtype),
-                                      size=(n_users, item_vectors.shape[0]))
-    out = weights @ item_vectors
+    rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(indptr))
+    weights = torch.sparse_coo_tensor(torch.from_numpy(np.stack([rows, indices])),
+                                      torch.from_numpy(w).to(item_vectors.dtype),
+                                      size=(n_users, item_vectors.shape[0]), is_coalesced=False, check_invariants=True)
+    out = torch.sparse.mm(weights, item_vectors)
     norm = torch.from_numpy(np.add.reduceat(np.r_[w, 0.0], np.minimum(indptr[:-1], e))
                             * (np.diff(indptr) > 0)).to(item_vectors.dtype)
     return out / norm.clamp_min(1e-12)[:, None]
