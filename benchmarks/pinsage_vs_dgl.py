@@ -73,6 +73,7 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 CHUNK = 4096
 
 
@@ -409,7 +410,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("GRAPHREC_DATA", str(ROOT.parent / "shared" / "datasets" / "ml-100k")))
     ap.add_argument("--saves", type=int, default=2_000_000, help="synthetic graph's saves (0: ML-100K only)")
-    ap.add_argument("--seeds", type=int, default=20_000, help="seed items of the synthetic graph (ML-100K: every item)")
+    ap.add_argument("--seeds", type=int, default=20_000, help="seed items per graph (ML-100K: every item, cycled)")
     ap.add_argument("--num-walks", type=int, default=100)
     ap.add_argument("--walk-length", type=int, default=2)
     ap.add_argument("--top-t", type=int, default=10)
@@ -428,8 +429,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from graphrec.datasets import PinterestConfig, generate_pinterest
-    from graphrec.graph import GraphStore, build_graph, load_schema
+    from graphrec.graph import build_graph, load_schema
 
     work = Path(args.work or tempfile.mkdtemp(prefix="pinsage-dgl-"))
     rows = []
@@ -441,20 +441,16 @@ def main() -> None:
     if (Path(args.data) / "ml-100k.inter").is_file():
         ml = build_graph(load_schema(ROOT / "graphs" / "movielens-100k.yaml"), work / "ml", data_dir=args.data,
                          progress=False, overwrite=True)
+        # every item, cycled to --seeds seeds: one pass over 1,682 items is ~10 ms, too short to time
         rows += compare("ML-100K", ml, "item", "user", ["item:rated_by:user", "user:rated:item"],
-                        np.arange(ml.num_nodes("item")), args)
+                        np.resize(np.arange(ml.num_nodes("item")), max(args.seeds, ml.num_nodes("item"))), args)
     else:
         print(f"ML-100K not found at {args.data}: skipped")
     if args.saves > 0:
+        from inference import graph as synthetic_pins  # benchmarks/inference.py: generated once per --work
+
         n = args.saves
-        graph = work / f"pins-{n}"
-        if not (graph / "manifest.json").is_file():
-            cfg = PinterestConfig(users=max(1000, n // 20), pins=max(2000, n // 10), boards=max(100, n // 200),
-                                  authors=max(50, n // 500), saves=n, clusters=100, seed=0)
-            generate_pinterest(cfg, work / f"data-{n}", overwrite=True, progress=False)
-            build_graph(load_schema(ROOT / "graphs" / "pinterest-synthetic.yaml"), graph, data_dir=work / f"data-{n}",
-                        progress=False)
-        store = GraphStore(graph)
+        store = synthetic_pins(work, n)
         seeds = np.sort(np.random.default_rng(0).choice(store.num_nodes("pin"), min(args.seeds, store.num_nodes("pin")),
                                                         replace=False))
         rows += compare(f"synthetic pins ({n:,} saves)", store, "pin", "user", ["pin:saved_by:user", "user:saves:pin"],

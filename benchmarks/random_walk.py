@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def reference_walk(hops: list[tuple[np.ndarray, np.ndarray]], paths: list[list[int]], weights: np.ndarray,
@@ -126,7 +127,6 @@ def main():
     ap.add_argument("--work", default=None, help="directory for the generated graph (default: a temp dir)")
     args = ap.parse_args()
 
-    from graphrec.datasets import PinterestConfig, generate_pinterest
     from graphrec.graph import build_graph, load_schema
 
     work = Path(args.work or tempfile.mkdtemp(prefix="walk-bench-"))
@@ -138,16 +138,10 @@ def main():
         seeds = np.resize(items, max(args.seeds // 10, items.shape[0]))
         rows.append(measure("ML-100K item-user-item", ml, [(["item:rated_by:user", "user:rated:item"], 1.0)], seeds,
                             args.num_walks, args.walk_length, args.top_t, args.ref_seeds))
-    n = args.saves
-    graph = work / f"pins-{n}"
-    if not (graph / "manifest.json").is_file():
-        cfg = PinterestConfig(users=max(1000, n // 20), pins=max(2000, n // 10), boards=max(100, n // 200),
-                              authors=max(50, n // 500), saves=n, clusters=100, seed=0)
-        generate_pinterest(cfg, work / f"data-{n}", overwrite=True, progress=False)
-    from graphrec.graph import GraphStore
+    from inference import graph as synthetic_pins  # benchmarks/inference.py: generated once per --work
 
-    store = GraphStore(graph) if (graph / "manifest.json").is_file() else build_graph(
-        load_schema(ROOT / "graphs" / "pinterest-synthetic.yaml"), graph, data_dir=work / f"data-{n}", progress=False)
+    n = args.saves
+    store = synthetic_pins(work, n)
     pins = store.num_nodes("pin")
     seeds = np.random.default_rng(0).choice(pins, size=min(args.seeds, pins), replace=False)
     rows.append(measure(f"synthetic pins ({n:,} saves)", store,
