@@ -91,12 +91,12 @@ def measure(name: str, store, metapaths, seeds: np.ndarray, num_walks: int, walk
     paths = []
     for p in sampler.paths:
         ids = []
-        for et in p:
-            if et not in hop_ids:
-                rel = store.relation(et)
-                hop_ids[et] = len(hops)
-                hops.append((np.asarray(rel.indptr), np.asarray(rel.indices)))
-            ids.append(hop_ids[et])
+        for st in p:
+            if st not in hop_ids:
+                indptr, indices, _, _ = st.csr(store)
+                hop_ids[st] = len(hops)
+                hops.append((indptr, indices))
+            ids.append(hop_ids[st])
         paths.append(ids)
     sub = seeds[:ref_seeds]
     t = time.process_time()

@@ -192,19 +192,40 @@ def _edge_type(text: str, option: str):
               help="Given split: a benchmark's valid triples (head, relation, tail TSV); GRAPH is its train graph.")
 @click.option("--test-triples", type=click.Path(dir_okay=False), default=None,
               help="Given split: the benchmark's test triples (with --valid-triples).")
+@click.option("--cold-items", type=float, default=None,
+              help="With --relation: the cold-start protocol. This fraction of the items, the newest by first "
+                   "interaction, leave the train graph entirely; their interactions are OUT/cold_test.parquet and "
+                   "OUT/cold_graph holds them without interactions (for `graphrec infer --graph`).")
+@click.option("--cold-valid-items", type=float, default=0.0, show_default=True,
+              help="With --cold-items: the fraction of items just older than the cold test items held out the same "
+                   "way as cold validation items (OUT/cold_valid.parquet), to choose settings on.")
 @click.option("--out", required=True, type=click.Path(), help="Split directory to create.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def split(graph_dir, relation, random_, fractions, min_interactions, seed, cut_side_relations, valid_triples,
-          test_triples, out, overwrite):
+          test_triples, cold_items, cold_valid_items, out, overwrite):
     """Train/valid/test split: per-user chronological (--relation), random (--random) or
     given by a benchmark's files (--valid-triples/--test-triples).
 
     Writes OUT/train (a graph store without the held-out edges) and OUT/valid.parquet,
     OUT/test.parquet (relation, src, dst internal ids, original ids, edge attributes).
     """
-    from graphrec.eval.split import chronological_split, given_split, random_split
+    from graphrec.eval.split import chronological_split, cold_item_split, given_split, random_split
     from graphrec.graph import GraphStore
 
+    if cold_items is not None:
+        if not relation or random_ or valid_triples or test_triples:
+            raise click.UsageError("--cold-items needs --relation (the interactions) and excludes --random and "
+                                   "--valid-triples/--test-triples")
+        res = cold_item_split(GraphStore(graph_dir), _edge_type(relation, "--relation"), cold_items, cold_valid_items,
+                              fractions=fractions or (0.8, 0.1, 0.1), min_interactions=min_interactions, out=out,
+                              overwrite=overwrite)
+        c = res.counts
+        click.echo(f"cold-item split {relation}: {c['cold_test_items']:,} cold test items ({c['cold_test']:,} "
+                   f"interactions), {c['cold_valid_items']:,} cold valid items ({c['cold_valid']:,}); warm items "
+                   f"{c['warm_items']:,}: train {c['train']:,}, valid {c['valid']:,}, test {c['test']:,} -> {out}")
+        return
+    if cold_valid_items:
+        raise click.UsageError("--cold-valid-items needs --cold-items")
     given = valid_triples is not None or test_triples is not None
     if given:
         if relation or random_:
@@ -333,8 +354,11 @@ def export(ctx, run_dir, out, retrieval, graph, inference, overwrite):
               help="Filtered link prediction [default: on for random and given splits].")
 @click.option("--repeats", is_flag=True,
               help="Also report user_to_item_with_repeats (repeat consumption: seen items not excluded).")
+@click.option("--inference", default=None, type=click.Path(),
+              help="Cold-item splits: the `graphrec infer --run RUN --graph SPLIT/cold_graph` directory whose vectors "
+                   "rank the cold items (cold_items protocol; content and random baselines are reported without it).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object of metrics on stdout.")
-def evaluate(run_dir, split_dir, part, ks, link_prediction, repeats, as_json):
+def evaluate(run_dir, split_dir, part, ks, link_prediction, repeats, inference, as_json):
     """The run's metrics next to the popularity baseline, on the same protocol.
 
     Chronological splits: user→item under the new-items protocol (each user's seen items
@@ -348,7 +372,13 @@ def evaluate(run_dir, split_dir, part, ks, link_prediction, repeats, as_json):
 
     if any(k < 1 for k in ks):
         raise GraphrecError(f"--k must be positive, got {list(ks)}")
-    out = evaluate_run(run_dir, load_split(split_dir), part, ks, link_prediction, repeats)
+    cold_vectors = None
+    if inference is not None:
+        from graphrec.infer.layerwise import read_inference
+        from graphrec.run.directory import open_run
+
+        cold_vectors = read_inference(inference, open_run(run_dir, expect="pinsage"))
+    out = evaluate_run(run_dir, load_split(split_dir), part, ks, link_prediction, repeats, cold_vectors=cold_vectors)
     if as_json:
         click.echo(_json.dumps(out, indent=1))
         return
@@ -382,18 +412,22 @@ def _print_evaluation(out: dict) -> None:
 
 @cli.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(), help="A finished PinSage run.")
-@click.option("--out", default=None, type=click.Path(), help="Inference directory [default: RUN/inference].")
+@click.option("--graph", default=None, type=click.Path(),
+              help="Embed every item and user of this newer graph (same schema; nodes matched to the run's by "
+                   "original id; items the run never saw embedded from their features and neighbourhoods).")
+@click.option("--out", default=None, type=click.Path(),
+              help="Inference directory [default: RUN/inference, with --graph RUN/inference-<graph checksum>].")
 @click.option("--shard-size", type=int, default=65536, show_default=True, help="Nodes per shard (bounds memory).")
 @click.option("--ray/--no-ray", "use_ray", default=False, show_default=True,
               help="Run shards as Ray tasks (local Ray unless --address).")
 @click.option("--address", default=None, help="Ray cluster address (e.g. auto under `ray job submit`).")
 @click.pass_context
-def infer(ctx, run_dir, out, shard_size, use_ray, address):
+def infer(ctx, run_dir, graph, out, shard_size, use_ray, address):
     """Layer-wise PinSage inference of every item, sharded and resumable."""
     from graphrec.infer.layerwise import infer_pinsage
 
     work = infer_pinsage(run_dir, out, shard_size=shard_size, use_ray=use_ray or bool(address), address=address,
-                         progress=ctx.obj["progress"])
+                         progress=ctx.obj["progress"], graph=graph)
     click.echo(f"item and user embeddings -> {work} (embeddings.npy, user_embeddings.npy); "
                f"`graphrec export --run {run_dir} --inference {work}` exports them")
 

@@ -15,7 +15,13 @@ protocol       targets                              excluded from the ranking   
 (default)      (repeats are not targets)
 ``with_repeats`` ``held(u)`` (repeats included)     nothing                      user
 ``item_to_item`` ``held(u) − seen(u)``              ``seen(u)`` (the query too)  ``u``'s last train item
+``cold_items`` ``u``'s pairs with cold items        every warm item (ranked:     user
+                                                    the cold items only)
 ============== ==================================== ============================ ==========
+
+``cold_items`` (a cold-item split, :func:`graphrec.eval.split.cold_item_split`) ranks
+in the ids of the split's ``cold_graph``: item position ``j`` of the task is the
+``j``-th cold item of the part (:func:`cold_ranking_task`).
 
 Users whose part holds no target under the protocol are skipped and counted
 (``users_skipped``); ``heldout_repeats`` is the fraction of the part's distinct
@@ -39,6 +45,8 @@ PROTOCOLS = {
                     "user had already interacted with",
     "item_to_item": "the query is the user's last train item; the user's seen items (the query among them) are "
                     "excluded; targets are the user's held-out items not seen before",
+    "cold_items": "cold start — candidates are only the cold items (removed from training entirely: no node, no "
+                  "interaction); targets are the user's interactions with them; users without one are skipped",
 }
 
 
@@ -98,6 +106,23 @@ def ranking_task(split: Split, part: str = "test", protocol: str = "new_items") 
               "heldout_pairs": int(held.shape[0]), "heldout_repeats": float(repeat.mean()) if held.size else 0.0,
               "targets": int(np.isin(tgt // n_items, users).sum())}
     return RankingTask(protocol, n_items, targets, exclude, users, queries, counts)
+
+
+def cold_ranking_task(split: Split, part: str = "test") -> tuple[RankingTask, np.ndarray]:
+    """``(task, items)``: the ``cold_items`` protocol on a cold-item split's ``part``;
+    ``items`` (int64 ``[C]``, cold-graph ids) are the candidates, task item ``j`` being
+    ``items[j]``; users are cold-graph user ids."""
+    items = split.cold_item_ids(part)
+    hs, hd = split.cold_heldout(part)
+    n_users = split.cold_graph().num_nodes(split.relation[0])
+    n = items.shape[0]
+    held = _pairs(hs, np.searchsorted(items, hd), n)
+    targets = _csr(held // n, held % n, n_users, n)
+    users = np.unique(held // n)
+    counts = {"users": int(users.shape[0]), "users_with_heldout": int(users.shape[0]), "users_skipped": 0,
+              "heldout_pairs": int(held.shape[0]), "heldout_repeats": 0.0, "targets": int(held.shape[0]),
+              "candidates": int(n)}
+    return RankingTask("cold_items", n, targets, None, users, None, counts), items
 
 
 def last_items(split: Split) -> np.ndarray:

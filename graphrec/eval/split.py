@@ -38,6 +38,8 @@ from graphrec.io import atomic_dir
 log = logging.getLogger(__name__)
 
 PARTS = ("train", "valid", "test")
+COLD_GRAPH = "cold_graph"  # cold-item splits: the newer graph holding the cold items
+COLD_ITEMS = "cold_items.parquet"  # cold-item splits: which items are cold, for which part
 
 
 def split_labels(indptr: np.ndarray, timestamps: np.ndarray, fractions, min_interactions: int) -> np.ndarray:
@@ -343,6 +345,36 @@ class Split:
             src, dst = np.concatenate([src, vs]), np.concatenate([dst, vd])
         return src, dst
 
+    @property
+    def has_cold_items(self) -> bool:
+        """A cold-item split (:func:`cold_item_split`)."""
+        return self.info.get("kind") == "cold_items"
+
+    def cold_graph(self) -> GraphStore:
+        """The newer graph holding the cold items (no interactions of theirs)."""
+        if not self.has_cold_items:
+            raise GraphrecError(f"{self.path}: not a cold-item split (make one with `graphrec split --cold-items F`)")
+        return GraphStore(self.path / COLD_GRAPH)
+
+    def cold_heldout(self, part: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(src, dst)`` int64 of the cold items' ``valid`` / ``test`` interactions, in
+        the ids of :meth:`cold_graph`."""
+        if part not in ("valid", "test"):
+            raise ValueError("part must be 'valid' or 'test'")
+        self.cold_graph()
+        t = pq.read_table(self.path / f"cold_{part}.parquet", columns=["src", "dst"])
+        return t.column("src").to_numpy().astype(np.int64), t.column("dst").to_numpy().astype(np.int64)
+
+    def cold_item_ids(self, part: str) -> np.ndarray:
+        """Cold-graph ids (int64, sorted) of the cold ``valid`` / ``test`` items: every
+        item removed from training for that part (the candidates of the cold protocol)."""
+        if part not in ("valid", "test"):
+            raise ValueError("part must be 'valid' or 'test'")
+        self.cold_graph()
+        t = pq.read_table(self.path / COLD_ITEMS, columns=["item", "part"])
+        return np.sort(t.column("item").to_numpy()[t.column("part").to_numpy(zero_copy_only=False) == part]
+                       ).astype(np.int64)
+
 
 def load_split(path: str | Path) -> Split:
     path = Path(path)
@@ -351,3 +383,129 @@ def load_split(path: str | Path) -> Split:
     info = json.loads((path / "split.json").read_text())
     rel = tuple(info["relation"]) if info.get("relation") else None
     return Split(path, GraphStore(path / "train"), rel, info)
+
+
+
+def cold_items(store: GraphStore, relation: EdgeType, fraction: float, valid_fraction: float = 0.0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(first_time [N_items], cold_test bool [N_items], cold_valid bool [N_items])``: the
+    newest ``fraction`` of the items with an interaction, by the time of their first
+    interaction of ``relation`` (ties: the higher internal id is newer), are the cold
+    test items; the ``valid_fraction`` just older than them the cold valid items.
+    Items without an interaction (``first_time`` = int64 max) are never cold."""
+    rel = store.relation(relation)
+    ts = np.asarray(rel.edge_attr("timestamp"), np.int64)
+    _, dst = rel.coo()
+    n_items = rel.num_dst
+    first = np.full(n_items, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, np.asarray(dst, np.int64), ts)
+    engaged = np.flatnonzero(first < np.iinfo(np.int64).max)
+    order = engaged[np.lexsort((engaged, first[engaged]))]  # oldest first
+    n_test = int(round(fraction * order.shape[0]))
+    n_valid = int(round(valid_fraction * order.shape[0]))
+    test, valid = np.zeros(n_items, bool), np.zeros(n_items, bool)
+    test[order[order.shape[0] - n_test:]] = True
+    valid[order[order.shape[0] - n_test - n_valid: order.shape[0] - n_test]] = True
+    return first, test, valid
+
+
+def cold_item_split(
+    store: GraphStore,
+    relation: EdgeType,
+    cold_fraction: float,
+    cold_valid_fraction: float = 0.0,
+    fractions=(0.8, 0.1, 0.1),
+    min_interactions: int = 3,
+    out: str | Path = "split",
+    overwrite: bool = False,
+) -> SplitResult:
+    """The cold-start protocol: items no model has seen.
+
+    The newest ``cold_fraction`` of the items (by first interaction; see
+    :func:`cold_items`), and the ``cold_valid_fraction`` before them, are removed from
+    the train graph **entirely** (nodes, features, every edge) and their interactions
+    become ``cold_test.parquet`` / ``cold_valid.parquet``. The other (warm) items'
+    interactions are split per user by time as :func:`chronological_split` does, into
+    ``train/``, ``valid.parquet`` and ``test.parquet`` (warm quality of the same run).
+
+    ``cold_graph/`` is the newer graph an inductive model embeds the cold items in: the
+    train graph plus the cold items with their features and every non-interaction edge
+    (e.g. knowledge-graph links), but none of their interactions. Its internal ids are
+    the source store's; ``cold_*.parquet`` use them (``train/`` renumbers items, so
+    ``valid``/``test.parquet`` use ``train/``'s ids; original ids are in both)."""
+    from graphrec.graph.subgraph import drop_nodes, renumbering
+
+    fractions = _check_fractions(fractions)
+    relation = parse_edge_type(relation) if isinstance(relation, str) else tuple(relation)
+    rel = store.relation(relation)
+    if rel.is_reverse:
+        raise GraphrecError(f"{format_edge_type(relation)} is a reverse view; split its base relation instead")
+    if "timestamp" not in rel.attr_names:
+        raise DataError(f"relation {format_edge_type(relation)} has no timestamp column; a cold-item split needs one "
+                        "(schema: timestamp: COLUMN)")
+    for name, f in (("--cold-items", cold_fraction), ("--cold-valid-items", cold_valid_fraction)):
+        if not (math.isfinite(f) and 0 <= f < 1):
+            raise GraphrecError(f"{name} must be a fraction in [0, 1), got {f}")
+    if cold_fraction + cold_valid_fraction >= 1 or cold_fraction <= 0:
+        raise GraphrecError(f"--cold-items must be positive and leave warm items (cold {cold_fraction} + "
+                            f"cold valid {cold_valid_fraction} < 1)")
+    item_type = relation[2]
+    _, cold_test, cold_valid = cold_items(store, relation, cold_fraction, cold_valid_fraction)
+    cold = cold_test | cold_valid
+    src, dst = rel.coo()
+    dst = np.asarray(dst, np.int64)
+    ts = np.asarray(rel.edge_attr("timestamp"), np.int64)
+    warm_edge = ~cold[dst]
+    # per-user chronological labels of the warm interactions (src is CSR-grouped, so is its warm subset)
+    warm_indptr = np.zeros(rel.num_src + 1, dtype=np.int64)
+    np.cumsum(np.bincount(src[warm_edge], minlength=rel.num_src), out=warm_indptr[1:])
+    labels = np.full(src.shape[0], 3, dtype=np.int8)
+    labels[warm_edge] = split_labels(warm_indptr, ts[warm_edge], fractions, min_interactions)
+
+    arrays = dict(store.arrays())
+    entries = {r["key"]: dict(r) for r in store.manifest["relations"]}
+    n_train = _keep_edges(arrays, entries, rel, labels == 0)
+    attrs = {a: np.asarray(rel.edge_attr(a)) for a in rel.attr_names}
+    meta = store.meta()
+    meta["relations"] = [entries[r["key"]] for r in store.manifest["relations"]]
+    new_item = renumbering(~cold)
+    tables = {}
+    for part, sel in (("valid", labels == 1), ("test", labels == 2), ("cold_valid", ~warm_edge & cold_valid[dst]),
+                      ("cold_test", ~warm_edge & cold_test[dst])):
+        t = _heldout_table(store, relation, src[sel], dst[sel], {a: v[sel] for a, v in attrs.items()})
+        if not part.startswith("cold"):  # warm held-out pairs: ids of train/, which renumbers the items
+            t = t.set_column(t.schema.get_field_index("dst"), "dst", pa.array(new_item[dst[sel]]))
+        tables[part] = t
+    held_users = np.bincount(src[(labels == 1) | (labels == 2)], minlength=rel.num_src) > 0
+    counts = {"train": n_train, "valid": tables["valid"].num_rows, "test": tables["test"].num_rows,
+              "cold_valid": tables["cold_valid"].num_rows, "cold_test": tables["cold_test"].num_rows,
+              "cold_test_items": int(cold_test.sum()), "cold_valid_items": int(cold_valid.sum()),
+              "warm_items": int((~cold).sum()), "users_split": int(held_users.sum())}
+    info = {"kind": "cold_items", "relation": list(relation), "fractions": list(fractions),
+            "min_interactions": min_interactions, "cold_items": cold_fraction, "cold_valid_items": cold_valid_fraction,
+            "source_graph": str(store.path), "source_checksum": store.checksum, "counts": counts}
+    out = Path(out)
+    stack = ExitStack()
+    try:
+        tmp = stack.enter_context(atomic_dir(out, overwrite=overwrite))
+    except OSError as err:
+        raise GraphrecError(f"{out}: cannot create the split directory: {err.strerror or err}") from None
+    with stack:
+        meta["split"] = {**info, "graph": COLD_GRAPH}
+        write_store(tmp / COLD_GRAPH, arrays, meta, store.json_files())
+        cold_graph = GraphStore(tmp / COLD_GRAPH)
+        t_arrays, t_meta, t_json = drop_nodes(cold_graph, item_type, ~cold)
+        t_meta["split"] = {**info, "graph": "train"}
+        write_store(tmp / "train", t_arrays, t_meta, t_json)
+        for part, t in tables.items():
+            pq.write_table(t, tmp / f"{part}.parquet")
+        first, _, _ = cold_items(store, relation, 0.0)
+        ci = np.flatnonzero(cold)
+        pq.write_table(pa.table({"item": ci, "item_id": pa.array(store.original_ids(item_type, ci)),
+                                 "part": pa.array(np.where(cold_test[ci], "test", "valid").astype(object), pa.string()),
+                                 "first_timestamp": first[ci]}), tmp / COLD_ITEMS)
+        info["train_checksum"] = GraphStore(tmp / "train").checksum
+        info["cold_graph_checksum"] = cold_graph.checksum
+        (tmp / "split.json").write_text(json.dumps(info, indent=1))
+    log.info("split cold_items: %s", counts)
+    return SplitResult(out, GraphStore(out / "train"), relation, counts)

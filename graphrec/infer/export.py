@@ -313,6 +313,11 @@ def export_pinsage(run_dir: str | Path, out: str | Path, retrieval: list[str] | 
     by dot product, so they are the node vectors themselves). ``inference``: a finished
     :func:`graphrec.infer.layerwise.infer_pinsage` directory to take the vectors from
     (default: those computed at the end of training)."""
+    if inference is not None and graph is not None:
+        from graphrec.infer.layerwise import inference_graph
+
+        if inference_graph(inference) is not None:
+            raise GraphrecError(f"--graph: {inference} embeds the graph `graphrec infer --graph` named; leave --graph out")
     run = open_run(run_dir, graph, expect="pinsage")
     info, cfg = run.info, run.config
     inter = parse_edge_type(cfg.interactions)
@@ -327,17 +332,15 @@ def export_pinsage(run_dir: str | Path, out: str | Path, retrieval: list[str] | 
                                     f"{cfg.interactions}")
     users, items = run.user_vectors, run.item_vectors
     source = "end of training (in-memory layer-wise pass)"
+    store = run.store
     if inference is not None:
-        from graphrec.infer.layerwise import OUTPUT, STATE_FILE, model_fingerprint
+        from graphrec.infer.layerwise import read_inference
 
-        inf = Path(inference)
-        state = json.loads((inf / STATE_FILE).read_text()) if (inf / STATE_FILE).is_file() else None
-        if state is None or not (inf / "user_embeddings.npy").is_file():
-            raise GraphrecError(f"--inference {inf}: not a finished `graphrec infer` directory")
-        if state["fingerprint"] != model_fingerprint(run.model):
-            raise GraphrecError(f"--inference {inf}: computed with another model than {run_dir}'s")
-        items, users = np.load(inf / OUTPUT, mmap_mode="r"), np.load(inf / "user_embeddings.npy", mmap_mode="r")
-        source = f"sharded layer-wise inference ({inf.resolve()})"
+        users, items, newer = read_inference(inference, run)
+        source = f"sharded layer-wise inference ({Path(inference).resolve()})"
+        if newer is not None:  # an inductive inference: the ids are that graph's
+            store = newer
+            source += f" of the graph {newer.path.resolve()}"
     nodes = {cfg.item_type: items, info["user_type"]: users}
     manifest = {"model": "pinsage", "score": "dot", "dim": int(items.shape[1]), "run": str(Path(run_dir).resolve()),
                 "item_vectors": source,
@@ -346,7 +349,7 @@ def export_pinsage(run_dir: str | Path, out: str | Path, retrieval: list[str] | 
                                  else "mean of the user's item vectors"),
                 "training": {k: v for k, v in info["summary"].items() if k != "history"},
                 "final_epoch": info["summary"]["history"][-1] if info["summary"]["history"] else None}
-    return export_embeddings(out, run.store, nodes, manifest, retrieval={inter: (users, items)}, overwrite=overwrite,
+    return export_embeddings(out, store, nodes, manifest, retrieval={inter: (users, items)}, overwrite=overwrite,
                              progress=progress)
 
 

@@ -54,6 +54,7 @@ from graphrec.sampling.walks import ImportanceNeighborhoods
 log = logging.getLogger(__name__)
 
 STATE_FILE = "inference.json"
+GRAPH_FILE = "graph.json"  # which graph the inference embeds
 OUTPUT = "embeddings.npy"
 
 
@@ -92,6 +93,7 @@ class ShardTask:
     work_dir: Path
     neighbors_path: Path
     weights_path: Path
+    id_rows_path: Path | None = None  # [N] int64 ID-table row per node (-1: none); None: row = node id
 
     def run(self, phase: int, shard: int, lo: int, hi: int) -> int:
         """Compute phase ``phase`` for nodes ``[lo, hi)`` and mark the shard done."""
@@ -99,7 +101,9 @@ class ShardTask:
         with torch.no_grad():
             if phase == 0:
                 nodes = torch.arange(lo, hi)
-                h = m.embed_input(nodes, self.features.gather(nodes.numpy()) if self.features is not None else None)
+                rows = nodes if self.id_rows_path is None else \
+                    torch.from_numpy(np.array(np.load(self.id_rows_path, mmap_mode="r")[lo:hi], dtype=np.int64))
+                h = m.embed_input(rows, self.features.gather(nodes.numpy()) if self.features is not None else None)
             else:
                 conv = m.convs[phase - 1]
                 h_prev = torch.from_numpy(np.array(np.load(self.work_dir / f"h{phase - 1}.npy", mmap_mode="r")[lo:hi]))
@@ -133,10 +137,14 @@ class LayerwiseInference:
     ``work_dir/embeddings.npy``). With ``use_ray``, shards run as Ray tasks
     (``ray.init()`` embedded unless Ray is already initialised or ``address`` is given);
     at most ``max_in_flight`` at a time.
+
+    ``id_rows`` (int64 ``[N]``, inductive inference on another graph): the model's ID-table
+    row of each node, ``-1`` for nodes the model never saw (embedded from features and
+    neighbours alone); ``N`` is then the graph's node count, not the model's.
     """
 
     def __init__(self, model: PinSage, features: NodeFeatureTable | None, neighborhoods: ImportanceNeighborhoods | str | Path,
-                 work_dir: str | Path, shard_size: int = 65536):
+                 work_dir: str | Path, shard_size: int = 65536, id_rows: np.ndarray | None = None):
         if shard_size < 1:
             raise ValueError("shard_size must be >= 1")
         self.model = model.eval()
@@ -152,18 +160,26 @@ class LayerwiseInference:
             if not (d / "weights.npy").exists():
                 neighborhoods.save(d)
             self.neighbors_path, self.weights_path = d / "neighbors.npy", d / "weights.npy"
+        self.num_nodes = model.num_nodes if id_rows is None else int(np.asarray(id_rows).shape[0])
+        self.id_rows_path = None
+        if id_rows is not None:
+            self.id_rows_path = self.work_dir / "id_rows.npy"
+            if not self.id_rows_path.exists():
+                write_npy(self.id_rows_path, np.asarray(id_rows, dtype=np.int64))
         nbr = np.load(self.neighbors_path, mmap_mode="r")
-        if nbr.shape[0] != model.num_nodes:
-            raise GraphrecError(f"{self.neighbors_path}: {nbr.shape[0]} neighbourhoods for a model of "
-                                f"{model.num_nodes} nodes")
+        if nbr.shape[0] != self.num_nodes:
+            raise GraphrecError(f"{self.neighbors_path}: {nbr.shape[0]} neighbourhoods for "
+                                f"{self.num_nodes} nodes")
         self.num_neighbors = int(nbr.shape[1])
         self._check_state()
 
     def _check_state(self) -> None:
-        state = {"fingerprint": model_fingerprint(self.model), "num_nodes": self.model.num_nodes,
+        state = {"fingerprint": model_fingerprint(self.model), "num_nodes": self.num_nodes,
                  "num_layers": self.model.num_layers, "hidden_dim": self.model.hidden_dim, "dim": self.model.dim,
                  "num_neighbors": self.num_neighbors, "shard_size": self.shard_size,
-                 "neighbors_bytes": self.neighbors_path.stat().st_size + self.weights_path.stat().st_size}
+                 "neighbors_bytes": self.neighbors_path.stat().st_size + self.weights_path.stat().st_size,
+                 "id_rows": None if self.id_rows_path is None else hashlib.sha256(
+                     np.load(self.id_rows_path).tobytes()).hexdigest()}
         path = self.work_dir / STATE_FILE
         if path.exists():
             old = json.loads(path.read_text())
@@ -179,7 +195,7 @@ class LayerwiseInference:
     def allocate(self) -> None:
         """Create the layer, message and output arrays (before any shard runs, so that
         shards only ever write rows of existing files)."""
-        n, hid, k = self.model.num_nodes, self.model.hidden_dim, self.model.num_layers
+        n, hid, k = self.num_nodes, self.model.hidden_dim, self.model.num_layers
         for i in range(k):
             _allocate(self.work_dir / f"h{i}.npy", (n, hid))
             _allocate(self.work_dir / f"m{i + 1}.npy", (n, hid))
@@ -187,7 +203,7 @@ class LayerwiseInference:
 
     @property
     def shards(self) -> list[tuple[int, int, int]]:
-        n = self.model.num_nodes
+        n = self.num_nodes
         return [(i, lo, min(n, lo + self.shard_size)) for i, lo in enumerate(range(0, n, self.shard_size))]
 
     def pending(self, phase: int) -> list[tuple[int, int, int]]:
@@ -202,7 +218,8 @@ class LayerwiseInference:
         """Compute every pending shard of every phase and return the output (shards that
         are already done are skipped: re-running after a crash resumes)."""
         self.allocate()
-        task = ShardTask(self.model, self.features, self.work_dir, self.neighbors_path, self.weights_path)
+        task = ShardTask(self.model, self.features, self.work_dir, self.neighbors_path, self.weights_path,
+                         self.id_rows_path)
         phases = range(self.model.num_layers + 1)
         total = len(self.shards) * len(phases)
         started = False
@@ -288,39 +305,123 @@ def minibatch_inference(model: PinSage, features: NodeFeatureTable | None, neigh
 
 
 def infer_pinsage(run_dir: str | Path, work_dir: str | Path | None = None, shard_size: int = 65536,
-                  use_ray: bool = False, address: str | None = None, progress: bool = True) -> Path:
-    """Layer-wise inference of a finished PinSage run over its saved neighbourhoods;
-    writes ``work_dir`` (default ``RUN_DIR/inference``) with ``embeddings.npy`` (items)
-    and ``user_embeddings.npy`` (recency-weighted means of them, or the learned user
-    table), then returns ``work_dir``. Re-running resumes; one job per ``work_dir`` at a time."""
+                  use_ray: bool = False, address: str | None = None, progress: bool = True,
+                  graph: str | Path | None = None) -> Path:
+    """Layer-wise inference of a finished PinSage run; writes ``work_dir`` with
+    ``embeddings.npy`` (items) and ``user_embeddings.npy`` (recency-weighted means of
+    them, or the learned user table), then returns ``work_dir``. Re-running resumes; one
+    job per ``work_dir`` at a time.
+
+    Without ``graph``: the run's own items over its saved neighbourhoods (default
+    ``work_dir``: ``RUN_DIR/inference``). With ``graph`` — a newer store built with the
+    same schema (more nodes, more edges) — every item and user *of that graph*, matched
+    to the model by original id (inductive): neighbourhoods walked afresh on it (same
+    metapaths and seed), features encoded with the run's vocabularies (unseen categories:
+    the unknown bucket), items the model never saw embedded without an ID vector, users
+    from their history in that graph (default ``work_dir``: ``RUN_DIR/inference-<graph
+    checksum>``). ``graph.json`` in ``work_dir`` names the graph (for ``graphrec export``)."""
+    from graphrec.graph.store import GraphStore
     from graphrec.run.directory import NEIGHBORHOODS_DIR, open_run
 
     run = open_run(run_dir, expect="pinsage")
-    work = Path(work_dir) if work_dir is not None else Path(run_dir) / "inference"
+    store = GraphStore(graph) if graph is not None else run.store
+    default = "inference" if graph is None else f"inference-{store.checksum[:12]}"
+    work = Path(work_dir) if work_dir is not None else Path(run_dir) / default
     if work.is_dir() and any(work.iterdir()) and not is_graphrec_dir(work):
         raise GraphrecError(f"{work} is a directory graphrec did not write; choose an empty or new inference directory")
+    if graph is not None:
+        from graphrec.run.directory import check_pinsage_graph
+
+        check_pinsage_graph(run.config, store)
+    graph_file = work / GRAPH_FILE
+    if graph_file.is_file() and json.loads(graph_file.read_text())["checksum"] != store.checksum:
+        raise GraphrecError(f"{work}: holds an inference of another graph than {store.path}; use an empty directory")
     with OutputLock(work):
         work.mkdir(parents=True, exist_ok=True)
         mark_graphrec_dir(work, "inference")
-        job = LayerwiseInference(run.model, run.features(), Path(run_dir) / NEIGHBORHOODS_DIR, work,
-                                 shard_size=shard_size)
+        write_json(graph_file, {"path": str(store.path.resolve()), "checksum": store.checksum,
+                                "run_graph": graph is None})
+        if graph is None:
+            job = LayerwiseInference(run.model, run.features(), Path(run_dir) / NEIGHBORHOODS_DIR, work,
+                                     shard_size=shard_size)
+        else:
+            job = LayerwiseInference(run.model, run.features(store), _neighborhoods_of(run, store, work), work,
+                                     shard_size=shard_size, id_rows=_id_rows(run, store))
         items = job.run(use_ray=use_ray, address=address, progress=progress)
-        _write_user_vectors(run, work, items)
+        _write_user_vectors(run, work, items, store)
     return work
 
 
-def _write_user_vectors(run, work: Path, items: np.ndarray) -> None:
+def inference_graph(work_dir: str | Path):
+    """The graph store an inference directory embeds (``None``: the run's own graph)."""
+    from graphrec.graph.store import GraphStore
+
+    path = Path(work_dir) / GRAPH_FILE
+    if not path.is_file():
+        return None
+    info = json.loads(path.read_text())
+    if info.get("run_graph"):
+        return None
+    store = GraphStore(info["path"])
+    if store.checksum != info["checksum"]:
+        raise GraphrecError(f"{work_dir}: the graph it embeds, {info['path']}, has changed since "
+                            f"(checksum {store.checksum[:12]} != {info['checksum'][:12]}); run `graphrec infer` again")
+    return store
+
+
+def read_inference(work_dir: str | Path, run) -> tuple[np.ndarray, np.ndarray, object]:
+    """``(user_vectors, item_vectors, graph)`` of a finished inference directory of
+    ``run`` (memory-mapped; ``graph``: the store it embeds, ``None`` for the run's own)."""
+    inf = Path(work_dir)
+    if not (inf / STATE_FILE).is_file() or not (inf / "user_embeddings.npy").is_file():
+        raise GraphrecError(f"--inference {inf}: not a finished `graphrec infer` directory")
+    if json.loads((inf / STATE_FILE).read_text())["fingerprint"] != model_fingerprint(run.model):
+        raise GraphrecError(f"--inference {inf}: computed with another model than {run.dir}'s")
+    return (np.load(inf / "user_embeddings.npy", mmap_mode="r"), np.load(inf / OUTPUT, mmap_mode="r"),
+            inference_graph(inf))
+
+
+def _id_rows(run, store) -> np.ndarray:
+    """Each item of ``store``: its row in the run's ID table (by original id), ``-1`` if new."""
+    item_type = run.config.item_type
+    return run.store.lookup(item_type, store.node_ids(item_type))
+
+
+def _neighborhoods_of(run, store, work: Path) -> Path:
+    """Importance neighbourhoods of every item of ``store`` under the run's walk settings,
+    saved once in ``work/neighborhoods`` (reused when resuming)."""
+    from graphrec.run.directory import fixed_neighborhoods, pinsage_sampler
+
+    d = work / "neighborhoods"
+    if not (d / "weights.npy").is_file():
+        t0 = time.perf_counter()
+        fixed_neighborhoods(pinsage_sampler(store, run.config), run.config).save(d)
+        log.info("neighbourhoods of %d items of %s in %.1fs", store.num_nodes(run.config.item_type), store.path,
+                 time.perf_counter() - t0)
+    return d
+
+
+def _write_user_vectors(run, work: Path, items: np.ndarray, store) -> None:
+    """``user_embeddings.npy``: every user of ``store`` (recency-weighted mean of their
+    item vectors in ``store``; a learned-user run keeps its table's row for the users it
+    trained, by original id, and gives new users the recency-weighted mean)."""
     from graphrec.graph.store import parse_edge_type
     from graphrec.models.users import recency_weighted_mean
 
     users_path = work / "user_embeddings.npy"
-    if not users_path.exists():
-        cfg = run.config
+    if users_path.exists():
+        return
+    cfg = run.config
+    rel = store.relation(parse_edge_type(cfg.interactions))
+    ts = rel.edge_attr("timestamp") if "timestamp" in rel.attr_names else None
+    if cfg.user_vectors.kind == "learned" and store is run.store:
+        users = np.asarray(run.user_vectors)
+    else:
+        users = recency_weighted_mean(torch.from_numpy(np.array(items)), rel.indptr, rel.indices, ts,
+                                      cfg.user_vectors.half_life).numpy()
         if cfg.user_vectors.kind == "learned":
-            users = run.user_vectors
-        else:
-            rel = run.store.relation(parse_edge_type(cfg.interactions))
-            ts = rel.edge_attr("timestamp") if "timestamp" in rel.attr_names else None
-            users = recency_weighted_mean(torch.from_numpy(np.array(items)), rel.indptr, rel.indices, ts,
-                                          cfg.user_vectors.half_life).numpy()
-        write_npy(users_path, np.asarray(users, dtype=np.float32))
+            user_type = rel.src_type
+            rows = run.store.lookup(user_type, store.node_ids(user_type))
+            known = rows >= 0
+            users[known] = np.asarray(run.user_vectors)[rows[known]]
+    write_npy(users_path, np.asarray(users, dtype=np.float32))

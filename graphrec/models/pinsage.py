@@ -1,7 +1,7 @@
 """PinSage (Ying et al., KDD 2018): graph convolutions over importance neighbourhoods.
 
-Input ``h⁰_v`` of an item is a linear projection of its ID embedding and its feature
-embeddings (categorical, multi-categorical as a mean bag, numeric as a linear map of
+Input ``h⁰_v`` of an item is a linear projection of its (optional, see
+:class:`PinSageInput`) ID embedding and its feature embeddings (categorical, multi-categorical as a mean bag, numeric as a linear map of
 standardised values plus a missing-value indicator). Each of the ``K`` layers is the
 paper's CONVOLVE (Algorithm 1):
 
@@ -41,12 +41,20 @@ POOLINGS = ("importance", "mean", "max")
 
 
 class PinSageInput(nn.Module):
-    """``h⁰ = Linear([id_emb(v) ‖ cat_emb ‖ bag_emb ‖ numeric])`` (``[n, hidden]``)."""
+    """``h⁰ = Linear([id_emb(v) ‖ cat_emb ‖ bag_emb ‖ numeric])`` (``[n, hidden]``).
+
+    The ID part is optional and may be absent per node: a row id ``-1`` (an item the model
+    never saw) gives a zero ID vector, so the node is embedded from its features alone.
+    ``id_dropout`` zeroes the ID vector of each training node with that probability,
+    so the feature path is trained on its own (inductive use) while known nodes keep
+    their learned ID component (hybrid)."""
 
     def __init__(self, num_nodes: int, spec: FeatureSpec, id_dim: int, feature_dim: int, out_dim: int,
-                 sparse_ids: bool = False):
+                 sparse_ids: bool = False, id_dropout: float = 0.0):
         super().__init__()
-        self.num_nodes, self.id_dim, self.feature_dim = num_nodes, id_dim, feature_dim
+        if not 0.0 <= id_dropout < 1.0:
+            raise ValueError(f"id_dropout must be in [0, 1), got {id_dropout}")
+        self.num_nodes, self.id_dim, self.feature_dim, self.id_dropout = num_nodes, id_dim, feature_dim, id_dropout
         self.spec = spec
         # sparse_ids: the ID table's gradient holds only the rows a batch used (SparseAdam)
         self.id_emb = nn.Embedding(num_nodes, id_dim, sparse=sparse_ids) if id_dim > 0 else None
@@ -69,9 +77,14 @@ class PinSageInput(nn.Module):
         self.proj.reset_parameters()
 
     def forward(self, nodes: Tensor, feats: NodeFeatures | None) -> Tensor:
+        """``nodes [n]``: ID-table rows (``-1``: no ID); ``feats``: their features."""
         parts = []
         if self.id_emb is not None:
-            parts.append(self.id_emb(nodes))
+            absent = nodes < 0
+            if self.training and self.id_dropout > 0:
+                absent = absent | (torch.rand(nodes.shape, device=nodes.device) < self.id_dropout)
+            ids = self.id_emb(nodes.clamp_min(0))
+            parts.append(ids * (~absent)[:, None].to(ids.dtype) if bool(absent.any()) else ids)
         if feats is not None:
             for j, emb in enumerate(self.cat_emb):
                 parts.append(emb(feats.categorical[:, j]))
@@ -154,7 +167,7 @@ class PinSage(nn.Module):
 
     def __init__(self, num_nodes: int, spec: FeatureSpec, dim: int = 128, hidden_dim: int = 128, num_layers: int = 2,
                  id_dim: int = 64, feature_dim: int = 16, pooling: str = "importance", normalize_output: bool = True,
-                 learned_norm: bool = False, sparse_ids: bool = False):
+                 learned_norm: bool = False, sparse_ids: bool = False, id_dropout: float = 0.0):
         super().__init__()
         if num_layers < 0:
             raise ValueError("num_layers must be >= 0")
@@ -162,7 +175,8 @@ class PinSage(nn.Module):
         if learned_norm and not normalize_output:
             raise ValueError("learned_norm scales the normalised output: it needs normalize_output")
         self.pooling, self.normalize_output, self.learned_norm = pooling, normalize_output, learned_norm
-        self.input = PinSageInput(num_nodes, spec, id_dim, feature_dim, hidden_dim, sparse_ids=sparse_ids)
+        self.input = PinSageInput(num_nodes, spec, id_dim, feature_dim, hidden_dim, sparse_ids=sparse_ids,
+                                  id_dropout=id_dropout)
         self.convs = nn.ModuleList(PinSageConv(hidden_dim, hidden_dim, hidden_dim, pooling) for _ in range(num_layers))
         self.G1 = nn.Linear(hidden_dim, hidden_dim)
         self.G2 = nn.Linear(hidden_dim, dim)
@@ -180,7 +194,8 @@ class PinSage(nn.Module):
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(nodes={self.num_nodes}, dim={self.dim}, hidden={self.hidden_dim}, "
-                f"layers={self.num_layers}, pooling={self.pooling!r}{', learned_norm' if self.learned_norm else ''})")
+                f"layers={self.num_layers}, pooling={self.pooling!r}{', learned_norm' if self.learned_norm else ''}"
+                f"{f', id_dropout={self.input.id_dropout}' if self.input.id_dropout else ''})")
 
     def embed_input(self, nodes: Tensor, feats: NodeFeatures | None) -> Tensor:
         """Layer-0 representations ``h⁰`` ``[n, hidden]``."""

@@ -246,8 +246,8 @@ def parse_config(data: dict, cls=TwHINConfig, origin: str = "config"):
 class MetapathConfig(StrictConfig):
     """A closed walk through the graph, e.g. ``[item:rated_by:user, user:rated:item]``."""
 
-    path: list[str] = Field(min_length=1, description="relations walked in order, each src:name:dst; starts and "
-                            "ends at item_type")
+    path: list[str] = Field(min_length=1, description="relations walked in order, each src:name:dst (~src:name:dst "
+                            "walks it backwards, from dst to src); starts and ends at item_type")
     weight: float = Field(1.0, gt=0, description="relative probability of picking this metapath in a walk round "
                           "(weights are normalised over the metapaths)")
 
@@ -339,6 +339,13 @@ class PinSageConfig(StrictConfig):
     num_layers: int = Field(2, ge=0, description="graph convolution layers K (0: the input projection and dense "
                             "head only)")
     id_dim: int = Field(64, ge=0, description="learned ID embedding size (0: features only)")
+    id_dropout: float = Field(0.0, ge=0, lt=1, description="probability of hiding a training node's ID embedding "
+                              "(zero vector, as for an item never seen), so the feature and neighbourhood path "
+                              "learns to embed items on its own: > 0 for inductive use (`graphrec infer --graph`)")
+    cold_simulation: float = Field(0.0, ge=0, lt=1, description="fraction of the items presented as cold in each "
+                                   "epoch: no ID vector and neighbours only from the metapaths that avoid the "
+                                   "interactions (e.g. a knowledge graph), as an item nobody engaged with looks to "
+                                   "`graphrec infer --graph`; trains the inductive path (0: off)")
     feature_dim: int = Field(16, gt=0, description="embedding size of each categorical / multi-categorical feature")
     pooling: PoolingName = Field("importance", description="neighbour aggregation γ: importance-weighted mean "
                                  "(the paper), plain mean or element-wise max")

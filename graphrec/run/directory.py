@@ -59,7 +59,7 @@ from graphrec.run.config import PinSageConfig, TwHINConfig, parse_config
 from graphrec.run.storage import VERSION_FILE, Manifest, StorageError
 from graphrec.run.tables import PartitionTables
 from graphrec.sampling.features import FeatureSpec, NodeFeatureTable
-from graphrec.sampling.walks import ImportanceNeighborhoods
+from graphrec.sampling.walks import ImportanceNeighborhoods, RandomWalkSampler, Step, importance_neighbors
 
 RUN_FILE = "run.json"
 MODEL_FILE = "model.pt"
@@ -89,23 +89,58 @@ def pinsage_model(cfg: PinSageConfig, num_items: int, spec: FeatureSpec, sparse_
     torch.manual_seed(cfg.seed)
     return PinSage(num_items, spec, dim=cfg.dim, hidden_dim=cfg.hidden_dim, num_layers=cfg.num_layers,
                    id_dim=cfg.id_dim, feature_dim=cfg.feature_dim, pooling=cfg.pooling,
-                   normalize_output=cfg.normalize_output, learned_norm=cfg.learned_norm, sparse_ids=sparse_ids)
+                   normalize_output=cfg.normalize_output, learned_norm=cfg.learned_norm, sparse_ids=sparse_ids,
+                   id_dropout=cfg.id_dropout)
 
 
-def pinsage_features(store: GraphStore, cfg: PinSageConfig) -> NodeFeatureTable | None:
+def pinsage_features(store: GraphStore, cfg: PinSageConfig, reference: GraphStore | None = None
+                     ) -> NodeFeatureTable | None:
     """The item feature table PinSage reads (``cfg.features``: names, ``None`` = all, ``[]``
-    = none); ``None`` when the item type has no usable feature."""
+    = none); ``None`` when the item type has no usable feature. ``reference``: the store
+    the model trained on, when ``store`` is another (newer) graph: its features are then
+    encoded with the reference's vocabularies and statistics (see
+    :class:`~graphrec.sampling.features.NodeFeatureTable`)."""
     if cfg.features == []:
         return None
     names = cfg.features
+    if names is None and reference is not None:
+        names = reference.feature_names(cfg.item_type)
     if names is not None:
         have = store.feature_names(cfg.item_type)
         missing = [n for n in names if n not in have]
         if missing:
-            raise GraphrecError(f"features: {missing} not features of node type {cfg.item_type!r} (has {have})")
-    table = NodeFeatureTable(store, cfg.item_type, names)
+            raise GraphrecError(f"{store.path}: features {missing} are not features of node type {cfg.item_type!r} "
+                                f"(has {have})")
+    table = NodeFeatureTable(store, cfg.item_type, names, reference=reference)
     spec = table.spec
     return table if (spec.categorical or spec.multi_categorical or spec.numeric) else None
+
+
+def pinsage_sampler(store: GraphStore, cfg: PinSageConfig) -> RandomWalkSampler:
+    """The metapath random walks a PinSage config describes, on ``store``."""
+    return RandomWalkSampler(store, [(m.path, m.weight) for m in cfg.walks.metapaths], cfg.walks.restart_prob)
+
+
+def fixed_neighborhoods(sampler: RandomWalkSampler, cfg: PinSageConfig) -> ImportanceNeighborhoods:
+    """Importance neighbourhoods of every item (deterministic given ``cfg.seed``)."""
+    w = cfg.walks
+    rng = np.random.default_rng([cfg.seed, 101])
+    return importance_neighbors(sampler, np.arange(sampler.num_nodes), w.top_t, w.num_walks, w.walk_length, rng)
+
+
+def check_pinsage_graph(cfg: PinSageConfig, store: GraphStore) -> None:
+    """Refuse a config this graph cannot train or embed (before a run directory, an
+    inference directory or a worker exists)."""
+    for m in cfg.walks.metapaths:
+        for r in m.path:
+            if Step.parse(r).edge_type not in store.edge_types:
+                raise GraphrecError(f"walks.metapaths: relation {r!r} is not in {store.path} "
+                                    f"(has {[':'.join(e) for e in store.edge_types]})")
+    if parse_edge_type(cfg.interactions) not in store.edge_types:
+        raise GraphrecError(f"interactions: relation {cfg.interactions!r} is not in {store.path}")
+    pinsage_features(store, cfg)
+    if cfg.cold_simulation > 0 and cfg.walks.refresh != "fixed":
+        raise GraphrecError("cold_simulation needs walks.refresh: fixed (side neighbourhoods are tabled once)")
 
 
 # ---------------------------------------------------------------- writing
@@ -400,8 +435,16 @@ class PinSageRun(Run):
     def interactions(self) -> tuple[str, str, str]:
         return parse_edge_type(self.config.interactions)
 
-    def features(self) -> NodeFeatureTable | None:
-        return pinsage_features(self.store, self.config)
+    def features(self, store: GraphStore | None = None) -> NodeFeatureTable | None:
+        """The item features the model reads: of its own graph, or of ``store`` (a newer
+        graph) encoded as its own graph's were."""
+        if store is None or store is self.store:
+            return pinsage_features(self.store, self.config)
+        table = pinsage_features(store, self.config, reference=self.store)
+        spec = table.spec.to_dict() if table is not None else FeatureSpec().to_dict()
+        if spec != FeatureSpec.from_dict(self.info["feature_spec"]).to_dict():
+            raise GraphrecError(f"{store.path}: item features {spec} differ from the run's {self.info['feature_spec']}")
+        return table
 
 
 def _describe_state(state) -> str:

@@ -37,7 +37,9 @@ class PinSageBatch:
     ``shared_mask`` ``[B, S]`` (False where a shared negative is the query or its
     positive). With user→item pairs: ``users`` ``[U]`` (user ids), ``user_pos`` ``[U]``
     (positions of their items in the targets) and bool ``user_mask`` ``[U, S]`` (False
-    where a shared negative is the user's positive)."""
+    where a shared negative is the user's positive). ``id_rows``: the ID-table rows the
+    model reads for ``nodes`` (``None``: the nodes themselves), ``-1`` for items the
+    batch presents as cold (see :class:`PinSageBatches`)."""
 
     nodes: Tensor
     feats: NodeFeatures | None
@@ -50,6 +52,7 @@ class PinSageBatch:
     users: Tensor | None = None
     user_pos: Tensor | None = None
     user_mask: Tensor | None = None
+    id_rows: Tensor | None = None  # [N_0] ID-table rows of ``nodes``, -1 where hidden (cold simulation)
 
     @property
     def num_targets(self) -> int:
@@ -80,13 +83,30 @@ def walk_neighborhood(sampler: RandomWalkSampler, top_t: int, num_walks: int, wa
     return walk
 
 
+def cold_neighborhood(neighborhood: Callable, side: ImportanceNeighborhoods, cold: np.ndarray) -> Callable:
+    """``neighborhood`` except for the items with ``cold[v]`` (bool ``[N]``), whose
+    neighbours are read from ``side`` (a table of the same width ``T``) instead."""
+    side_lookup = table_neighborhood(side)
+
+    def lookup(nodes: np.ndarray):
+        nbr, w = neighborhood(nodes)
+        c = cold[nodes]
+        if c.any():
+            nbr, w = np.array(nbr), np.array(w)
+            nbr[c], w[c] = side_lookup(nodes[c])
+        return nbr, w
+
+    return lookup
+
+
 def build_batch(query: np.ndarray, pos: np.ndarray, shared: np.ndarray, hard: np.ndarray, num_layers: int,
                 neighborhood: Callable, features: NodeFeatureTable | None, users: np.ndarray | None = None,
-                user_items: np.ndarray | None = None) -> PinSageBatch:
+                user_items: np.ndarray | None = None, hidden_ids: np.ndarray | None = None) -> PinSageBatch:
     """Assemble a :class:`PinSageBatch` from item ids ``query``, ``pos`` ``[B]``,
     ``shared`` ``[S]``, ``hard`` ``[B, H]`` and optional ``(users, user_items)`` ``[U]``
     pairs: the ``num_layers``-layer re-indexed subgraph (``neighborhood(nodes)``) of every
-    distinct item among them, with the layer-0 features from ``features``."""
+    distinct item among them, with the layer-0 features from ``features``;
+    ``hidden_ids`` (bool ``[N]``): items whose ID the model must not read."""
     extra = np.zeros(0, np.int64) if user_items is None else np.asarray(user_items, dtype=np.int64)
     allv = np.concatenate([query, pos, shared, hard.ravel(), extra])
     targets, inv = np.unique(allv, return_inverse=True)
@@ -98,6 +118,8 @@ def build_batch(query: np.ndarray, pos: np.ndarray, shared: np.ndarray, hard: np
     mask = (shared[None, :] != query[:, None]) & (shared[None, :] != pos[:, None])
     batch = PinSageBatch(torch.from_numpy(nodes[0]), feats, blocks, torch.from_numpy(qi), torch.from_numpy(pi),
                          torch.from_numpy(si), torch.from_numpy(hi), torch.from_numpy(mask))
+    if hidden_ids is not None:
+        batch.id_rows = torch.from_numpy(np.where(hidden_ids[nodes[0]], -1, nodes[0]))
     if user_items is not None:
         batch.users = torch.from_numpy(np.asarray(users, dtype=np.int64))
         batch.user_pos = torch.from_numpy(inv[2 * b + s + nh :])
@@ -124,15 +146,25 @@ class PinSageBatches(IterableDataset):
     evenly over the batches. ``start``: skip this worker's first ``start`` batches (the
     rest are the same batches as an uninterrupted epoch: resuming mid-epoch); ``len`` is
     always the whole epoch's count.
+
+    ``cold = (rate, side)`` simulates cold start (DropoutNet-style, for inductive use):
+    each epoch a ``rate`` fraction of the items (drawn with ``(seed, epoch)``) is
+    presented as items nobody interacted with yet — no ID vector, and the neighbours of
+    the ``side`` table (walks that avoid the interaction relation, e.g. over a knowledge
+    graph) instead of co-engagement ones — so the features and side neighbourhoods learn
+    to place an item where its co-engagement would.
     """
 
     def __init__(self, query: np.ndarray, pos: np.ndarray, num_items: int, batch_size: int, num_layers: int,
                  neighborhood: ImportanceNeighborhoods | Callable[[np.random.Generator], Callable],
                  features: NodeFeatureTable | None, shared_negatives: int, hard: PPRHardNegatives | None,
                  hard_per_query: int, epoch: int, seed: int = 0, rank: int = 0, world: int = 1,
-                 interactions: tuple[np.ndarray, np.ndarray] | None = None, start: int = 0):
+                 interactions: tuple[np.ndarray, np.ndarray] | None = None, start: int = 0,
+                 cold: tuple[float, ImportanceNeighborhoods] | None = None):
         super().__init__()
-        self.start = start
+        if cold is not None and not isinstance(neighborhood, ImportanceNeighborhoods):
+            raise ValueError("cold-start simulation needs fixed neighbourhood tables")
+        self.start, self.cold = start, cold
         self.interactions = interactions
         self.query, self.pos = query, pos
         self.num_items, self.batch_size, self.num_layers = num_items, batch_size, num_layers
@@ -155,6 +187,9 @@ class PinSageBatches(IterableDataset):
             n_inter = inter_users.shape[0]
             uperm = np.random.default_rng([self.seed, self.epoch, 19]).permutation(n_inter)
             per_batch = -(-n_inter // max(self._global_batches, 1))
+        cold_items = None
+        if self.cold is not None and self.cold[0] > 0:
+            cold_items = np.random.default_rng([self.seed, self.epoch, 31]).random(self.num_items) < self.cold[0]
         for j in range(self.start + wid, self.num_batches, nw):
             g = j * self.world + self.rank  # global batch index
             sel = perm[g * self.batch_size : (g + 1) * self.batch_size]
@@ -169,11 +204,13 @@ class PinSageBatches(IterableDataset):
                 nbh = table_neighborhood(self.neighborhood)
             else:
                 nbh = self.neighborhood(rng)
+            if cold_items is not None:
+                nbh = cold_neighborhood(nbh, self.cold[1], cold_items)
             users = user_items = None
             if self.interactions is not None:
                 usel = uperm[g * per_batch : (g + 1) * per_batch]
                 users, user_items = inter_users[usel], inter_items[usel]
-            yield build_batch(q, p, shared, hard, self.num_layers, nbh, self.features, users, user_items)
+            yield build_batch(q, p, shared, hard, self.num_layers, nbh, self.features, users, user_items, cold_items)
 
 
 def collate_identity(batch):

@@ -12,9 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
+from graphrec.errors import GraphrecError
 from graphrec.graph.store import GraphStore
 
 
@@ -52,9 +55,16 @@ class NodeFeatures:
 
 
 class NodeFeatureTable:
-    """Features of one node type of a store (``names``: a subset; default all)."""
+    """Features of one node type of a store (``names``: a subset; default all).
 
-    def __init__(self, store: GraphStore, node_type: str, names: list[str] | None = None):
+    ``reference``: the store a model was trained on. Codes are then translated to the
+    reference's vocabularies by token (a category the reference never saw becomes code 0,
+    the unknown bucket; an unseen token of a bag is dropped, as ``max_vocab`` drops
+    rare ones) and numeric values standardised with the reference's mean and std, so a
+    newer graph's nodes are encoded exactly as the model's training nodes were."""
+
+    def __init__(self, store: GraphStore, node_type: str, names: list[str] | None = None,
+                 reference: GraphStore | None = None):
         self.node_type = node_type
         self.num_nodes = store.num_nodes(node_type)
         names = store.feature_names(node_type) if names is None else list(names)
@@ -62,15 +72,23 @@ class NodeFeatureTable:
         self._cat, self._bags, self._num = [], [], []
         for name in names:
             f = store.feature(node_type, name)
+            ref = reference.feature(node_type, name) if reference is not None else f
+            if ref.kind != f.kind:
+                raise GraphrecError(f"{store.path}: feature {node_type}.{name} is {f.kind}, the model's graph "
+                                    f"{reference.path} has it {ref.kind}")
             if f.kind == "categorical":
-                self.spec.categorical[name] = f.num_categories
-                self._cat.append(np.asarray(f.codes))
+                self.spec.categorical[name] = ref.num_categories
+                self._cat.append(np.asarray(f.codes) if ref is f else code_map(f.vocab, ref.vocab)[np.asarray(f.codes)])
             elif f.kind in ("multi_categorical", "text"):
-                self.spec.multi_categorical[name] = f.num_categories
-                self._bags.append((np.asarray(f.offsets), np.asarray(f.codes)))
+                self.spec.multi_categorical[name] = ref.num_categories
+                offsets, codes = np.asarray(f.offsets), np.asarray(f.codes)
+                if ref is not f:
+                    offsets, codes = _drop_zero_codes(offsets, code_map(f.vocab, ref.vocab)[codes])
+                self._bags.append((offsets, codes))
             elif f.kind == "numeric":
                 v = np.asarray(f.values, dtype=np.float32)
-                finite = v[np.isfinite(v)]
+                rv = np.asarray(ref.values, dtype=np.float32)
+                finite = rv[np.isfinite(rv)]
                 mean = float(finite.mean()) if finite.size else 0.0
                 std = float(finite.std()) if finite.size else 1.0
                 self.spec.numeric.append(name)
@@ -106,3 +124,21 @@ class NodeFeatureTable:
             num[:, j] = np.where(missing, 0.0, (x - mean) / std)
             num[:, m + j] = missing
         return NodeFeatures(torch.from_numpy(cat), bags, torch.from_numpy(num))
+
+
+def code_map(vocab: list[str], reference_vocab: list[str]) -> np.ndarray:
+    """int32 ``[len(vocab)]``: code ``c`` of ``vocab`` -> the code of the same token in
+    ``reference_vocab``, 0 (unknown) where the reference lacks it (code 0 maps to 0)."""
+    idx = pc.index_in(pa.array(vocab[1:], pa.large_string()), value_set=pa.array(reference_vocab[1:], pa.large_string()))
+    out = np.zeros(len(vocab), dtype=np.int32)
+    out[1:] = np.asarray(pc.fill_null(idx, -1).to_numpy(zero_copy_only=False), dtype=np.int32) + 1
+    return out
+
+
+def _drop_zero_codes(offsets: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A bag layout without its code-0 tokens."""
+    keep = codes != 0
+    row = np.repeat(np.arange(offsets.shape[0] - 1), np.diff(offsets))
+    new_off = np.zeros_like(offsets)
+    np.cumsum(np.bincount(row[keep], minlength=offsets.shape[0] - 1), out=new_off[1:])
+    return new_off, codes[keep]

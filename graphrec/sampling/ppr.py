@@ -32,12 +32,11 @@ def _hop_matrices(store: GraphStore, sampler: RandomWalkSampler
     out = []
     for path, w in zip(sampler.paths, sampler.weights):
         hops = []
-        for et in path:
-            rel = store.relation(et)
-            indptr = np.asarray(rel.indptr)
+        for step in path:
+            indptr, indices, n_start, n_end = step.csr(store)
             deg = np.diff(indptr).astype(np.float64)
             vals = np.repeat(np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0), np.diff(indptr))
-            hops.append(sp.csr_matrix((vals, np.asarray(rel.indices), indptr), shape=(rel.num_src, rel.num_dst)))
+            hops.append(sp.csr_matrix((vals, indices, indptr), shape=(n_start, n_end)))
         prod_rowsum = np.ones(hops[-1].shape[1])  # row sums of the product, without forming it
         for a in reversed(hops):
             prod_rowsum = a @ prod_rowsum

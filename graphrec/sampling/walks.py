@@ -2,7 +2,8 @@
 
 A **metapath** is a sequence of relation types that leaves a node type and comes back
 to it, e.g. ``pin -saved_by-> user -saves-> pin`` or ``pin -in_board-> board -has_pin->
-pin``. A walk from a seed runs ``walk_length`` **rounds**; each round
+pin``; a relation stored in one direction only is walked backwards as ``~src:name:dst``
+(e.g. ``item -linked_to-> entity ~-film.film.actor- entity ...``). A walk from a seed runs ``walk_length`` **rounds**; each round
 
 1. with probability ``restart_prob`` first jumps back to the seed (Pixie / PinSage);
 2. picks one metapath (by the configured weights, independently per walker and round);
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,8 +45,42 @@ class _Hop:
         return cls(indptr, indices, degree, bool(degree.size and degree.min() == 0), top < (1 << 24))
 
 
-def _as_edge_type(rel) -> EdgeType:
-    return parse_edge_type(rel) if isinstance(rel, str) else tuple(rel)
+class Step(NamedTuple):
+    """One hop of a metapath: the relation ``edge_type`` walked from its source to its
+    destination, or with ``reverse`` from its destination back to its source (written
+    ``~src:name:dst``: e.g. ``~entity:film.film.actor:entity`` goes from an actor to the
+    films it acted in, for a knowledge graph that stores only one direction)."""
+
+    edge_type: EdgeType
+    reverse: bool = False
+
+    @classmethod
+    def parse(cls, step) -> Step:
+        if isinstance(step, Step):
+            return step
+        if isinstance(step, str):
+            text = step.strip()
+            rev = text.startswith("~")
+            return cls(parse_edge_type(text[1:] if rev else text), rev)
+        return cls(tuple(step), False)
+
+    @property
+    def start(self) -> str:
+        return self.edge_type[2] if self.reverse else self.edge_type[0]
+
+    @property
+    def end(self) -> str:
+        return self.edge_type[0] if self.reverse else self.edge_type[2]
+
+    def __str__(self) -> str:
+        return ("~" if self.reverse else "") + ":".join(self.edge_type)
+
+    def csr(self, store: GraphStore) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """``(indptr [n_start + 1], indices, n_start, n_end)`` of the hop."""
+        rel = store.relation(self.edge_type)
+        if self.reverse:
+            return np.asarray(rel.rev_indptr), np.asarray(rel.rev_indices), rel.num_dst, rel.num_src
+        return np.asarray(rel.indptr), np.asarray(rel.indices), rel.num_src, rel.num_dst
 
 
 class RandomWalkSampler:
@@ -53,6 +89,7 @@ class RandomWalkSampler:
     Args:
         store: the graph.
         metapaths: ``[(relations, weight), ...]``; each ``relations`` is a list of
+            :class:`Step` (or strings, ``~`` walking a relation backwards) or
             relation types (``"pin:saved_by:user"`` or tuples) forming a closed path on
             one node type, the same for all metapaths.
         restart_prob: probability of jumping back to the seed before each round.
@@ -65,21 +102,17 @@ class RandomWalkSampler:
             raise ValueError("at least one metapath is needed")
         if not 0.0 <= restart_prob < 1.0:
             raise ValueError(f"restart_prob must be in [0, 1), got {restart_prob}")
-        self.paths: list[list[EdgeType]] = []
+        self.paths: list[list[Step]] = []
         weights = []
         node_type = None
         for rels, w in metapaths:
-            path = [_as_edge_type(r) for r in rels]
+            path = [Step.parse(r) for r in rels]
             if not path:
                 raise ValueError("a metapath needs at least one relation")
             for a, b in zip(path, path[1:]):
-                _, _, a_dst = a
-                b_src, _, _ = b
-                if a_dst != b_src:
-                    raise ValueError(f"metapath {_fmt(path)}: {':'.join(a)} ends at {a_dst!r} but "
-                                     f"{':'.join(b)} starts at {b_src!r}")
-            start, _, _ = path[0]
-            _, _, end = path[-1]
+                if a.end != b.start:
+                    raise ValueError(f"metapath {_fmt(path)}: {a} ends at {a.end!r} but {b} starts at {b.start!r}")
+            start, end = path[0].start, path[-1].end
             if start != end:
                 raise ValueError(f"metapath {_fmt(path)} must return to {start!r}, ends at {end!r}")
             if node_type is None:
@@ -88,8 +121,8 @@ class RandomWalkSampler:
                 raise ValueError(f"all metapaths must start at {node_type!r}; {_fmt(path)} starts at {start!r}")
             if w < 0:
                 raise ValueError(f"metapath {_fmt(path)}: weight must be >= 0")
-            for et in path:
-                store.relation(et)  # KeyError naming the relation if unknown
+            for st in path:
+                store.relation(st.edge_type)  # KeyError naming the relation if unknown
             self.paths.append(path)
             weights.append(float(w))
         total = sum(weights)
@@ -100,12 +133,12 @@ class RandomWalkSampler:
         self.num_nodes = store.num_nodes(node_type)
         self.restart_prob = float(restart_prob)
         self.chunk = int(chunk)
-        self._hops: dict[EdgeType, _Hop] = {}
+        self._hops: dict[Step, _Hop] = {}
         for path in self.paths:
-            for et in path:
-                if et not in self._hops:
-                    rel = store.relation(et)
-                    self._hops[et] = _Hop.of(np.asarray(rel.indptr, dtype=np.int64), np.asarray(rel.indices))
+            for st in path:
+                if st not in self._hops:
+                    indptr, indices, _, _ = st.csr(store)
+                    self._hops[st] = _Hop.of(np.asarray(indptr, dtype=np.int64), indices)
 
     def __repr__(self) -> str:
         paths = ", ".join(f"{_fmt(p)}×{w:.2f}" for p, w in zip(self.paths, self.weights))
@@ -152,7 +185,7 @@ class RandomWalkSampler:
             if dead.any():
                 cur[dead] = start[dead]
 
-    def _follow(self, path: list[EdgeType], cur: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _follow(self, path: list[Step], cur: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One round: hop along every relation of ``path``; ``-1`` marks dead walkers."""
         alive = None  # None: every walker alive so far
         for et in path:
@@ -175,8 +208,8 @@ class RandomWalkSampler:
         return cur if alive is None else np.where(alive, cur, -1)
 
 
-def _fmt(path: Sequence[EdgeType]) -> str:
-    return " / ".join(":".join(et) for et in path)
+def _fmt(path: Sequence[Step]) -> str:
+    return " / ".join(map(str, path))
 
 
 @dataclass

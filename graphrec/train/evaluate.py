@@ -136,14 +136,45 @@ def protocols_used(split: Split, item_to_item: bool, repeats: bool, link_predict
     return out
 
 
+CONTENT_KINDS = ("features", "features+graph")
+
+
+def cold_items_on_split(split: Split, part: str = "test", ks: Sequence[int] = (10, 20),
+                        vectors: tuple | None = None) -> dict:
+    """``{model: metrics}`` of the ``cold_items`` protocol: the content baselines
+    (``content (features)``, ``content (features+graph)``: cosine to the user's history),
+    ``random`` and, with ``vectors = (user_vectors, item_vectors)`` in the cold graph's
+    ids (``graphrec infer --graph SPLIT/cold_graph``), the model."""
+    from graphrec.eval.baselines import content_scorer
+    from graphrec.eval.protocol import cold_ranking_task
+
+    task, items = cold_ranking_task(split, part)
+    graph = split.cold_graph()
+    out = {}
+    if vectors is not None:
+        u = torch.tensor(np.asarray(vectors[0]), dtype=torch.float32)
+        it = torch.tensor(np.asarray(vectors[1])[items], dtype=torch.float32)
+        out["model"] = evaluate_task(lambda b: u[b] @ it.T, task, ks)
+    for kind in CONTENT_KINDS:
+        try:
+            out[f"content ({kind})"] = evaluate_task(content_scorer(graph, split.relation, items, kind), task, ks)
+        except ValueError:  # the item type has no such content (no features, no side relations)
+            continue
+    out["random"] = evaluate_task(lambda b: torch.zeros(b.shape[0], items.shape[0]), task, ks)
+    return out
+
+
 def evaluate_run(run_dir, split: Split, part: str = "test", ks: Sequence[int] = (10, 20),
-                 link_prediction: bool | None = None, repeats: bool = False) -> dict:
+                 link_prediction: bool | None = None, repeats: bool = False, cold_vectors: tuple | None = None) -> dict:
     """Metrics of a finished run (any model) and of the popularity baseline on
     ``split``'s ``part`` (the module docstring gives the shape).
 
     TwHIN: ``user_to_item`` on chronological splits and ``link_prediction`` (default on
     for random and given splits). PinSage: ``user_to_item`` with its user and item
-    vectors, and ``item_to_item``."""
+    vectors, and ``item_to_item``; on a cold-item split also ``cold_items``: the content
+    and random baselines and, with ``cold_vectors = (user_vectors, item_vectors, graph)``
+    (:func:`graphrec.infer.layerwise.read_inference` of a ``graphrec infer --graph
+    SPLIT/cold_graph`` directory), the model."""
     from graphrec.run.directory import open_run, run_model
 
     model_name = run_model(run_dir)
@@ -162,7 +193,24 @@ def evaluate_run(run_dir, split: Split, part: str = "test", ks: Sequence[int] = 
         models["pinsage"] = vectors_on_split(run.user_vectors, run.item_vectors, run.item_vectors, split, part, ks,
                                              repeats)
         models["popularity"] = popularity_on_split(split, part, ks, item_to_item=True, repeats=repeats)
-        return {"part": part, "ks": list(ks), "protocols": protocols_used(split, True, repeats, False), "models": models}
+        protocols = protocols_used(split, True, repeats, False)
+        if split.has_cold_items:
+            vectors = None
+            if cold_vectors is not None:
+                users, items, graph = cold_vectors
+                cold = split.cold_graph()
+                if graph is None or graph.checksum != cold.checksum:
+                    raise GraphrecError(f"--inference: embeds {graph.path if graph else 'the run graph'}, not the "
+                                        f"split's {cold.path}; run `graphrec infer --run {run_dir} --graph {cold.path}`")
+                vectors = (users, items)
+            for name, metrics in cold_items_on_split(split, part, ks, vectors).items():
+                models.setdefault("pinsage" if name == "model" else name, {})["cold_items"] = metrics
+            protocols["cold_items"] = "cold_items: " + PROTOCOLS["cold_items"]
+        elif cold_vectors is not None:
+            raise GraphrecError(f"--inference: {split.path} is not a cold-item split (`graphrec split --cold-items`)")
+        return {"part": part, "ks": list(ks), "protocols": protocols, "models": models}
+    if cold_vectors is not None:
+        raise GraphrecError("--inference applies to PinSage runs (inductive inference)")
     model = open_run(run_dir, graph=split.path / "train", expect="twhin").model
     twhin, pop = {}, {}
     if split.relation is not None:

@@ -36,26 +36,37 @@ from graphrec.io import write_npy
 from graphrec.models.pinsage import PinSage, max_margin_loss
 from graphrec.models.users import UserTable, recency_weighted_mean
 from graphrec.run.config import PinSageConfig, parse_config
-from graphrec.run.directory import (ITEM_VECTORS, NEIGHBORHOODS_DIR, USER_VECTORS, pinsage_features, pinsage_model,
-                                    write_run)
+from graphrec.run.directory import (ITEM_VECTORS, NEIGHBORHOODS_DIR, USER_VECTORS, fixed_neighborhoods,
+                                    pinsage_features, pinsage_model, pinsage_sampler, write_run)
+from graphrec.run.directory import check_pinsage_graph as check_config  # noqa: F401  (the trainer registry's hook)
 from graphrec.sampling import (CoEngagement, PinSageBatch, PinSageBatches, PPRHardNegatives, collate_identity,
                                walk_neighborhood)
 from graphrec.sampling.features import FeatureSpec, NodeFeatureTable
-from graphrec.sampling.walks import ImportanceNeighborhoods, RandomWalkSampler, importance_neighbors
+from graphrec.sampling.walks import ImportanceNeighborhoods, RandomWalkSampler, Step, importance_neighbors
 from graphrec.train.engine import Trainer, worker_context
 
 log = logging.getLogger(__name__)
 
 
-def make_sampler(store: GraphStore, cfg: PinSageConfig) -> RandomWalkSampler:
-    return RandomWalkSampler(store, [(m.path, m.weight) for m in cfg.walks.metapaths], cfg.walks.restart_prob)
+def side_metapaths(store: GraphStore, cfg: PinSageConfig) -> list[tuple[list[str], float]]:
+    """The metapaths that never walk the interaction relation (nor a reverse view of it):
+    the only ones an item without interactions can leave by."""
+    inter = store.relation(parse_edge_type(cfg.interactions)).base_key
+    return [(m.path, m.weight) for m in cfg.walks.metapaths
+            if all(store.relation(Step.parse(r).edge_type).base_key != inter for r in m.path)]
 
 
-def fixed_neighborhoods(sampler: RandomWalkSampler, cfg: PinSageConfig) -> ImportanceNeighborhoods:
-    """Importance neighbourhoods of every item (deterministic given ``cfg.seed``)."""
-    w = cfg.walks
-    rng = np.random.default_rng([cfg.seed, 101])
-    return importance_neighbors(sampler, np.arange(sampler.num_nodes), w.top_t, w.num_walks, w.walk_length, rng)
+def side_neighborhoods(store: GraphStore, cfg: PinSageConfig) -> ImportanceNeighborhoods:
+    """Importance neighbourhoods of every item over :func:`side_metapaths` (what an item
+    nobody interacted with has; empty rows without such metapaths), ``top_t`` wide."""
+    w, n = cfg.walks, store.num_nodes(cfg.item_type)
+    paths = side_metapaths(store, cfg)
+    if not paths:
+        return ImportanceNeighborhoods(np.full((n, w.top_t), -1, np.int64), np.zeros((n, w.top_t), np.float32))
+    sampler = RandomWalkSampler(store, paths, w.restart_prob)
+    nb = importance_neighbors(sampler, np.arange(n), w.top_t, w.num_walks, w.walk_length,
+                              np.random.default_rng([cfg.seed, 103]))
+    return nb
 
 
 def hard_negatives_for_epoch(cfg: PinSageConfig, epoch: int) -> int:
@@ -117,7 +128,7 @@ class PinSageLoss(nn.Module):
                       if num_users > 0 else None)
 
     def forward(self, batch: PinSageBatch):
-        z = self.model(batch.nodes, batch.feats, batch.blocks)
+        z = self.model(batch.nodes if batch.id_rows is None else batch.id_rows, batch.feats, batch.blocks)
         hard = z[batch.hard] if batch.hard.shape[1] > 0 else None
         loss = max_margin_loss(z[batch.query], z[batch.pos], z[batch.shared], hard, self.margin, batch.shared_mask)
         if self.users is not None and batch.users is not None and batch.users.numel() > 0:
@@ -176,25 +187,13 @@ def make_optimizers(trainable: nn.Module, cfg: PinSageConfig) -> list[torch.opti
     return opts
 
 
-def check_config(cfg: PinSageConfig, store: GraphStore) -> None:
-    """Refuse a config this graph cannot train (before a run directory or worker exists)."""
-    for m in cfg.walks.metapaths:
-        for r in m.path:
-            if parse_edge_type(r) not in store.edge_types:
-                raise GraphrecError(f"walks.metapaths: relation {r!r} is not in {store.path} "
-                                    f"(has {[':'.join(e) for e in store.edge_types]})")
-    if parse_edge_type(cfg.interactions) not in store.edge_types:
-        raise GraphrecError(f"interactions: relation {cfg.interactions!r} is not in {store.path}")
-    pinsage_features(store, cfg)
-
-
 def train_loop_per_worker(config: dict) -> dict:
     """Train PinSage on the graph store ``config["graph"]``; see the module docstring."""
     ctx = worker_context(config, "pinsage", lambda d: parse_config(d, PinSageConfig))
     cfg, store, rank, world = ctx.cfg, ctx.store, ctx.rank, ctx.world
     rel = store.relation(parse_edge_type(cfg.interactions))
     n_items = store.num_nodes(cfg.item_type)
-    sampler = make_sampler(store, cfg)
+    sampler = pinsage_sampler(store, cfg)
     features = pinsage_features(store, cfg)
     spec = features.spec if features is not None else FeatureSpec()
 
@@ -235,6 +234,13 @@ def train_loop_per_worker(config: dict) -> dict:
     else:  # walked afresh for each minibatch, from the batch's own generator
         w = cfg.walks
         neighborhood = functools.partial(walk_neighborhood, sampler, w.top_t, w.num_walks, w.walk_length)
+    cold = None
+    if cfg.cold_simulation > 0:
+        t1 = time.perf_counter()
+        cold = (cfg.cold_simulation, side_neighborhoods(store, cfg))
+        if rank == 0:
+            log.info("cold-start simulation: %.0f%% of the items each epoch; side neighbourhoods (%d metapaths) in %.1fs",
+                     100 * cfg.cold_simulation, len(side_metapaths(store, cfg)), time.perf_counter() - t1)
     interactions = None
     if learned_users:
         u, i = rel.coo()
@@ -246,7 +252,7 @@ def train_loop_per_worker(config: dict) -> dict:
         n_hard = hard_negatives_for_epoch(cfg, epoch) if hard is not None else 0
         return PinSageBatches(query, pos, n_items, cfg.batch_size, cfg.num_layers, neighborhood, features,
                               cfg.negatives.shared, hard, n_hard, epoch, seed=cfg.seed, rank=rank, world=world,
-                              interactions=interactions, start=start)
+                              interactions=interactions, start=start, cold=cold)
 
     if len(epoch_batches(0, 0)) == 0:
         raise GraphrecError(f"{cfg.interactions}: {n_train_pairs} training pairs make fewer batches of "

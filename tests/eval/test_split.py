@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import pyarrow.parquet as pq
 
 from graphrec.cli import main
 from graphrec.errors import GraphrecError
@@ -85,3 +86,45 @@ def test_given_split_from_triple_files(tmp_path, capsys):
     assert main(["-q", "split", str(tmp_path / "g"), "--valid-triples", str(tmp_path / "valid.txt"),
                  "--test-triples", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "s2")]) == 2
     assert "missing.txt: file not found" in capsys.readouterr().err and not (tmp_path / "s2").exists()
+
+
+def test_cold_item_split(small_pins_graph, tmp_path):
+    from graphrec.eval.split import cold_item_split, cold_items
+
+    g, rel = small_pins_graph, ("user", "saves", "pin")
+    res = cold_item_split(g, rel, 0.1, 0.05, out=tmp_path / "s")
+    s = load_split(tmp_path / "s")
+    first, test_items, valid_items = cold_items(g, rel, 0.1, 0.05)
+    engaged = first < np.iinfo(np.int64).max
+    cold = test_items | valid_items
+    assert test_items.sum() == round(0.1 * engaged.sum()) and valid_items.sum() == round(0.05 * engaged.sum())
+    # the cold test items are the newest by first interaction, the cold valid ones just before them
+    assert first[test_items].min() >= first[valid_items].max() >= first[engaged & ~cold].max()
+    # train/: no cold item at all (node, features, edges)
+    cold_ids = set(g.original_ids("pin", np.flatnonzero(cold)).tolist())
+    assert not cold_ids & set(s.train.original_ids("pin").tolist())
+    assert s.train.num_nodes("pin") == 600 - len(cold_ids) == res.counts["warm_items"]
+    assert s.train.feature("pin", "quality").values.shape == (s.train.num_nodes("pin"),)
+    # cold_graph/: every pin with its side edges, no interaction of a cold pin
+    cg = s.cold_graph()
+    assert cg.num_nodes("pin") == 600 and cg.relation("pin:in_board:board").num_edges == g.relation("pin:in_board:board").num_edges
+    assert not np.isin(np.asarray(cg.relation(rel).coo()[1]), np.flatnonzero(cold)).any()
+    assert cg.relation(rel).num_edges == s.train.relation(rel).num_edges == res.counts["train"]
+    # every interaction lands in exactly one part
+    src, dst = g.relation(rel).coo()
+    assert sum(res.counts[p] for p in ("train", "valid", "test", "cold_valid", "cold_test")) == src.shape[0]
+    cs, cd = s.cold_heldout("test")
+    assert cs.shape[0] == int(test_items[np.asarray(dst)].sum())
+    assert set(cd.tolist()) <= set(s.cold_item_ids("test").tolist())
+    np.testing.assert_array_equal(s.cold_item_ids("test"), np.flatnonzero(test_items))
+    # warm held-out pairs use train/'s (renumbered) ids; their original ids agree
+    t = pq.read_table(tmp_path / "s" / "test.parquet")
+    np.testing.assert_array_equal(s.train.original_ids("pin", t["dst"].to_numpy()), t["dst_id"].to_numpy())
+    c = pq.read_table(tmp_path / "s" / "cold_test.parquet")
+    np.testing.assert_array_equal(cg.original_ids("pin", c["dst"].to_numpy()), c["dst_id"].to_numpy())
+    assert s.has_cold_items and not load_split(tmp_path / "s").info.get("cut_side_relations")
+    with pytest.raises(GraphrecError, match="--cold-items must be a fraction"):
+        cold_item_split(g, rel, 1.5, out=tmp_path / "bad")
+    with pytest.raises(GraphrecError, match="leave warm items"):
+        cold_item_split(g, rel, 0.6, 0.5, out=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from graphrec.models import PinSage, PinSageConv, max_margin_loss, recency_weighted_mean
-from graphrec.sampling import Block, FeatureSpec, compact_blocks
+from graphrec.sampling import Block, FeatureSpec, NodeFeatures, compact_blocks
 
 
 def _conv(pooling):
@@ -141,3 +141,30 @@ def test_recency_weighted_mean_equals_the_gathered_sum_without_an_edges_by_dim_a
     want /= torch.zeros(40).index_add_(0, torch.from_numpy(user), w).clamp_min(1e-12)[:, None]
     torch.testing.assert_close(got, want)
     assert not got[[3, 17, 39]].any()
+
+
+def test_absent_ids_and_id_dropout():
+    """Row ``-1`` gives a zero ID vector (an item the model never saw); ``id_dropout``
+    hides IDs at that rate in training only."""
+    from graphrec.models.pinsage import PinSageInput
+
+    spec = FeatureSpec(categorical={"c": 4}, numeric=["x"])
+    inp = PinSageInput(10, spec, id_dim=6, feature_dim=3, out_dim=5, id_dropout=0.5)
+    feats = NodeFeatures(torch.tensor([[1], [2], [3]]), [], torch.randn(3, 2))
+    inp.eval()
+    with_ids = inp(torch.tensor([0, 4, 9]), feats)
+    without = inp(torch.tensor([-1, -1, -1]), feats)
+    zero_id = inp.proj(torch.cat([torch.zeros(3, 6), inp.cat_emb[0](feats.categorical[:, 0]), feats.numeric], 1))
+    torch.testing.assert_close(without, zero_id)
+    assert not torch.allclose(with_ids, without)
+    torch.testing.assert_close(inp(torch.tensor([0, 4, 9]), feats), with_ids)  # eval: no dropout
+    inp.train()
+    torch.manual_seed(0)
+    nodes = torch.zeros(4000, dtype=torch.long)
+    big = NodeFeatures(torch.ones(4000, 1, dtype=torch.long), [], torch.zeros(4000, 2))
+    out = inp(nodes, big)
+    dropped = torch.isclose(out, inp.proj(torch.cat([torch.zeros(1, 6), inp.cat_emb[0](torch.tensor([1])),
+                                                      torch.zeros(1, 2)], 1))).all(1)
+    assert 0.45 < dropped.float().mean() < 0.55
+    with pytest.raises(ValueError, match="id_dropout"):
+        PinSageInput(10, spec, 6, 3, 5, id_dropout=1.0)

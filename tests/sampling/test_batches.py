@@ -45,3 +45,28 @@ def test_batches_do_not_depend_on_loader_workers(small_pins_graph):
     assert len(inline) == len(background) == len(ds)
     for a, b in zip(inline, background):
         assert torch.equal(a.nodes, b.nodes) and torch.equal(a.shared, b.shared) and torch.equal(a.query, b.query)
+
+
+def test_cold_start_simulation_hides_ids_and_swaps_in_side_neighbours(small_pins_graph):
+    """``cold=(rate, side)``: about ``rate`` of the items are presented as cold in an
+    epoch — ID row -1 and the side table's neighbours — the same items throughout the
+    epoch, others as usual."""
+    s = RandomWalkSampler(small_pins_graph, [(PUP, 1.0), (PBP, 0.5)], restart_prob=0.5)
+    nbh = importance_neighbors(s, np.arange(600), 10, 20, 2, np.random.default_rng(0))
+    side = importance_neighbors(RandomWalkSampler(small_pins_graph, [(PBP, 1.0)], restart_prob=0.5), np.arange(600),
+                                10, 20, 2, np.random.default_rng(1))
+    ds = _batches(small_pins_graph, nbh)
+    ds.cold = (0.3, side)
+    hidden = {}
+    for b in ds:
+        nodes, rows = b.nodes.numpy(), b.id_rows.numpy()
+        assert ((rows == -1) | (rows == nodes)).all()
+        for v, r in zip(nodes.tolist(), rows.tolist(), strict=True):
+            assert hidden.setdefault(v, r == -1) == (r == -1)  # one decision per item and epoch
+        layer1 = nodes[: b.blocks[0].num_dst]
+        targets = nodes[: b.num_targets]
+        for i in range(0, b.num_targets, 7):
+            table = side if rows[i] == -1 else nbh
+            got = sorted(layer1[j] for j in b.blocks[-1].neighbors[i].tolist() if j >= 0)
+            assert got == sorted(x for x in table.neighbors[targets[i]].tolist() if x >= 0)
+    assert 0.2 < np.mean(list(hidden.values())) < 0.4

@@ -146,3 +146,23 @@ def test_neighborhoods_roundtrip(tmp_path):
     nb.save(tmp_path)
     back = ImportanceNeighborhoods.load(tmp_path)
     assert back.neighbors.tolist() == [[1, -1]] and len(back) == 1
+
+
+def test_reverse_steps_walk_a_relation_backwards(small_pins_graph):
+    """``~src:name:dst`` walks from dst to src: pin -in_board-> board ~in_board~ pin equals
+    the stored reverse view board -has_pin-> pin, walk for walk (same generator)."""
+    from graphrec.sampling.ppr import metapath_transition
+    from graphrec.sampling.walks import Step
+
+    store = small_pins_graph
+    backwards = RandomWalkSampler(store, [(["pin:in_board:board", "~pin:in_board:board"], 1.0)], restart_prob=0.3)
+    stored = RandomWalkSampler(store, [(PBP, 1.0)], restart_prob=0.3)
+    seeds = np.arange(0, store.num_nodes("pin"), 3)
+    a = backwards.walk(seeds, 4, 3, np.random.default_rng(5))
+    b = stored.walk(seeds, 4, 3, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    assert (metapath_transition(store, backwards) != metapath_transition(store, stored)).nnz == 0
+    step = Step.parse("~pin:in_board:board")
+    assert step.reverse and (step.start, step.end) == ("board", "pin") and str(step) == "~pin:in_board:board"
+    with pytest.raises(ValueError, match="pin:in_board:board ends at 'board' but pin:in_board:board starts at 'pin'"):
+        RandomWalkSampler(store, [(["pin:in_board:board", "pin:in_board:board"], 1.0)])

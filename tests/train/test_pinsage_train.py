@@ -210,3 +210,58 @@ def test_pair_hit_rate_in_blocks_equals_the_full_score_matrix():
     for qb, cb in ((256, 65_536), (5, 7), (1, 1), (57, 103)):
         got = pair_hit_rate(emb, q, p, k=10, query_block=qb, candidate_block=cb)
         assert got == pytest.approx(want, abs=1e-12), (qb, cb)
+
+
+def test_cold_start_split_infer_on_a_newer_graph_export_evaluate(small_pins_graph, tmp_path, capsys):
+    """The inductive path end to end: a cold-item split, a hybrid run (ID dropout, cold
+    simulation, a pin->board->pin side metapath), `infer --graph` on the graph holding
+    the cold pins, export of that graph's ids, and the cold_items protocol."""
+    from graphrec.eval.split import load_split
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps({**FAST, "model": "pinsage", "epochs": 2, "id_dropout": 0.3, "cold_simulation": 0.3}))
+    s = tmp_path / "s"
+    assert main(["-q", "split", str(small_pins_graph.path), "--relation", "user:saves:pin", "--cold-items", "0.1",
+                 "--out", str(s)]) == 0
+    split = load_split(s)
+    cold_ids = split.cold_graph().original_ids("pin", split.cold_item_ids("test"))
+    assert main(["-q", "train", "pinsage", "--config", str(cfg), "--graph", str(s / "train"), "--out",
+                 str(tmp_path / "run"), "--no-ray"]) == 0
+    run = open_run(tmp_path / "run")
+    assert run.model.num_nodes == split.train.num_nodes("pin") < 600
+    # on the run's own graph, inductive inference is the transductive one
+    assert main(["-q", "infer", "--run", str(tmp_path / "run"), "--graph", str(s / "train"), "--out",
+                 str(tmp_path / "same")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "same" / "embeddings.npy"), run.item_vectors, atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "same" / "user_embeddings.npy"), run.user_vectors, atol=1e-5)
+    # on the newer graph: every pin, the cold ones embedded from features + board neighbours
+    assert main(["-q", "infer", "--run", str(tmp_path / "run"), "--graph", str(s / "cold_graph"), "--out",
+                 str(tmp_path / "inf")]) == 0
+    emb = np.load(tmp_path / "inf" / "embeddings.npy")
+    assert emb.shape == (600, 16) and np.isfinite(emb).all()
+    cold_rows = split.cold_item_ids("test")
+    assert np.linalg.norm(emb[cold_rows], axis=1).min() > 0.1 and len(np.unique(emb[cold_rows].round(4), axis=0)) > 1
+    assert main(["-q", "export", "--run", str(tmp_path / "run"), "--inference", str(tmp_path / "inf"), "--out",
+                 str(tmp_path / "emb")]) == 0
+    ids, vecs = read_vectors(tmp_path / "emb" / "nodes" / "pin.parquet")
+    assert set(cold_ids.tolist()) <= set(ids.tolist()) and len(ids) == 600
+    m = json.loads((tmp_path / "emb" / "manifest.json").read_text())
+    assert m["graph_checksum"] == split.cold_graph().checksum and m["node_counts"]["pin"] == 600
+    q_ids, _ = read_vectors(tmp_path / "emb" / "retrieval" / "user__saves__pin" / "candidate.parquet")
+    assert len(q_ids) == 600
+    capsys.readouterr()
+    assert main(["-q", "evaluate", "--run", str(tmp_path / "run"), "--split", str(s), "--inference",
+                 str(tmp_path / "inf"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)["models"]
+    cold = res["pinsage"]["cold_items"]
+    assert cold["candidates"] == len(cold_rows) and cold["users"] > 0 and 0 <= cold["recall@10"] <= 1
+    assert set(res) >= {"pinsage", "popularity", "content (features)", "content (features+graph)", "random"}
+    assert res["random"]["cold_items"]["recall@10"] == pytest.approx(min(10 / len(cold_rows), 1.0), abs=0.05)
+    assert 0 < res["pinsage"]["user_to_item"]["recall@20"] <= 1  # warm quality of the same run
+    # refusals: the run's own inference is not of the cold graph; a non-cold split takes no --inference
+    assert main(["-q", "evaluate", "--run", str(tmp_path / "run"), "--split", str(s), "--inference",
+                 str(tmp_path / "same")]) == 2
+    assert "not the split's" in capsys.readouterr().err
+    assert main(["-q", "export", "--run", str(tmp_path / "run"), "--inference", str(tmp_path / "inf"), "--graph",
+                 str(s / "train"), "--out", str(tmp_path / "emb2")]) == 2
+    assert "leave --graph out" in capsys.readouterr().err and not (tmp_path / "emb2").exists()
