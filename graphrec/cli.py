@@ -279,12 +279,16 @@ def _train_options(f):
     return click.pass_context(f)
 
 
-def _train(model, ctx, config_path, graph, out, workers, epochs, no_ray, address, resume, overwrite, partitions=None):
+def _train(model, ctx, config_path, graph, out, workers, epochs, no_ray, address, resume, overwrite, partitions=None,
+           update=None):
     from graphrec.train.runs import fit, load_run_config, summarize
 
     cfg = load_run_config(model, config_path, workers=workers, epochs=epochs, address=address)
+    update = dict(update or {})
     if partitions is not None:
-        cfg = cfg.model_copy(update={"partitions": partitions})
+        update["partitions"] = partitions
+    if update:
+        cfg = cfg.model_validate({**cfg.model_dump(), **update})
     info = fit(cfg, graph, out, use_ray=not no_ray, resume=resume, overwrite=overwrite, progress=ctx.obj["progress"])
     click.echo(f"{summarize(info)} -> {out}")
 
@@ -310,9 +314,16 @@ class _ConfigKeysCommand(click.Command):
 @_train_options
 @click.option("--partitions", type=click.IntRange(min=1), default=None,
               help="Partitions P of the large node types (overrides the config's partitions; out-of-core).")
-def train_twhin_cmd(ctx, **kw):
+@click.option("--init-from", default=None, type=click.Path(),
+              help="Warm start from this finished TwHIN run on an older graph (overrides init_from): known nodes keep "
+                   "their vectors, new ones start from their neighbours'; run.json gets a drift report.")
+@click.option("--freeze-existing", is_flag=True, default=None, help="With --init-from: train only the new nodes "
+              "and the relations (sets freeze_existing).")
+def train_twhin_cmd(ctx, init_from, freeze_existing, **kw):
     """TwHIN knowledge-graph embeddings of every node and relation type."""
-    _train("twhin", ctx, **kw)
+    update = {k: v for k, v in (("init_from", str(Path(init_from).resolve()) if init_from else None),
+                                ("freeze_existing", freeze_existing)) if v is not None}
+    _train("twhin", ctx, update=update, **kw)
 
 
 @train.command("pinsage", cls=_ConfigKeysCommand, config_name="pinsage")

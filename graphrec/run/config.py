@@ -186,6 +186,13 @@ class TwHINConfig(StrictConfig):
         "never the URI")
     holdout_fraction: float = Field(0.0, ge=0, lt=1, description="fraction of each relation's edges held out of "
                                     "training for validation (validation.source holdout/auto, or the sampled check)")
+    init_from: str | None = Field(None, description="a finished TwHIN run (on an older graph of the same schema) "
+                                  "to warm-start from: its nodes (matched by type and original id) start from their "
+                                  "vectors there, new nodes from the mean of their known neighbours' vectors (random "
+                                  "where none), relation vectors carried over; run.json gets a drift report "
+                                  "(`graphrec train twhin --init-from RUN`)")
+    freeze_existing: bool = Field(False, description="with init_from: the carried-over nodes' vectors receive no "
+                                  "gradient (only new nodes and relations train)")
     patience: int = Field(3, ge=1, description="evaluations without improvement before training stops")
     validation_candidates: int = Field(1000, ge=1, description="uniform candidates of the sampled holdout MRR "
                                        "(validation.source none)")

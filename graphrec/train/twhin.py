@@ -311,6 +311,14 @@ def check_config(cfg: TwHINConfig, store: GraphStore) -> None:
     """Refuse a config this graph cannot train (before a run directory or worker exists)."""
     select_relations(store, cfg)
     resolve_validation_source(cfg, store)
+    if cfg.freeze_existing and cfg.init_from is None:
+        raise GraphrecError("freeze_existing needs init_from (the run whose nodes are frozen)")
+    if cfg.init_from is not None:
+        if cfg.partitions > 1:
+            raise GraphrecError("init_from: warm-starting a partitioned run (partitions > 1) is not supported")
+        from graphrec.run.directory import open_run
+
+        open_run(cfg.init_from, expect="twhin")  # a clear error for a missing or unfinished run
 
 
 def train_loop_per_worker(config: dict) -> dict:
@@ -323,6 +331,19 @@ def train_loop_per_worker(config: dict) -> dict:
     if cfg.partitions > 1:
         raise GraphrecError("partitions > 1 trains through graphrec.train.partitioned (graphrec.train.runs.fit)")
     model = twhin_model(cfg, {t: store.num_nodes(t) for t in store.node_types}, edge_types, sparse=True)
+    previous = None
+    if cfg.init_from is not None:  # every worker initialises the same way (no broadcast needed)
+        from graphrec.run.directory import open_run
+        from graphrec.train.warm_start import freeze_rows, warm_start
+
+        previous = open_run(cfg.init_from, expect="twhin")
+        carried, init_counts = warm_start(model, store, previous.model, previous.store)
+        if cfg.freeze_existing:
+            freeze_rows(model.node_emb.weight, carried)
+        if rank == 0:
+            log.info("warm start from %s: %d nodes carried over%s, %d from their neighbours, %d random; %d relations",
+                     cfg.init_from, init_counts["carried"], " (frozen)" if cfg.freeze_existing else "",
+                     init_counts["from_neighbours"], init_counts["random"], init_counts["relations"])
     loss_module: nn.Module = TwHINLoss(model, cfg)
     if world > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
@@ -378,6 +399,11 @@ def train_loop_per_worker(config: dict) -> dict:
                      "metric": "filtered_mrr" if validation is not None else "sampled_mrr",
                      "triples": validation.num_triples if validation is not None else None,
                      "every_epochs": every if validation is not None else 1}})
+    if previous is not None:
+        from graphrec.train.warm_start import drift_report
+
+        summary["warm_start"] = {"from": str(cfg.init_from), "frozen": cfg.freeze_existing, "init": init_counts,
+                                 "drift": drift_report(model, store, previous.model, previous.store, seed=cfg.seed)}
     if rank == 0:
         write_run(ctx.run_dir, "twhin", cfg, store, model.state_dict(), summary, num_nodes=model.num_nodes,
                   edge_types=[list(et) for et in model.edge_types],
