@@ -45,7 +45,8 @@ import torch
 from tqdm import tqdm
 
 from graphrec.errors import GraphrecError
-from graphrec.io import OutputLock, atomic_file, is_graphrec_dir, mark_graphrec_dir, write_bytes, write_json, write_npy
+from graphrec.io import (OutputLock, atomic_file, is_graphrec_dir, mark_graphrec_dir, portable_path, resolve_portable,
+                         write_bytes, write_json, write_npy)
 from graphrec.models.pinsage import PinSage
 from graphrec.sampling.blocks import Block
 from graphrec.sampling.features import NodeFeatureTable
@@ -339,8 +340,9 @@ def infer_pinsage(run_dir: str | Path, work_dir: str | Path | None = None, shard
     with OutputLock(work):
         work.mkdir(parents=True, exist_ok=True)
         mark_graphrec_dir(work, "inference")
-        write_json(graph_file, {"path": str(store.path.resolve()), "checksum": store.checksum,
-                                "run_graph": graph is None})
+        # the run's own graph: found through the run; another graph: a reference that survives moving both
+        write_json(graph_file, {"run_graph": True, "checksum": store.checksum} if graph is None else
+                   {"run_graph": False, "checksum": store.checksum, **portable_path(store.path, work)})
         if graph is None:
             job = LayerwiseInference(run.model, run.features(), Path(run_dir) / NEIGHBORHOODS_DIR, work,
                                      shard_size=shard_size)
@@ -362,9 +364,9 @@ def inference_graph(work_dir: str | Path):
     info = json.loads(path.read_text())
     if info.get("run_graph"):
         return None
-    store = GraphStore(info["path"])
+    store = GraphStore(resolve_portable(info, work_dir))
     if store.checksum != info["checksum"]:
-        raise GraphrecError(f"{work_dir}: the graph it embeds, {info['path']}, has changed since "
+        raise GraphrecError(f"{work_dir}: the graph it embeds, {store.path}, has changed since "
                             f"(checksum {store.checksum[:12]} != {info['checksum'][:12]}); run `graphrec infer` again")
     return store
 
