@@ -296,16 +296,24 @@ class HardNegativesConfig(StrictConfig):
     schedule: Literal["curriculum", "constant"] = Field(
         "curriculum", description="curriculum: none in epoch 1, one more per query each epoch (the paper)")
     band: tuple[float, float] = Field((0.05, 0.2), description="PPR rank band as fractions of the catalogue")
+    band_ranks: tuple[int, int] | None = Field(
+        None, description="PPR rank band as absolute ranks [lo, hi) instead of band (PinSage's 2000-5000): stays near "
+        "the query at any catalogue size, where a fraction band lies beyond what Monte-Carlo walks rank")
     alpha: float = Field(0.3, gt=0, lt=1, description="PPR restart probability")
     method: Literal["auto", "power", "montecarlo"] = Field(
         "auto", description="PPR computation: power iteration (exact, for small catalogues), Monte-Carlo random walks, "
         "or auto (power iteration up to 20,000 items, Monte-Carlo beyond)")
+    mc_walks: int = Field(200, ge=1, description="Monte-Carlo PPR: walks per query (visits = mc_walks x mc_length "
+                          "bound the ranks resolved; training logs the band's coverage)")
+    mc_length: int = Field(10, ge=1, description="Monte-Carlo PPR: rounds per walk")
 
     @model_validator(mode="after")
     def _band(self):
         lo, hi = self.band
         if not 0.0 <= lo < hi <= 1.0:
             raise ValueError(f"band must satisfy 0 <= lo < hi <= 1, got {self.band}")
+        if self.band_ranks is not None and not 1 <= self.band_ranks[0] < self.band_ranks[1]:
+            raise ValueError(f"band_ranks must satisfy 1 <= lo < hi, got {list(self.band_ranks)}")
         return self
 
 

@@ -93,6 +93,9 @@ class PPRHardNegatives:
         band: ``(lo, hi)`` fractions of the catalogue: candidates are the items ranked
             ``[lo_r, max(lo_r + 1, ⌈hi·N⌉))`` by PPR w.r.t. the query, ``lo_r =
             max(1, ⌊lo·N⌋)`` (rank 0 is the query itself, never its own negative).
+        ranks: ``(lo, hi)`` absolute PPR ranks instead of ``band`` (PinSage's 2000–5000:
+            a band that stays near the query whatever the catalogue size; clipped to
+            ``N``).
         alpha: restart probability of the power-iteration PPR.
         method: ``power`` (power iteration over :class:`MetapathTransition`),
             ``montecarlo`` (ranks by the visit counts of ``mc_walks`` of the sampler's
@@ -100,22 +103,34 @@ class PPRHardNegatives:
             sampler's ``restart_prob``, not ``alpha``) or ``auto`` (power up to
             ``power_max_nodes`` items).
         iterations: power-iteration rounds (L1 error ``≤ 2(1 − α)^iterations``).
+
+    Monte-Carlo memory is ``O(Q · mc_walks · mc_length)`` per batch whatever ``N``: the
+    visited items are ranked by visit count; a band rank beyond the items a query's walks
+    visited is drawn uniformly among the items they did *not* visit (all tied at zero
+    visits), never among the visited ones. :meth:`coverage` measures how much of the
+    band the walks resolve (training logs it and keeps it in the run summary).
     """
 
     def __init__(self, store: GraphStore, sampler: RandomWalkSampler, band=(0.1, 0.3), alpha: float = 0.3,
                  method: str = "auto", power_max_nodes: int = 20000, iterations: int = 30, mc_walks: int = 200,
-                 mc_length: int = 10):
+                 mc_length: int = 10, ranks: tuple[int, int] | None = None):
         lo, hi = band
         if not 0.0 <= lo < hi <= 1.0:
             raise ValueError(f"hard negative band must satisfy 0 <= lo < hi <= 1, got {band}")
+        if ranks is not None and not 1 <= ranks[0] < ranks[1]:
+            raise ValueError(f"hard negative ranks must satisfy 1 <= lo < hi, got {ranks}")
         if method not in ("auto", "power", "montecarlo"):
             raise ValueError(f"unknown PPR method {method!r}")
         self.store, self.sampler = store, sampler
         self.num_nodes = sampler.num_nodes
         if self.num_nodes < 2:
             raise ValueError(f"PPR hard negatives need at least 2 {sampler.node_type!r} nodes, got {self.num_nodes}")
-        self.lo = max(1, int(np.floor(lo * self.num_nodes)))  # rank 0 is the query itself
-        self.hi = max(self.lo + 1, int(np.ceil(hi * self.num_nodes)))
+        if ranks is not None:
+            self.lo = min(int(ranks[0]), self.num_nodes - 1)
+            self.hi = max(self.lo + 1, min(int(ranks[1]), self.num_nodes))
+        else:
+            self.lo = max(1, int(np.floor(lo * self.num_nodes)))  # rank 0 is the query itself
+            self.hi = max(self.lo + 1, int(np.ceil(hi * self.num_nodes)))
         self.alpha, self.iterations = alpha, iterations
         self.method = ("power" if self.num_nodes <= power_max_nodes else "montecarlo") if method == "auto" else method
         self.mc_walks, self.mc_length = mc_walks, mc_length
@@ -123,8 +138,9 @@ class PPRHardNegatives:
         self._transition = None
 
     def __repr__(self) -> str:
+        mc = f", {self.mc_walks} walks x {self.mc_length}" if self.method == "montecarlo" else ""
         return (f"{type(self).__name__}(ranks [{self.lo}, {self.hi}) of {self.num_nodes}, alpha={self.alpha}, "
-                f"{self.method})")
+                f"{self.method}{mc})")
 
     def ppr(self, queries: np.ndarray, dtype=np.float64) -> np.ndarray:
         """PPR vectors ``[Q, N]`` of ``queries`` ``[Q]`` (rows sum to 1) by ``iterations``
@@ -175,20 +191,56 @@ class PPRHardNegatives:
             def draw(rows, n):
                 return cand[rows, rng.integers(0, width, size=n)].astype(np.int64)
         else:
-            # Monte-Carlo PPR: visited items ranked by visit count; a band rank beyond
-            # the visited ones falls among the unvisited (all tied): a uniform item
-            visits = self.sampler.walk(queries, self.mc_walks, self.mc_length, rng)
-            top = top_t_visits(visits, self.hi, exclude=queries).neighbors
+            top, draw_unvisited = self._visited_ranking(queries, rng)
 
             def draw(rows, n):
                 r = rng.integers(self.lo, self.hi, size=n) - 1  # top excludes the query (rank 0)
-                got = top[rows, r]
-                miss = got < 0
-                got[miss] = rng.integers(0, self.num_nodes, size=int(miss.sum()))
+                got = np.full(n, -1, dtype=np.int64)
+                inside = r < top.shape[1]
+                got[inside] = top[rows[inside], r[inside]]
+                miss = got < 0  # a rank beyond the visited items: one of the unvisited (tied)
+                got[miss] = draw_unvisited(rows[miss])
                 return got
 
         q = queries.shape[0]
         rows = np.repeat(np.arange(q), count)
+        return self._draw_avoiding(draw, rows, q, count, positives, rng)
+
+    def _visited_ranking(self, queries: np.ndarray, rng: np.random.Generator):
+        """Monte-Carlo PPR of ``queries``: ``(top [Q, min(hi, V)]`` visited items by visit
+        count (query excluded, ``-1`` padded), ``draw_unvisited(rows) ->`` a uniform item
+        each row's walks never reached, the query excluded)."""
+        visits = self.sampler.walk(queries, self.mc_walks, self.mc_length, rng)
+        top = top_t_visits(visits, min(self.hi, visits.shape[1]), exclude=queries).neighbors
+        n = np.int64(self.num_nodes)
+        keys = np.arange(queries.shape[0], dtype=np.int64)[:, None] * n + np.where(top >= 0, top, queries[:, None])
+        keys = np.unique(np.concatenate([keys.ravel(), np.arange(queries.shape[0]) * n + queries]))  # + the query
+
+        def draw_unvisited(rows: np.ndarray) -> np.ndarray:
+            out = rng.integers(0, self.num_nodes, size=rows.shape[0])
+            for _ in range(64):  # rejection: the unvisited are most of a large catalogue
+                key = rows * n + out
+                pos = np.minimum(np.searchsorted(keys, key), keys.shape[0] - 1)
+                seen = keys[pos] == key
+                if not seen.any():
+                    break
+                out[seen] = rng.integers(0, self.num_nodes, size=int(seen.sum()))
+            return out
+
+        return top, draw_unvisited
+
+    def coverage(self, queries: np.ndarray, rng: np.random.Generator) -> float:
+        """Mean fraction of the band's ranks ``[lo, hi)`` that the Monte-Carlo walks of
+        ``queries`` resolve (ranks up to the number of distinct items they visit); 1.0
+        for power iteration. The rest are drawn among the unvisited items."""
+        if self.method == "power":
+            return 1.0
+        top, _ = self._visited_ranking(np.asarray(queries, dtype=np.int64), rng)
+        visited = (top >= 0).sum(1) + 1  # + the query at rank 0
+        return float(np.clip((visited - self.lo) / (self.hi - self.lo), 0.0, 1.0).mean())
+
+    def _draw_avoiding(self, draw, rows, q, count, positives, rng) -> np.ndarray:
+        """``draw(rows, n)`` reshaped ``[q, count]``, collisions with the positive redrawn."""
         out = draw(rows, rows.shape[0]).reshape(q, count)
         for _ in range(8):  # redraw collisions with the positive
             bad = out == positives[:, None]

@@ -207,9 +207,18 @@ def train_loop_per_worker(config: dict) -> dict:
     hard = None
     if cfg.negatives.hard.max_per_query > 0:
         h = cfg.negatives.hard
-        hard = PPRHardNegatives(store, sampler, band=h.band, alpha=h.alpha, method=h.method)
+        hard = PPRHardNegatives(store, sampler, band=h.band, alpha=h.alpha, method=h.method, mc_walks=h.mc_walks,
+                                mc_length=h.mc_length, ranks=h.band_ranks)
         if hard.method == "power":
             hard.band_table()  # once, before the loader workers fork
+        else:  # how much of the band the walks rank (the rest: uniform among the unvisited, tied at 0 visits)
+            probe = np.random.default_rng([cfg.seed, 107])
+            hard_coverage = hard.coverage(probe.choice(n_items, size=min(n_items, 256), replace=False), probe)
+            if rank == 0:
+                (log.warning if hard_coverage < 0.5 else log.info)(
+                    "hard negatives: the Monte-Carlo walks rank %.0f%% of the PPR band [%d, %d) (the rest are drawn "
+                    "among the items they never visit); raise negatives.hard.mc_walks or use band_ranks",
+                    100 * hard_coverage, hard.lo, hard.hi)
     if rank == 0:
         log.info("%d items, %d training pairs, %d held out; neighbourhoods in %.1fs; %s", n_items, n_train_pairs,
                  n_hold, t_walk, hard)
@@ -284,6 +293,9 @@ def train_loop_per_worker(config: dict) -> dict:
 
     summary = trainer.fit(batches, step, lambda epoch: len(epoch_batches(epoch, 0)), validate, epoch_metrics)
     summary.update({"neighborhood_seconds": t_walk, "train_pairs": n_train_pairs, "heldout_pairs": n_hold})
+    if hard is not None:
+        summary["hard_negatives"] = {"ranks": [hard.lo, hard.hi], "method": hard.method,
+                                     "band_coverage": 1.0 if hard.method == "power" else hard_coverage}
     if rank == 0:
         items = item_embeddings(model, features, nbh)
         if learned_users:

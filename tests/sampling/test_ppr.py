@@ -54,3 +54,36 @@ def test_a_band_from_rank_zero_never_gives_the_query_itself(hard):
     neg = near.sample(q, (q + 1) % near.num_nodes, 8, rng)
     assert (neg != q[:, None]).all()
     assert set(neg[0].tolist()) <= set(near.ranking(q[:1])[0, 1 : near.hi].tolist())
+
+
+def test_monte_carlo_negatives_fall_in_the_exact_ppr_band(small_pins_graph):
+    """Absolute ranks [20, 60) with walks that resolve them: most Monte-Carlo negatives
+    lie in the band of the exact (power-iteration) ranking, and none is one of the
+    query's top-10 items."""
+    s = RandomWalkSampler(small_pins_graph, [(PUP, 1.0), (PBP, 1.0)], restart_prob=0.3)
+    mc = PPRHardNegatives(small_pins_graph, s, ranks=(20, 60), alpha=0.3, method="montecarlo", mc_walks=400,
+                          mc_length=10)
+    exact = PPRHardNegatives(small_pins_graph, s, alpha=0.3, method="power")
+    assert (mc.lo, mc.hi) == (20, 60) and mc.coverage(np.arange(0, 600, 5), np.random.default_rng(0)) == 1.0
+    q = np.arange(0, 600, 20)
+    neg = mc.sample(q, (q + 1) % 600, 20, np.random.default_rng(1))
+    order = exact.ranking(q)
+    rank = np.argsort(order, axis=1)[np.arange(q.shape[0])[:, None], neg]  # exact rank of each negative
+    assert np.median(rank) >= 20 and np.median(rank) < 60
+    assert ((rank >= 10) & (rank < 120)).mean() > 0.9 and (rank >= 1).all()
+
+
+def test_ranks_beyond_the_walks_come_from_unvisited_items(small_pins_graph):
+    """A band deeper than the walks reach: its ranks are drawn among the items the walks
+    never visited (tied at zero), never among the visited ones; coverage says so."""
+    from graphrec.sampling.walks import top_t_visits
+
+    s = RandomWalkSampler(small_pins_graph, [(PUP, 1.0)], restart_prob=0.5)
+    mc = PPRHardNegatives(small_pins_graph, s, ranks=(400, 500), method="montecarlo", mc_walks=5, mc_length=2)
+    assert mc.coverage(np.arange(0, 600, 7), np.random.default_rng(0)) == 0.0
+    q = np.arange(0, 600, 50)
+    neg = mc.sample(q, (q + 1) % 600, 30, np.random.default_rng(3))
+    visits = s.walk(q, 5, 2, np.random.default_rng(3))  # the same generator draws: the same walks
+    top = top_t_visits(visits, visits.shape[1], exclude=q).neighbors
+    for i in range(q.shape[0]):
+        assert not set(neg[i].tolist()) & (set(top[i].tolist()) | {int(q[i])})
