@@ -424,7 +424,10 @@ def cold_item_split(
     The newest ``cold_fraction`` of the items (by first interaction; see
     :func:`cold_items`), and the ``cold_valid_fraction`` before them, are removed from
     the train graph **entirely** (nodes, features, every edge) and their interactions
-    become ``cold_test.parquet`` / ``cold_valid.parquet``. The other (warm) items'
+    become ``cold_test.parquet`` / ``cold_valid.parquet``. Cold valid is a backtest of
+    cold test: it keeps the valid items' interactions made before the first cold test
+    item appeared (items new in that window and engaged in it, as the test items are in
+    theirs); the later ones are dropped and counted (``cold_valid_after_cutoff``). The other (warm) items'
     interactions are split per user by time as :func:`chronological_split` does, into
     ``train/``, ``valid.parquet`` and ``test.parquet`` (warm quality of the same run).
 
@@ -470,7 +473,13 @@ def cold_item_split(
     meta["relations"] = [entries[r["key"]] for r in store.manifest["relations"]]
     new_item = renumbering(~cold)
     tables = {}
-    for part, sel in (("valid", labels == 1), ("test", labels == 2), ("cold_valid", ~warm_edge & cold_valid[dst]),
+    # cold valid is a backtest of cold test: the valid items' interactions before the first test item appeared
+    # (an item new in that window, engaged in that window — as the test items are in theirs)
+    first, _, _ = cold_items(store, relation, 0.0)
+    cutoff = int(first[cold_test].min()) if cold_test.any() else np.iinfo(np.int64).max
+    valid_sel = ~warm_edge & cold_valid[dst]
+    late = valid_sel & (ts >= cutoff)
+    for part, sel in (("valid", labels == 1), ("test", labels == 2), ("cold_valid", valid_sel & ~late),
                       ("cold_test", ~warm_edge & cold_test[dst])):
         t = _heldout_table(store, relation, src[sel], dst[sel], {a: v[sel] for a, v in attrs.items()})
         if not part.startswith("cold"):  # warm held-out pairs: ids of train/, which renumbers the items
@@ -480,7 +489,8 @@ def cold_item_split(
     counts = {"train": n_train, "valid": tables["valid"].num_rows, "test": tables["test"].num_rows,
               "cold_valid": tables["cold_valid"].num_rows, "cold_test": tables["cold_test"].num_rows,
               "cold_test_items": int(cold_test.sum()), "cold_valid_items": int(cold_valid.sum()),
-              "warm_items": int((~cold).sum()), "users_split": int(held_users.sum())}
+              "warm_items": int((~cold).sum()), "users_split": int(held_users.sum()),
+              "cold_valid_after_cutoff": int(late.sum())}
     info = {"kind": "cold_items", "relation": list(relation), "fractions": list(fractions),
             "min_interactions": min_interactions, "cold_items": cold_fraction, "cold_valid_items": cold_valid_fraction,
             "source_graph": str(store.path), "source_checksum": store.checksum, "counts": counts}
@@ -499,7 +509,6 @@ def cold_item_split(
         write_store(tmp / "train", t_arrays, t_meta, t_json)
         for part, t in tables.items():
             pq.write_table(t, tmp / f"{part}.parquet")
-        first, _, _ = cold_items(store, relation, 0.0)
         ci = np.flatnonzero(cold)
         pq.write_table(pa.table({"item": ci, "item_id": pa.array(store.original_ids(item_type, ci)),
                                  "part": pa.array(np.where(cold_test[ci], "test", "valid").astype(object), pa.string()),

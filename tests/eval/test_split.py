@@ -112,7 +112,11 @@ def test_cold_item_split(small_pins_graph, tmp_path):
     assert cg.relation(rel).num_edges == s.train.relation(rel).num_edges == res.counts["train"]
     # every interaction lands in exactly one part
     src, dst = g.relation(rel).coo()
-    assert sum(res.counts[p] for p in ("train", "valid", "test", "cold_valid", "cold_test")) == src.shape[0]
+    parts = ("train", "valid", "test", "cold_valid", "cold_test", "cold_valid_after_cutoff")
+    assert sum(res.counts[p] for p in parts) == src.shape[0] and res.counts["cold_valid_after_cutoff"] > 0
+    # cold valid is a backtest: only interactions before the first cold test item appeared
+    vt = pq.read_table(tmp_path / "s" / "cold_valid.parquet")
+    assert vt.num_rows > 0 and vt["timestamp"].to_numpy().max() < first[test_items].min()
     cs, cd = s.cold_heldout("test")
     assert cs.shape[0] == int(test_items[np.asarray(dst)].sum())
     assert set(cd.tolist()) <= set(s.cold_item_ids("test").tolist())
