@@ -68,3 +68,7 @@ def test_warm_start_from_an_older_graph(small_pins_graph, tmp_path, capsys):
     assert main(["-q", "train", "twhin", "--config", str(cfg_path), "--graph", str(new.path), "--out",
                  str(tmp_path / "bad"), "--no-ray", "--init-from", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    cfg_path.write_text(json.dumps({"model": "twhin", **FAST, "dim": 8}))
+    assert main(["-q", "train", "twhin", "--config", str(cfg_path), "--graph", str(new.path), "--out",
+                 str(tmp_path / "bad"), "--no-ray", "--init-from", str(tmp_path / "r1")]) == 2
+    assert "this config trains dim 8" in capsys.readouterr().err and not (tmp_path / "bad").exists()
