@@ -198,7 +198,8 @@ def _edge_type(text: str, option: str):
                    "OUT/cold_graph holds them without interactions (for `graphrec infer --graph`).")
 @click.option("--cold-valid-items", type=float, default=0.0, show_default=True,
               help="With --cold-items: the fraction of items just older than the cold test items held out the same "
-                   "way as cold validation items (OUT/cold_valid.parquet), to choose settings on.")
+                   "way as cold validation items (OUT/cold_valid.parquet: their interactions before the first cold "
+                   "test item appeared, a backtest), to choose settings on.")
 @click.option("--out", required=True, type=click.Path(), help="Split directory to create.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def split(graph_dir, relation, random_, fractions, min_interactions, seed, cut_side_relations, valid_triples,
