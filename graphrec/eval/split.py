@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -266,12 +266,7 @@ def write_split(store: GraphStore, labels: dict, info: dict, out, overwrite: boo
     info = {**info, "source_graph": str(store.path), "source_checksum": store.checksum, "counts": counts}
     meta["split"] = info
     out = Path(out)
-    stack = ExitStack()
-    try:
-        tmp = stack.enter_context(atomic_dir(out, overwrite=overwrite))
-    except OSError as err:  # e.g. a parent of OUT is a file, or not writable
-        raise GraphrecError(f"{out}: cannot create the split directory: {err.strerror or err}") from None
-    with stack:
+    with _split_dir(out, overwrite) as tmp:
         write_store(tmp / "train", arrays, meta, store.json_files())
         for code, part in ((1, "valid"), (2, "test")):
             if not parts[code]:
@@ -282,6 +277,19 @@ def write_split(store: GraphStore, labels: dict, info: dict, out, overwrite: boo
         (tmp / "split.json").write_text(json.dumps(info, indent=1))
     log.info("split %s: %s", info["kind"], counts)
     return SplitResult(out, GraphStore(out / "train"), tuple(info["relation"]) if info.get("relation") else None, counts)
+
+
+@contextmanager
+def _split_dir(out: Path, overwrite: bool):
+    """The temporary directory beside ``out`` that a split is written into, swapped in
+    on success (:func:`graphrec.io.atomic_dir`); a clear error when it cannot be made."""
+    stack = ExitStack()
+    try:
+        tmp = stack.enter_context(atomic_dir(out, overwrite=overwrite))
+    except OSError as err:  # e.g. a parent of OUT is a file, or not writable
+        raise GraphrecError(f"{out}: cannot create the split directory: {err.strerror or err}") from None
+    with stack:
+        yield tmp
 
 
 def _keep_edges(arrays: dict, entries: dict, rel, keep: np.ndarray) -> int:
@@ -350,27 +358,28 @@ class Split:
         """A cold-item split (:func:`cold_item_split`)."""
         return self.info.get("kind") == "cold_items"
 
-    def cold_graph(self) -> GraphStore:
-        """The newer graph holding the cold items (no interactions of theirs)."""
+    def _require_cold(self, part: str | None = None) -> None:
         if not self.has_cold_items:
             raise GraphrecError(f"{self.path}: not a cold-item split (make one with `graphrec split --cold-items F`)")
+        if part is not None and part not in ("valid", "test"):
+            raise ValueError("part must be 'valid' or 'test'")
+
+    def cold_graph(self) -> GraphStore:
+        """The newer graph holding the cold items (no interactions of theirs)."""
+        self._require_cold()
         return GraphStore(self.path / COLD_GRAPH)
 
     def cold_heldout(self, part: str) -> tuple[np.ndarray, np.ndarray]:
         """``(src, dst)`` int64 of the cold items' ``valid`` / ``test`` interactions, in
         the ids of :meth:`cold_graph`."""
-        if part not in ("valid", "test"):
-            raise ValueError("part must be 'valid' or 'test'")
-        self.cold_graph()
+        self._require_cold(part)
         t = pq.read_table(self.path / f"cold_{part}.parquet", columns=["src", "dst"])
         return t.column("src").to_numpy().astype(np.int64), t.column("dst").to_numpy().astype(np.int64)
 
     def cold_item_ids(self, part: str) -> np.ndarray:
         """Cold-graph ids (int64, sorted) of the cold ``valid`` / ``test`` items: every
         item removed from training for that part (the candidates of the cold protocol)."""
-        if part not in ("valid", "test"):
-            raise ValueError("part must be 'valid' or 'test'")
-        self.cold_graph()
+        self._require_cold(part)
         t = pq.read_table(self.path / COLD_ITEMS, columns=["item", "part"])
         return np.sort(t.column("item").to_numpy()[t.column("part").to_numpy(zero_copy_only=False) == part]
                        ).astype(np.int64)
@@ -383,7 +392,6 @@ def load_split(path: str | Path) -> Split:
     info = json.loads((path / "split.json").read_text())
     rel = tuple(info["relation"]) if info.get("relation") else None
     return Split(path, GraphStore(path / "train"), rel, info)
-
 
 
 def cold_items(store: GraphStore, relation: EdgeType, fraction: float, valid_fraction: float = 0.0
@@ -427,8 +435,9 @@ def cold_item_split(
     become ``cold_test.parquet`` / ``cold_valid.parquet``. Cold valid is a backtest of
     cold test: it keeps the valid items' interactions made before the first cold test
     item appeared (items new in that window and engaged in it, as the test items are in
-    theirs); the later ones are dropped and counted (``cold_valid_after_cutoff``). The other (warm) items'
-    interactions are split per user by time as :func:`chronological_split` does, into
+    theirs); the later ones are dropped and counted (``cold_valid_after_cutoff``). The
+    other (warm) items' interactions are split per user by time as
+    :func:`chronological_split` does, into
     ``train/``, ``valid.parquet`` and ``test.parquet`` (warm quality of the same run).
 
     ``cold_graph/`` is the newer graph an inductive model embeds the cold items in: the
@@ -453,7 +462,7 @@ def cold_item_split(
         raise GraphrecError(f"--cold-items must be positive and leave warm items (cold {cold_fraction} + "
                             f"cold valid {cold_valid_fraction} < 1)")
     item_type = relation[2]
-    _, cold_test, cold_valid = cold_items(store, relation, cold_fraction, cold_valid_fraction)
+    first, cold_test, cold_valid = cold_items(store, relation, cold_fraction, cold_valid_fraction)
     cold = cold_test | cold_valid
     src, dst = rel.coo()
     dst = np.asarray(dst, np.int64)
@@ -475,7 +484,6 @@ def cold_item_split(
     tables = {}
     # cold valid is a backtest of cold test: the valid items' interactions before the first test item appeared
     # (an item new in that window, engaged in that window — as the test items are in theirs)
-    first, _, _ = cold_items(store, relation, 0.0)
     cutoff = int(first[cold_test].min()) if cold_test.any() else np.iinfo(np.int64).max
     valid_sel = ~warm_edge & cold_valid[dst]
     late = valid_sel & (ts >= cutoff)
@@ -495,12 +503,7 @@ def cold_item_split(
             "min_interactions": min_interactions, "cold_items": cold_fraction, "cold_valid_items": cold_valid_fraction,
             "source_graph": str(store.path), "source_checksum": store.checksum, "counts": counts}
     out = Path(out)
-    stack = ExitStack()
-    try:
-        tmp = stack.enter_context(atomic_dir(out, overwrite=overwrite))
-    except OSError as err:
-        raise GraphrecError(f"{out}: cannot create the split directory: {err.strerror or err}") from None
-    with stack:
+    with _split_dir(out, overwrite) as tmp:
         meta["split"] = {**info, "graph": COLD_GRAPH}
         write_store(tmp / COLD_GRAPH, arrays, meta, store.json_files())
         cold_graph = GraphStore(tmp / COLD_GRAPH)

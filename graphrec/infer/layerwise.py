@@ -162,11 +162,13 @@ class LayerwiseInference:
                 neighborhoods.save(d)
             self.neighbors_path, self.weights_path = d / "neighbors.npy", d / "weights.npy"
         self.num_nodes = model.num_nodes if id_rows is None else int(np.asarray(id_rows).shape[0])
-        self.id_rows_path = None
+        self.id_rows_path = self._id_rows_hash = None
         if id_rows is not None:
+            id_rows = np.asarray(id_rows, dtype=np.int64)
+            self._id_rows_hash = hashlib.sha256(id_rows.tobytes()).hexdigest()  # in the state: refuse other rows
             self.id_rows_path = self.work_dir / "id_rows.npy"
             if not self.id_rows_path.exists():
-                write_npy(self.id_rows_path, np.asarray(id_rows, dtype=np.int64))
+                write_npy(self.id_rows_path, id_rows)
         nbr = np.load(self.neighbors_path, mmap_mode="r")
         if nbr.shape[0] != self.num_nodes:
             raise GraphrecError(f"{self.neighbors_path}: {nbr.shape[0]} neighbourhoods for "
@@ -179,8 +181,7 @@ class LayerwiseInference:
                  "num_layers": self.model.num_layers, "hidden_dim": self.model.hidden_dim, "dim": self.model.dim,
                  "num_neighbors": self.num_neighbors, "shard_size": self.shard_size,
                  "neighbors_bytes": self.neighbors_path.stat().st_size + self.weights_path.stat().st_size,
-                 "id_rows": None if self.id_rows_path is None else hashlib.sha256(
-                     np.load(self.id_rows_path).tobytes()).hexdigest()}
+                 "id_rows": self._id_rows_hash}
         path = self.work_dir / STATE_FILE
         if path.exists():
             old = json.loads(path.read_text())

@@ -1,9 +1,9 @@
 """PinSage (Ying et al., KDD 2018): graph convolutions over importance neighbourhoods.
 
-Input ``h⁰_v`` of an item is a linear projection of its (optional, see
-:class:`PinSageInput`) ID embedding and its feature embeddings (categorical, multi-categorical as a mean bag, numeric as a linear map of
-standardised values plus a missing-value indicator). Each of the ``K`` layers is the
-paper's CONVOLVE (Algorithm 1):
+Input ``h⁰_v`` of an item is a linear projection of its ID embedding (optional, see
+:class:`PinSageInput`) and its feature embeddings (categorical, multi-categorical as a
+mean bag, numeric as a linear map of standardised values plus a missing-value
+indicator). Each of the ``K`` layers is the paper's CONVOLVE (Algorithm 1):
 
 .. math::
     n_v = \\gamma\\big(\\{\\mathrm{ReLU}(Q h_u + q) : u \\in N(v)\\}, \\alpha\\big), \\qquad

@@ -121,10 +121,11 @@ def pinsage_sampler(store: GraphStore, cfg: PinSageConfig) -> RandomWalkSampler:
     return RandomWalkSampler(store, [(m.path, m.weight) for m in cfg.walks.metapaths], cfg.walks.restart_prob)
 
 
-def fixed_neighborhoods(sampler: RandomWalkSampler, cfg: PinSageConfig) -> ImportanceNeighborhoods:
-    """Importance neighbourhoods of every item (deterministic given ``cfg.seed``)."""
+def fixed_neighborhoods(sampler: RandomWalkSampler, cfg: PinSageConfig, stream: int = 101) -> ImportanceNeighborhoods:
+    """Importance neighbourhoods of every item under ``cfg.walks`` (deterministic given
+    ``cfg.seed`` and the generator ``stream``)."""
     w = cfg.walks
-    rng = np.random.default_rng([cfg.seed, 101])
+    rng = np.random.default_rng([cfg.seed, stream])
     return importance_neighbors(sampler, np.arange(sampler.num_nodes), w.top_t, w.num_walks, w.walk_length, rng)
 
 

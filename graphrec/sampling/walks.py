@@ -3,7 +3,8 @@
 A **metapath** is a sequence of relation types that leaves a node type and comes back
 to it, e.g. ``pin -saved_by-> user -saves-> pin`` or ``pin -in_board-> board -has_pin->
 pin``; a relation stored in one direction only is walked backwards as ``~src:name:dst``
-(e.g. ``item -linked_to-> entity ~-film.film.actor- entity ...``). A walk from a seed runs ``walk_length`` **rounds**; each round
+(:class:`Step`; e.g. ``~entity:film.film.actor:entity`` from an actor to their films).
+A walk from a seed runs ``walk_length`` **rounds**; each round
 
 1. with probability ``restart_prob`` first jumps back to the seed (Pixie / PinSage);
 2. picks one metapath (by the configured weights, independently per walker and round);

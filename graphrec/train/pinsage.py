@@ -42,7 +42,7 @@ from graphrec.run.directory import check_pinsage_graph as check_config  # noqa: 
 from graphrec.sampling import (CoEngagement, PinSageBatch, PinSageBatches, PPRHardNegatives, collate_identity,
                                walk_neighborhood)
 from graphrec.sampling.features import FeatureSpec, NodeFeatureTable
-from graphrec.sampling.walks import ImportanceNeighborhoods, RandomWalkSampler, Step, importance_neighbors
+from graphrec.sampling.walks import ImportanceNeighborhoods, RandomWalkSampler, Step
 from graphrec.train.engine import Trainer, worker_context
 
 log = logging.getLogger(__name__)
@@ -63,10 +63,7 @@ def side_neighborhoods(store: GraphStore, cfg: PinSageConfig) -> ImportanceNeigh
     paths = side_metapaths(store, cfg)
     if not paths:
         return ImportanceNeighborhoods(np.full((n, w.top_t), -1, np.int64), np.zeros((n, w.top_t), np.float32))
-    sampler = RandomWalkSampler(store, paths, w.restart_prob)
-    nb = importance_neighbors(sampler, np.arange(n), w.top_t, w.num_walks, w.walk_length,
-                              np.random.default_rng([cfg.seed, 103]))
-    return nb
+    return fixed_neighborhoods(RandomWalkSampler(store, paths, w.restart_prob), cfg, stream=103)
 
 
 def hard_negatives_for_epoch(cfg: PinSageConfig, epoch: int) -> int:
@@ -248,8 +245,8 @@ def train_loop_per_worker(config: dict) -> dict:
         t1 = time.perf_counter()
         cold = (cfg.cold_simulation, side_neighborhoods(store, cfg))
         if rank == 0:
-            log.info("cold-start simulation: %.0f%% of the items each epoch; side neighbourhoods (%d metapaths) in %.1fs",
-                     100 * cfg.cold_simulation, len(side_metapaths(store, cfg)), time.perf_counter() - t1)
+            log.info("cold-start simulation: %.0f%% of the items each epoch; side neighbourhoods in %.1fs",
+                     100 * cfg.cold_simulation, time.perf_counter() - t1)
     interactions = None
     if learned_users:
         u, i = rel.coo()
