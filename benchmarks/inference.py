@@ -159,21 +159,16 @@ def check_equal(store, nbh_dir: Path, work: Path) -> float:
     return float(np.abs(np.asarray(out[nodes]) - naive).max())
 
 
-def ann(store, work: Path, queries: int, threads: int) -> list[dict]:
-    import faiss
-    import torch
-
-    from graphrec.infer.export import export_run, read_vectors
-    from graphrec.retrieval import IndexConfig, make_index
-    from graphrec.run.config import load_config
-    from graphrec.run.config import TwHINConfig
+def twhin_embeddings(store, work: Path, threads: int) -> Path:
+    """``work/twhin-emb``: TwHIN trained for one epoch over the saves only (uniform tail
+    negatives; in-batch negatives cost O(batch²)), exported with ``user:saves:pin``
+    retrieval vectors; reused when present (also by ``benchmarks/serve_load.py``)."""
+    from graphrec.infer.export import export_run
+    from graphrec.run.config import TwHINConfig, load_config
     from graphrec.train.runs import fit
 
-    torch.set_num_threads(threads)
-    faiss.omp_set_num_threads(threads)
     run, emb = work / "twhin-run", work / "twhin-emb"
     if not (emb / "manifest.json").exists():
-        # one epoch over the saves only, uniform negatives (in-batch negatives cost O(batch²))
         cfg = load_config(ROOT / "configs" / "twhin-pinterest.yaml", TwHINConfig,
                           overrides={"epochs": 1, "threads": threads, "relations": {"user:saves:pin": 1.0},
                                      "negatives": {"uniform": 100, "in_batch": False, "chunk_size": 0,
@@ -183,6 +178,19 @@ def ann(store, work: Path, queries: int, threads: int) -> list[dict]:
         fit(cfg, store.path, run, use_ray=False, overwrite=True)
         print(f"# TwHIN 1 epoch: {time.perf_counter() - t:.0f}s", flush=True)
         export_run(run, emb, retrieval=["user:saves:pin"], overwrite=True)
+    return emb
+
+
+def ann(store, work: Path, queries: int, threads: int) -> list[dict]:
+    import faiss
+    import torch
+
+    from graphrec.infer.export import read_vectors
+    from graphrec.retrieval import IndexConfig, make_index
+
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+    emb = twhin_embeddings(store, work, threads)
     _, cand = read_vectors(emb / "retrieval" / "user__saves__pin" / "candidate.parquet")
     _, qv = read_vectors(emb / "retrieval" / "user__saves__pin" / "query.parquet")
     qv = qv[np.random.default_rng(0).choice(qv.shape[0], queries, replace=False)]

@@ -526,6 +526,41 @@ def recommend(ctx, index_dir, users_file, all_users, k, exclude_seen, emb_dir, o
     click.echo(f"{r['rows']:,} recommendations for {r['users']:,} users -> {out}")
 
 
+@cli.command()
+@click.option("--index", "index_dir", default=None, type=click.Path(), help="The index directory to serve.")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="A service config YAML (the keys of `graphrec config show serve`); flags override it.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--replicas", type=int, default=None, help="Serve replicas, each holding the index [default: 1].")
+@click.option("--graph", default=None, type=click.Path(),
+              help="Graph store whose interactions exclude_seen leaves out [default: the embeddings' graph].")
+@click.option("--max-batch-size", type=int, default=None, help="Requests per FAISS search [default: 64].")
+@click.option("--batch-wait-ms", type=float, default=None,
+              help="How long a batch waits for more requests [default: 0: what queued meanwhile].")
+@click.option("--address", default=None, help="Ray cluster address [default: start local Ray].")
+def serve(index_dir, config_path, host, port, replicas, graph, max_batch_size, batch_wait_ms, address):
+    """Serve an index over HTTP on Ray Serve until SIGINT/SIGTERM: /similar, /recommend, /healthz, /reload."""
+    from graphrec.config_base import load_model, parse_model
+    from graphrec.retrieval.service import ServiceConfig, serve_forever
+
+    flags = {"index": index_dir, "replicas": replicas, "graph": graph, "max_batch_size": max_batch_size,
+             "batch_wait_timeout_s": None if batch_wait_ms is None else batch_wait_ms / 1000}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if config_path:
+        cfg = load_model(config_path, ServiceConfig, what="service config", overrides=flags)
+    elif "index" not in flags:
+        raise click.UsageError("give --index DIR (or --config with an index key)")
+    else:
+        cfg = parse_model(flags, ServiceConfig, origin="graphrec serve")
+
+    def ready(url):
+        click.echo(f"serving {cfg.index} at {url} (/similar, /recommend, /healthz, /reload); Ctrl-C stops", err=True)
+
+    serve_forever(cfg, host=host, port=port, address=address, ready=ready)
+    click.echo("stopped", err=True)
+
+
 # ---- generate -----------------------------------------------------------------------
 
 

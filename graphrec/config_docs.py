@@ -56,6 +56,9 @@ CONFIGS: dict[str, DocumentedConfig] = {
                                  "end-to-end job (`configs/quickstart.yaml`, `graphrec run`)"),
     "schema": DocumentedConfig("graphrec.graph.schema", "GraphSchema",
                                "graph schema (`graphs/*.yaml`, `graphrec build --schema`)"),
+    "serve": DocumentedConfig("graphrec.retrieval.service", "ServiceConfig",
+                              "retrieval service (`configs/serve.yaml`, `graphrec serve --config`, the `args` of a "
+                              "Serve config's `graphrec.retrieval.service:build_app`)"),
 }
 """The config kinds documented in ``configs/README.md`` and by ``graphrec config show``
 (nested sections, e.g. the job's ``index`` and ``data.generate``, are part of their tree)."""

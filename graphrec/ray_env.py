@@ -44,6 +44,9 @@ RAY_NOISE: tuple[str, ...] = (
     # Ray Train worker INFO per ray.train.report, from a logger named by file path
     # (logging.getLogger(__file__)), so LoggingConfig(log_level) misses it
     r"Reporting training result \d+: TrainingReport\(",
+    # serve.shutdown() kills its controller while the raylet still retries the controller's
+    # own graceful_shutdown task (`graphrec serve` stopping)
+    r"Task ServeController\.graceful_shutdown failed",
 )
 #: Driver-side loggers that emit :data:`RAY_NOISE` (``ray.init(configure_logging=False)``
 #: removes the ``ray`` logger's handler, so a filter there would see nothing: records

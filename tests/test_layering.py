@@ -12,7 +12,7 @@ ALLOWED = {
     "run": {"graph", "sampling", "models"},
     "train": {"graph", "sampling", "models", "eval", "run"},
     "infer": {"graph", "sampling", "models", "run"},
-    "retrieval": {"graph", "infer", "run"},
+    "retrieval": {"graph", "models", "infer", "run"},
     "eval": {"graph"},
     "analytics": {"graph"},
     "datasets": set(),

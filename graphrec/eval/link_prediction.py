@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from graphrec.eval.metrics import csr_rows, expected_hit, expected_reciprocal_rank
-from graphrec.graph.csr import build_csr
+from graphrec.eval.metrics import expected_hit, expected_reciprocal_rank
+from graphrec.graph.csr import build_csr, csr_rows
 
 
 class KnownTriples:

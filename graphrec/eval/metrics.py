@@ -34,20 +34,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from graphrec.graph.csr import csr_rows
 
 _GRID_ELEMENTS = 50_000_000  # scores (or MRR grid cells) held at once
-
-
-def csr_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gather CSR rows: ``(row_position [nnz], column [nnz])`` for ``rows`` (vectorised)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    starts = np.asarray(indptr)[rows]
-    lens = np.asarray(indptr)[rows + 1] - starts
-    total = int(lens.sum())
-    row_pos = np.repeat(np.arange(rows.shape[0], dtype=np.int64), lens)
-    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
-    cols = np.asarray(indices)[offsets + np.arange(total, dtype=np.int64)]
-    return row_pos, cols
 
 
 # ---- single target: rank uniform on g+1 .. g+e+1 --------------------------------------

@@ -78,6 +78,18 @@ def build_csr(src: np.ndarray, dst: np.ndarray, num_src: int, num_dst: int | Non
     return indptr_from_sorted_counts(src, num_src), dst[perm].astype(it), perm.astype(it)
 
 
+def csr_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gather CSR rows: ``(row_position [nnz], column [nnz])`` for ``rows`` (vectorised)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = np.asarray(indptr)[rows]
+    lens = np.asarray(indptr)[rows + 1] - starts
+    total = int(lens.sum())
+    row_pos = np.repeat(np.arange(rows.shape[0], dtype=np.int64), lens)
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+    cols = np.asarray(indices)[offsets + np.arange(total, dtype=np.int64)]
+    return row_pos, cols
+
+
 def expand_indptr(indptr: np.ndarray) -> np.ndarray:
     """Row id of every CSR position (the COO row array), int64 ``[E]``."""
     n = indptr.shape[0] - 1

@@ -299,6 +299,9 @@ def export_twhin(run_dir: str | Path, out: str | Path, retrieval: list[str] | No
     relation_dim = int(next(iter(rels.values())).shape[0]) if rels else score.relation_dim(run.dim)
     manifest = {"model": "twhin", "score": info["config"]["score"], "p_norm": info["config"]["p_norm"],
                 "dim": run.dim, "relation_dim": relation_dim, "run": str(Path(run_dir).resolve()),
+                # a query from items alone (`graphrec serve`'s POST /recommend): TwHIN learns no
+                # item→user map, so the items' mean candidate vector, through candidate_queries
+                "session_queries": {"half_life": None},
                 "training": {k: v for k, v in info["summary"].items() if k != "history"},
                 "final_epoch": info["summary"]["history"][-1] if info["summary"]["history"] else None}
     return export_embeddings(out, store, nodes, manifest, rels, retr, overwrite=overwrite, progress=progress)
@@ -347,6 +350,9 @@ def export_pinsage(run_dir: str | Path, out: str | Path, retrieval: list[str] | 
                 "user_vectors": ("recency-weighted mean of the user's item vectors, half-life "
                                  f"{cfg.user_vectors.half_life} interactions" if cfg.user_vectors.half_life
                                  else "mean of the user's item vectors"),
+                # a query from items alone (`graphrec serve`'s POST /recommend): the recency recipe
+                # of the user vectors (a learned-user run's new users get the same)
+                "session_queries": {"half_life": cfg.user_vectors.half_life},
                 "training": {k: v for k, v in info["summary"].items() if k != "history"},
                 "final_epoch": info["summary"]["history"][-1] if info["summary"]["history"] else None}
     return export_embeddings(out, store, nodes, manifest, retrieval={inter: (users, items)}, overwrite=overwrite,

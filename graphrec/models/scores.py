@@ -123,6 +123,15 @@ class ScoreFunction(abc.ABC):
         inner-product form."""
         raise self._no_inner_product()
 
+    def candidate_queries(self, C: Tensor) -> Tensor:
+        """Query vectors ``[B, d']`` that rank candidates by their likeness to the
+        candidate vectors ``C: [B, d']`` (rows of :meth:`retrieval_candidates`, or a mean
+        of them) in the score's geometry: item→item and session queries over a
+        ``--query`` index. ``C`` itself where the candidate vector is the tail vector (every
+        dot-product form); ``ValueError`` without an inner-product form."""
+        self.retrieval_candidates(C[:0, :C.shape[1]])  # raises where there is no inner-product form
+        return C
+
     def _no_inner_product(self) -> ValueError:
         return ValueError(f"score function {self!r} has no exact inner-product form; it cannot be exported "
                           "for ANN retrieval")
@@ -208,6 +217,12 @@ class TransE(ScoreFunction):
         if self.p != 2:
             raise self._no_inner_product()
         return torch.cat([T, (T * T).sum(-1, keepdim=True)], dim=1)
+
+    # C = [t, ‖t‖²] (or a mean of such rows): the query [2t, −1] ranks by −‖t − t'‖², L2 likeness
+    def candidate_queries(self, C):
+        if self.p != 2:
+            raise self._no_inner_product()
+        return torch.cat([2.0 * C[:, :-1], -torch.ones(C.shape[0], 1, dtype=C.dtype)], dim=1)
 
 
 @SCORES.register_as("distmult")

@@ -450,6 +450,8 @@ def build_index(emb_dir: str | Path, target: str, out: str | Path, query: str | 
                     "embeddings_relpath": portable_path(emb_dir, out)["relpath"],
                     "vectors": str(src.relative_to(emb_dir)),
                     "embeddings_model": man.get("model"), "graph_checksum": man.get("graph_checksum"),
+                    # the score the candidate vectors come from (item→item and session queries)
+                    "score": man.get("score") if query else None,
                     "build_seconds": time.perf_counter() - t0, "faiss": faiss.__version__}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     log.info("indexed %d %s vectors (dim %d, %s) in %.1fs -> %s", source.count, target, source.dim,
@@ -533,6 +535,21 @@ class Index:
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise GraphrecError(f"{what}: query vectors of dimension {vectors.shape[-1]} for an index of dimension "
                                 f"{self.dim} ({self.dir}, built from {self.manifest['embeddings']})")
+
+    def item_queries(self, vectors: np.ndarray) -> np.ndarray:
+        """Query vectors ``[n, dim]`` that find the items most like ``vectors`` (``[n, dim]``
+        rows of :attr:`vectors`, or weighted means of them): the vectors themselves, except
+        over candidate vectors of a score whose candidate side is not the node vector
+        (TransE: :meth:`~graphrec.models.scores.ScoreFunction.candidate_queries`)."""
+        score = self.manifest.get("score")
+        if score in (None, "dot"):
+            return np.asarray(vectors, dtype=np.float32)
+        import torch
+
+        from graphrec.models.scores import make_score
+
+        # p = 2: the only TransE with an inner-product form, hence with exported candidates
+        return make_score(score, p=2).candidate_queries(torch.from_numpy(np.asarray(vectors, dtype=np.float32))).numpy()
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``min(k, count)`` by inner product: ``(scores [n, k] float32, rows [n, k]

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from graphrec.errors import GraphrecError
+from graphrec.graph.csr import csr_rows
 from graphrec.infer.export import read_vectors
 from graphrec.io import atomic_file, resolve_portable
 from graphrec.retrieval.index import IdPositions, Index
@@ -35,6 +36,41 @@ def _report_unknown(kind: str, unknown) -> None:
         log.warning("%d unknown %s id(s) skipped: %s%s", len(unknown), kind, shown, " …" if len(unknown) > 10 else "")
 
 
+def search_excluding(index: Index, queries: np.ndarray, k: int, exclude_indptr: np.ndarray | None = None,
+                     exclude_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` of each query with its excluded index rows left out: ``(scores [n, k]
+    float32, rows [n, k] int64)``, padded with row ``-1`` (score ``-inf``) where fewer
+    remain. Exclusions are CSR over the queries (``exclude_indptr [n + 1]``,
+    ``exclude_rows`` index rows; negative rows ignored). One FAISS search for the whole
+    batch, of ``k`` plus the longest exclusion list."""
+    n = queries.shape[0]
+    deg = np.diff(exclude_indptr) if exclude_indptr is not None else np.zeros(n, np.int64)
+    extra = int(deg.max()) if n else 0
+    scores, hits = index.search(queries, k + extra)
+    mask = hits >= 0
+    if extra:  # (query, row) keys of the excluded pairs against those of the hits
+        q = np.repeat(np.arange(n, dtype=np.int64), deg)
+        rows = np.asarray(exclude_rows, dtype=np.int64)
+        ok = rows >= 0
+        mask &= ~np.isin(np.arange(n, dtype=np.int64)[:, None] * index.count + hits, (q * index.count + rows)[ok])
+    rank = np.cumsum(mask, axis=1)
+    mask &= rank <= k
+    out_scores = np.full((n, k), -np.inf, dtype=np.float32)
+    out_rows = np.full((n, k), -1, dtype=np.int64)
+    r, c = np.nonzero(mask)
+    out_scores[r, rank[r, c] - 1] = scores[r, c]
+    out_rows[r, rank[r, c] - 1] = hits[r, c]
+    return out_scores, out_rows
+
+
+def similar_rows(index: Index, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Item→item for index ``rows`` (``[n]``): :func:`search_excluding` of their
+    :meth:`~Index.item_queries`, each row itself left out."""
+    rows = np.asarray(rows, dtype=np.int64)
+    queries = index.item_queries(np.asarray(index.vectors[rows]))
+    return search_excluding(index, queries, k, np.arange(rows.shape[0] + 1, dtype=np.int64), rows)
+
+
 def similar_items(index: Index, ids, k: int = 10) -> tuple[pd.DataFrame, list]:
     """Top-``k`` neighbours of each known id: ``(DataFrame[query, rank, id, score],
     unknown ids)``."""
@@ -43,15 +79,9 @@ def similar_items(index: Index, ids, k: int = 10) -> tuple[pd.DataFrame, list]:
     unknown = list(ids[~known])
     _report_unknown(index.manifest["target"], unknown)
     rows, qids = rows[known], ids[known]
-    if rows.size == 0:
-        return pd.DataFrame({"query": [], "rank": [], "id": [], "score": []}), unknown
-    scores, hits = index.search(np.asarray(index.vectors[rows]), k + 1)
-    keep = (hits != rows[:, None]) & (hits >= 0)
-    out = []
-    for q, s, h, m in zip(qids, scores, hits, keep, strict=True):  # k+1 per query: small
-        s, h = s[m][:k], h[m][:k]
-        out.append(pd.DataFrame({"query": q, "rank": np.arange(1, len(h) + 1), "id": index.ids[h], "score": s}))
-    return pd.concat(out, ignore_index=True), unknown
+    scores, hits = similar_rows(index, rows, k)
+    r, c = np.nonzero(hits >= 0)
+    return pd.DataFrame({"query": qids[r], "rank": c + 1, "id": index.ids[hits[r, c]], "score": scores[r, c]}), unknown
 
 
 def read_id_list(path: str | Path) -> np.ndarray:
@@ -71,6 +101,62 @@ def read_id_list(path: str | Path) -> np.ndarray:
     return np.array([line.strip() for line in path.read_text().splitlines() if line.strip()], dtype=object)
 
 
+def query_vectors(index: Index, embeddings: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids [U], vectors [U, dim])``: the query vectors of the index's ``query``
+    relation, from ``embeddings`` (default: the directory the index was built from)."""
+    from graphrec.retrieval.index import _emb_manifest
+
+    man = index.manifest
+    if not man.get("query"):
+        raise GraphrecError(f"{index.dir}: built without --query src:rel:dst, so it has no user query vectors "
+                            "(rebuild it with `graphrec index --query user:rel:item`)")
+    emb = Path(embeddings) if embeddings else embeddings_dir(index)
+    retr = _emb_manifest(emb).get("retrieval", {})
+    if man["query"] not in retr:
+        raise GraphrecError(f"{emb}: no retrieval vectors for {man['query']} (the index's query relation)")
+    qids, qvecs = read_vectors(emb / retr[man["query"]]["path"] / "query.parquet")
+    index.check_dim(qvecs, f"{emb} ({man['query']} queries)")
+    return qids, qvecs
+
+
+def embeddings_dir(index: Index) -> Path:
+    """The embedding directory the index was built from (absolute path, else the same
+    relative place)."""
+    man = index.manifest
+    return resolve_portable({"path": man["embeddings"], "relpath": man.get("embeddings_relpath")}, index.dir)
+
+
+class SeenItems:
+    """The items each query user engaged with in a graph, as index rows, to leave out of
+    their recommendations: ``seen(query_rows [n]) -> (indptr [n + 1], rows)`` (CSR over
+    the given rows of ``qids``; users or items the graph or index lacks give nothing).
+
+    The edges are those of the index's ``query`` relation in ``graph`` (memory-mapped;
+    ``O(U + N)`` id maps besides)."""
+
+    def __init__(self, index: Index, qids: np.ndarray, graph: str | Path):
+        from graphrec.graph.store import GraphStore, parse_edge_type
+
+        et = parse_edge_type(index.manifest["query"])
+        store = GraphStore(graph)
+        if et not in store.edge_types:
+            raise GraphrecError(f"--exclude-seen {graph}: graph has no relation {index.manifest['query']}")
+        rel = store.relation(et)
+        src, _, dst = et
+        self.graph = store.path
+        self.user_row = np.asarray(store.lookup(src, pa.array(qids)), dtype=np.int64)  # query row -> store row
+        self.item_row = index.lookup(store.original_ids(dst))[0]  # store item -> index row (-1: not indexed)
+        self.indptr, self.indices = np.asarray(rel.indptr), rel.indices
+
+    def __call__(self, query_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        su = self.user_row[np.asarray(query_rows, dtype=np.int64)]
+        known = su >= 0
+        deg = np.zeros(su.shape[0], dtype=np.int64)
+        deg[known] = self.indptr[su[known] + 1] - self.indptr[su[known]]
+        _, items = csr_rows(self.indptr, self.indices, su[known])
+        return np.concatenate([[0], np.cumsum(deg)]), self.item_row[items]
+
+
 def recommend(index: Index, out: str | Path, users=None, k: int = 100, exclude_seen: str | Path | None = None,
               embeddings: str | Path | None = None, batch_size: int = 4096, overwrite: bool = False,
               progress: bool = True) -> dict:
@@ -81,21 +167,7 @@ def recommend(index: Index, out: str | Path, users=None, k: int = 100, exclude_s
     the directory the index was built from); ``exclude_seen``: a graph store whose edges
     of that relation are removed from each user's list.
     """
-    from graphrec.graph.store import GraphStore, parse_edge_type
-
-    man = index.manifest
-    if not man.get("query"):
-        raise GraphrecError(f"{index.dir}: built without --query src:rel:dst, so it has no user query vectors "
-                            "(rebuild it with `graphrec index --query user:rel:item`)")
-    emb = Path(embeddings) if embeddings else resolve_portable(
-        {"path": man["embeddings"], "relpath": man.get("embeddings_relpath")}, index.dir)
-    from graphrec.retrieval.index import _emb_manifest
-
-    retr = _emb_manifest(emb).get("retrieval", {})
-    if man["query"] not in retr:
-        raise GraphrecError(f"{emb}: no retrieval vectors for {man['query']} (the index's query relation)")
-    qids, qvecs = read_vectors(emb / retr[man["query"]]["path"] / "query.parquet")
-    index.check_dim(qvecs, f"{emb} ({man['query']} queries)")
+    qids, qvecs = query_vectors(index, embeddings)
     if users is None:
         sel, unknown = np.arange(qids.shape[0]), []
     else:
@@ -104,42 +176,17 @@ def recommend(index: Index, out: str | Path, users=None, k: int = 100, exclude_s
         unknown = list(users[~known])
         sel = sel[sel >= 0]
         _report_unknown("user", unknown)
-    seen_indptr = seen_items = None
-    if exclude_seen is not None:
-        et = parse_edge_type(man["query"])
-        store = GraphStore(exclude_seen)
-        if et not in store.edge_types:
-            raise GraphrecError(f"--exclude-seen {exclude_seen}: graph has no relation {man['query']}")
-        rel = store.relation(et)
-        # store internal ids -> index rows (equal when both come from the same export)
-        src, _, dst = et
-        store_users = store.lookup(src, pa.array(qids))
-        items_map = index.lookup(store.original_ids(dst))[0]
-        seen_indptr, seen_items = np.asarray(rel.indptr), items_map[np.asarray(rel.indices)]
-        user_row = store_users
+    seen = SeenItems(index, qids, exclude_seen) if exclude_seen is not None else None
     schema = pa.schema([("user", pa.array(qids[:0]).type), ("rank", pa.int32()), ("item", pa.array(index.ids[:0]).type),
                         ("score", pa.float32())])
     n_rows = 0
     with atomic_file(out, overwrite=overwrite) as tmp, pq.ParquetWriter(tmp, schema) as w:
         for lo in tqdm(range(0, sel.shape[0], batch_size), desc="recommend", disable=not progress, unit="batch"):
             b = sel[lo:lo + batch_size]
-            extra = 0
-            if seen_indptr is not None:
-                su = user_row[b]
-                deg = np.where(su >= 0, seen_indptr[np.maximum(su, 0) + 1] - seen_indptr[np.maximum(su, 0)], 0)
-                extra = int(deg.max()) if deg.size else 0
-            scores, hits = index.search(qvecs[b], k + extra)
-            mask = hits >= 0
-            if extra:  # (batch row, item row) keys of the seen pairs vs those of the hits
-                starts = seen_indptr[np.maximum(su, 0)]
-                j = np.repeat(np.arange(b.shape[0]), deg)
-                seen = seen_items[np.repeat(starts, deg) + (np.arange(j.shape[0]) - np.repeat(np.cumsum(deg) - deg, deg))]
-                ok = seen >= 0  # seen items missing from the index cannot be hits anyway
-                mask &= ~np.isin(np.arange(b.shape[0])[:, None] * index.count + hits, (j * index.count + seen)[ok])
-            rank = np.cumsum(mask, axis=1)
-            mask &= rank <= k
-            r, c = np.nonzero(mask)
-            w.write_table(pa.table({"user": pa.array(qids[b][r]), "rank": pa.array(rank[r, c].astype(np.int32)),
+            excl = seen(b) if seen is not None else (None, None)
+            scores, hits = search_excluding(index, qvecs[b], k, *excl)
+            r, c = np.nonzero(hits >= 0)
+            w.write_table(pa.table({"user": pa.array(qids[b][r]), "rank": pa.array((c + 1).astype(np.int32)),
                                     "item": pa.array(index.ids[hits[r, c]]), "score": pa.array(scores[r, c])},
                                    schema=schema))
             n_rows += r.shape[0]
