@@ -461,29 +461,42 @@ def build_index(emb_dir: str | Path, target: str, out: str | Path, query: str | 
 
 class IdPositions:
     """Positions of original ids in an id column (``int64`` or strings). Query ids typed
-    as text (from a command line or a text file) match integer ids by their decimal
-    form, so ``"42"`` finds ``42``."""
+    as text (from a command line, a text file or a URL) match integer ids by their decimal
+    form, so ``"42"`` finds ``42``. One hash lookup per query id (the column's hash table
+    is built once), so a single-id call costs microseconds whatever the column's size."""
 
     def __init__(self, ids: np.ndarray):
         import pandas as pd
 
         self.ids = ids
-        self._index = pd.Index(ids)
-        self._text = None
+        self._integer = ids.dtype.kind in "iu"
+        # object dtype, not pandas' Arrow-backed "str": get_indexer on an Arrow index
+        # converts the whole column to NumPy on every call
+        self._index = pd.Index(ids if self._integer else np.asarray(ids, dtype=object), dtype=None
+                               if self._integer else object)
 
     def __call__(self, query) -> tuple[np.ndarray, np.ndarray]:
-        import pandas as pd
-
         query = np.asarray(query)
-        if self.ids.dtype.kind in "iu" and query.dtype.kind not in "iu":
-            if self._text is None:
-                self._text = pd.Index(self.ids.astype(str))
-            rows = self._text.get_indexer(query.astype(str))
-        elif self.ids.dtype.kind not in "iu":
+        if self._integer and query.dtype.kind not in "iu":
+            query, ok = _decimal_ints(query)
+            rows = self._index.get_indexer(query)
+            rows[~ok] = -1
+        elif not self._integer:
             rows = self._index.get_indexer(query.astype(str).astype(object))
         else:
             rows = self._index.get_indexer(query)
         return rows, rows >= 0
+
+
+def _decimal_ints(query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(int64 values, parsed)`` of text ids: an optional ``-`` and up to 18 digits
+    parse, anything else does not (value 0)."""
+    text = query.astype(str)
+    body = np.where(np.char.startswith(text, "-"), np.char.lstrip(text, "-"), text)
+    ok = np.char.isdigit(body) & (np.char.str_len(body) <= 18) & (np.char.str_len(text) - np.char.str_len(body) <= 1)
+    out = np.zeros(text.shape[0], dtype=np.int64)
+    out[ok] = text[ok].astype(np.int64)
+    return out, ok
 
 
 class Index:
@@ -519,7 +532,7 @@ class Index:
         self._searcher = SearchIndex(self.index, self.manifest.get("mips_max_norm"))
         self.ids = pq.read_table(self.dir / IDS_FILE).column("id").to_numpy(zero_copy_only=False)
         self.vectors = np.load(self.dir / VECTORS_FILE, mmap_mode="r")
-        self._pos = None
+        self._pos = self._score = None
 
     def __repr__(self) -> str:
         return f"Index({self.dir}, {self.manifest['kind']}, count={self.count}, dim={self.dim})"
@@ -546,10 +559,12 @@ class Index:
             return np.asarray(vectors, dtype=np.float32)
         import torch
 
-        from graphrec.models.scores import make_score
+        if self._score is None:
+            from graphrec.models.scores import make_score
 
-        # p = 2: the only TransE with an inner-product form, hence with exported candidates
-        return make_score(score, p=2).candidate_queries(torch.from_numpy(np.asarray(vectors, dtype=np.float32))).numpy()
+            # p = 2: the only TransE with an inner-product form, hence with exported candidates
+            self._score = make_score(score, p=2)
+        return self._score.candidate_queries(torch.from_numpy(np.asarray(vectors, dtype=np.float32))).numpy()
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``min(k, count)`` by inner product: ``(scores [n, k] float32, rows [n, k]

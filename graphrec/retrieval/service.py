@@ -322,11 +322,43 @@ def check_index(cfg: ServiceConfig) -> None:
     Retriever(cfg.index, graph=cfg.graph)
 
 
+def direct_ingress_env(port: int, replicas: int) -> dict[str, str]:
+    """Ray Serve's direct ingress (``RAY_SERVE_ENABLE_DIRECT_INGRESS``, Ray ≥ 2.5x): each
+    replica runs the HTTP server itself, replica ``i`` on ``port + i`` (Serve allocates
+    ports from ``[port, port + replicas)``), so a request skips the proxy actor and its
+    hop to the replica; the replicas drain 0.5 s on stop (no external load balancer
+    to deregister from here)."""
+    return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + replicas),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0.5"}
+
+
+def check_ports_free(host: str, ports) -> None:
+    """Direct-ingress replicas bind without ``SO_REUSEADDR`` (Ray 2.60), so a port with
+    connections of an earlier server in ``TIME_WAIT`` (about a minute) is refused: say so
+    here rather than let Serve retry the replicas until it gives up."""
+    import socket
+
+    for p in ports:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, p))
+            except OSError as err:
+                raise GraphrecError(f"--direct-ingress: cannot listen on {host}:{p} ({err.strerror}); another "
+                                    "server uses it, or an earlier one's connections are closing (about a minute)"
+                                    "; choose another --port") from None
+
+
 def serve_forever(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
-                  ready=None) -> None:
+                  direct: bool = False, ready=None) -> None:
     """Start Ray (local unless ``address``) and Serve on ``host:port``, deploy
     :func:`build_app`, and block until SIGINT or SIGTERM; then delete the application
-    (in-flight requests finish) and shut down a Ray this call started. ``ready(url)`` is called once the service answers."""
+    (in-flight requests finish) and shut down a Ray this call started. ``ready(urls)``
+    is called once the service answers, with the URLs it listens on.
+
+    ``direct``: :func:`direct_ingress_env` — the replicas listen on ``port ..
+    port + replicas − 1`` and Serve's proxy (which balances over them) on ``port +
+    replicas``. Local Ray only: on a cluster, set those variables on every node."""
     import signal
     import threading
 
@@ -335,6 +367,15 @@ def serve_forever(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000,
     from graphrec.ray_env import debug_enabled, init_ray
 
     check_index(cfg)
+    if direct and address:
+        raise GraphrecError("--direct-ingress starts local Ray; on a cluster set "
+                            + " ".join(f"{k}=..." for k in direct_ingress_env(port, cfg.replicas))
+                            + " on every node instead")
+    if direct and not ray.is_initialized():
+        check_ports_free(host, range(port, port + cfg.replicas))
+        os.environ.update(direct_ingress_env(port, cfg.replicas))  # inherited by the Serve actors
+    urls = ([f"http://{host}:{port + i}" for i in range(cfg.replicas)] if direct else []) + \
+        [f"http://{host}:{port + (cfg.replicas if direct else 0)}"]
     stop = threading.Event()
     cpus = max(os.cpu_count() or 1, int(cfg.replicas * cfg.replica_cpus + 0.999))
     started = init_ray(address, num_cpus=cpus)
@@ -344,10 +385,11 @@ def serve_forever(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000,
     if not debug_enabled():  # "Started Serve", "Deploying new version", ...: the ready line says it
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
     try:
-        serve.start(http_options={"host": host, "port": port}, logging_config=quiet)
+        serve.start(http_options={"host": host, "port": port + (cfg.replicas if direct else 0)},
+                    logging_config=quiet)
         serve.run(build_app(cfg.model_dump()), name=APP_NAME, route_prefix="/", logging_config=quiet)
         if ready is not None:
-            ready(f"http://{host}:{port}")
+            ready(urls)
         while not stop.wait(0.5):
             pass
     finally:
