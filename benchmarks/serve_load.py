@@ -7,8 +7,11 @@
    ``benchmarks/inference.py`` (1.4M pins), TwHIN one epoch over the saves, exported with
    ``user:saves:pin`` retrieval vectors, ``graphrec index --query user:saves:pin`` with
    the defaults (IVF over the MIPS→L2 augmentation, nprobe 32).
-2. ``graphrec serve --index ... --port P`` is started as a subprocess (the real CLI: local
-   Ray, one replica) and stopped with SIGTERM at the end.
+2. ``graphrec serve --index ... --port P [--direct-ingress] --replicas N`` is started as a
+   subprocess for each ``--modes`` entry (the real CLI, local Ray) and stopped with
+   SIGTERM: ``proxy:1`` (Serve's HTTP proxy, the default), ``direct:1`` and ``direct:2``
+   (Ray Serve's direct ingress: each replica answers HTTP on its own port; the generator's
+   workers are spread over the replicas' ports, as a load balancer in front would).
 3. For each concurrency C, a closed-loop generator (``aiohttp``, C connections kept
    alive, each sending its next request when the previous one answered) sends ``GET
    /recommend?user=U&k=10`` for random users (seeded) until ``--requests`` answers or
@@ -125,6 +128,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=4000, help="requests per concurrency level (at most)")
     ap.add_argument("--duration", type=float, default=60.0, help="seconds per concurrency level (at most)")
     ap.add_argument("--users", type=int, default=2000, help="distinct random users queried")
+    ap.add_argument("--modes", nargs="+", default=["proxy:1", "direct:1", "direct:2"],
+                    help="INGRESS:REPLICAS servers to measure, each started afresh (proxy: Serve's HTTP proxy; "
+                         "direct: --direct-ingress)")
     ap.add_argument("--serve-args", default="", help="extra `graphrec serve` flags, e.g. '--max-batch-size 32'")
     args = ap.parse_args()
     work = Path(args.work)
@@ -141,7 +147,7 @@ def main() -> None:
     qids, qvecs = query_vectors(index)
     pick = np.random.default_rng(0).choice(qids.shape[0], args.users, replace=False)
     users, queries = qids[pick], np.ascontiguousarray(qvecs[pick])
-    urls = [f"http://127.0.0.1:{args.port}/recommend?user={u}&k=10" for u in users]
+    paths = [f"/recommend?user={u}&k=10" for u in users]
 
     # exact top-10 (Flat over the candidate vectors) and the in-process IVF search, one query per call
     flat = faiss.IndexFlatIP(index.dim)
@@ -164,30 +170,42 @@ def main() -> None:
                                      "queries_per_s_1_thread": 1000 / inproc.mean(), "recall@10": rec_inproc}}),
           flush=True)
 
-    proc = start_server(index_dir, args.port, work / "serve.log", args.serve_args.split())
     rows = []
-    try:
-        for c in args.concurrency:
-            r = asyncio.run(load(urls, c, args.requests, args.duration))
-            bodies = r.pop("bodies")
-            rec = [len({row_of[h["id"]] for h in json.loads(b)["results"]} & set(exact[i].tolist())) / 10
-                   for i, b in bodies.items()]
-            r["recall@10"] = float(np.mean(rec))
-            r["overhead_p50"] = r["p50_ms"] / float(np.percentile(inproc, 50))
-            print(json.dumps(r), flush=True)
-            rows.append(r)
-    finally:
-        t = time.perf_counter()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        print(f"# graphrec serve stopped {time.perf_counter() - t:.1f}s after SIGTERM (exit {proc.returncode})")
+    for mode in args.modes:
+        ingress, replicas = mode.split(":")
+        replicas = int(replicas)
+        extra = ["--replicas", str(replicas)] + (["--direct-ingress"] if ingress == "direct" else []) \
+            + args.serve_args.split()
+        port = args.port
+        args.port += 10  # a fresh port per server: direct ingress cannot reuse one in TIME_WAIT
+        proc = start_server(index_dir, port, work / f"serve-{ingress}-{replicas}.log", extra)
+        # direct: workers spread over the replicas' own ports, as a load balancer would; proxy: one port
+        bases = [f"http://127.0.0.1:{port + i}" for i in range(replicas if ingress == "direct" else 1)]
+        try:
+            for c in args.concurrency:
+                r = asyncio.run(load(paths, c, args.requests, args.duration, bases=bases))
+                bodies = r.pop("bodies")
+                rec = [len({row_of[h["id"]] for h in json.loads(b)["results"]} & set(exact[i].tolist())) / 10
+                       for i, b in bodies.items()]
+                r.update({"ingress": ingress, "replicas": replicas, "recall@10": float(np.mean(rec)),
+                          "overhead_p50": r["p50_ms"] / float(np.percentile(inproc, 50))})
+                print(json.dumps(r), flush=True)
+                rows.append(r)
+        finally:
+            t = time.perf_counter()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+            print(f"# graphrec serve ({mode}) stopped {time.perf_counter() - t:.1f}s after SIGTERM "
+                  f"(exit {proc.returncode})", flush=True)
     print(f"\nin-process FAISS (same index, one query per call, 1 thread): p50 {np.percentile(inproc, 50):.2f} ms, "
           f"p99 {np.percentile(inproc, 99):.2f} ms, recall@10 {rec_inproc:.3f}")
-    print("\n| concurrency | requests | failed | requests/s | p50 ms | p95 ms | p99 ms | recall@10 | p50 / in-process p50 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| ingress | replicas | concurrency | requests | failed | requests/s | p50 ms | p95 ms | p99 ms | recall@10 "
+          "| p50 / in-process p50 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['concurrency']} | {r['requests']:,} | {r['failures']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
-              f"{r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['recall@10']:.3f} | {r['overhead_p50']:.1f}× |")
+        print(f"| {r['ingress']} | {r['replicas']} | {r['concurrency']} | {r['requests']:,} | {r['failures']} | "
+              f"{r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['recall@10']:.3f} | "
+              f"{r['overhead_p50']:.0f}× |")
 
 
 if __name__ == "__main__":

@@ -565,6 +565,45 @@ def serve(index_dir, config_path, host, port, replicas, graph, max_batch_size, b
     click.echo("stopped", err=True)
 
 
+@cli.group("kv")
+def kv_group():
+    """The batch half of serving: `graphrec recommend` output in a key-value store (SQLite)."""
+
+
+@kv_group.command("load")
+@click.option("--recommendations", "recs", required=True, type=click.Path(dir_okay=False),
+              help="Parquet file of `graphrec recommend` (user, rank, item, score).")
+@click.option("--db", required=True, type=click.Path(dir_okay=False), help="SQLite file to create.")
+@click.option("--overwrite", is_flag=True, help="Replace DB if graphrec wrote it.")
+def kv_load(recs, db, overwrite):
+    """Load recommendations into SQLite: one row per user, the value the JSON list of items."""
+    from graphrec.retrieval.kv import load_sqlite
+
+    r = load_sqlite(recs, db, overwrite=overwrite)
+    click.echo(f"{r['users']:,} users ({r['rows']:,} recommendations, k {r['k']}) -> {db} in {r['seconds']:.1f}s")
+
+
+@kv_group.command("get")
+@click.option("--db", required=True, type=click.Path(dir_okay=False), help="A store of `graphrec kv load`.")
+@click.option("--user", "users", required=True, multiple=True, help="User id to look up (repeatable).")
+def kv_get(db, users):
+    """Look users up: one JSON line per user ({"user", "results"})."""
+    import json
+
+    from graphrec.retrieval.kv import RecommendationStore
+
+    store = RecommendationStore(db)
+    found = {u: store.get(u) for u in users}
+    missing = [u for u, v in found.items() if v is None]
+    if len(missing) == len(users):
+        raise GraphrecError(f"{db}: no recommendations for {', '.join(missing[:10])}")
+    for u, v in found.items():
+        if v is None:
+            click.echo(f"unknown user: {u}", err=True)
+        else:
+            click.echo(json.dumps({"user": u, "results": v}))
+
+
 # ---- generate -----------------------------------------------------------------------
 
 

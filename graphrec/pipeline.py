@@ -274,12 +274,13 @@ def run_job(config_path: str | Path, out: str | Path | None = None, overwrite: b
     # built beside ``out`` and swapped in only when complete: a failed or killed job leaves
     # ``out`` as it was, and --overwrite replaces only a directory graphrec wrote
     with atomic_dir(out, overwrite=overwrite, kind="pipeline") as stage, _log_paths_as(stage, out):
-        summary = _run_job(cfg, models, relation, schema, base, config_path, stage, progress)
+        summary = _run_job(cfg, models, relation, schema, base, config_path, stage, progress, published=out)
     _repoint_manifests(out, stage)
     return summary
 
 
-def _run_job(cfg, models, relation, schema, base: Path, config_path, out: Path, progress: bool) -> dict:
+def _run_job(cfg, models, relation, schema, base: Path, config_path, out: Path, progress: bool,
+             published: Path | None = None) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -367,6 +368,10 @@ def _run_job(cfg, models, relation, schema, base: Path, config_path, out: Path, 
             rec = {"path": "candidates.parquet", "model": best, "k": cfg.recommend_k, "users": r["users"], "rows": r["rows"],
                    "selected_by": f"user_to_item {cfg.select_metric} on valid",
                    "valid": {m: valid_eval[m]["user_to_item"][cfg.select_metric] for m in valid_eval}}
+            first = pq.read_table(out / "candidates.parquet", columns=["user", "item"]).slice(0, 1).to_pylist()
+            # the report ends with the command that serves this index (where `out` will be)
+            rec["serve"] = {"index": str((published or out) / "index" / best),
+                            "user": first[0]["user"] if first else None, "item": first[0]["item"] if first else None}
     finally:
         if started_ray:
             import ray

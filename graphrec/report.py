@@ -152,6 +152,13 @@ def write_report(out: Path, summary: dict, histories: dict, pin_embs: dict, labe
             lines.append(f"- `{r['path']}`: top-{r['k']} pins for {r['users']:,} users ({r['rows']:,} rows), "
                          f"seen pins excluded, from **{r['model']}**: the best {r['selected_by']} "
                          f"({', '.join(f'{m} {v:.4f}' for m, v in r['valid'].items())})")
+    serve = (summary.get("recommend") or {}).get("serve")
+    if serve:
+        lines += ["", "## Serving", "",
+                  f"The selected index over HTTP on Ray Serve (`graphrec serve --help`; Ctrl-C stops), then e.g. "
+                  f"`curl 'http://127.0.0.1:8000/recommend?user={serve['user']}&k=10&exclude_seen=true'` or "
+                  f"`curl 'http://127.0.0.1:8000/similar?id={serve['item']}&k=10'`:", "",
+                  "```bash", f"graphrec serve --index {serve['index']}", "```"]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

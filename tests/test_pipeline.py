@@ -51,6 +51,16 @@ def test_job_runs_end_to_end_and_reports(tmp_path):
     assert "Planted-cluster recovery" in report and "popularity" in report and "new_items" in report
     cands = pd.read_parquet(out / "candidates.parquet")
     assert s["recommend"]["rows"] == len(cands) and cands.groupby("user").size().max() == 5
+    # the report ends with the command that serves the selected index; what it would serve
+    # for the example user equals candidates.parquet (tests/retrieval/test_service.py runs the server)
+    last = report.rstrip().splitlines()
+    assert last[-1] == "```" and last[-2] == f"graphrec serve --index {out / 'index' / best}"
+    from graphrec.retrieval.retriever import Retriever
+
+    retriever, serve = Retriever(out / "index" / best), s["recommend"]["serve"]
+    assert retriever.seen is not None  # exclude_seen: the train graph the embeddings name, after the swap
+    hits = retriever.recommend_users([serve["user"]], [5], [True])[0]
+    assert hits.ids.tolist() == cands[cands["user"] == serve["user"]].sort_values("rank")["item"].tolist()
     with pytest.raises(GraphrecError, match="already exists"):
         run_job(cfg, out)
     # built in a staging sibling, swapped in: no manifest points into the staging directory
