@@ -59,7 +59,7 @@ class Retriever:
 
     def __init__(self, index_dir: str | Path, graph: str | Path | None = None, gpu: bool | None = False):
         self.index = Index(index_dir, gpu=gpu)
-        self.dir = self.index.dir
+        self.dir = self.index.dir.resolve()
         emb = embeddings_dir(self.index)
         self.embeddings = _emb_manifest(emb) if (emb / "manifest.json").is_file() else {}
         self.half_life = (self.embeddings.get("session_queries") or {}).get("half_life")

@@ -168,6 +168,7 @@ class RetrievalService:
             method.set_max_batch_size(self.cfg.max_batch_size)
             method.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
         self._reloading = asyncio.Lock()
+        self._failed = None
         self._follower = asyncio.get_running_loop().create_task(self._follow())
 
     async def _load(self, index: str):
@@ -180,16 +181,19 @@ class RetrievalService:
         """Serve the published index version (another replica took the reload)."""
         while True:
             await asyncio.sleep(self.cfg.poll_interval_s)
+            version = None
             try:
                 version, index = await self.versions.current.remote()
-                if version > self.version:
+                if version > self.version and version != self._failed:
                     async with self._reloading:
                         if version > self.version:
                             self.retriever, self.version = await self._load(index), version
                             log.warning("replica %s serves %s (version %d)", self.replica, index, version)
                     await self.versions.report.remote(self.replica, self.version)
             except Exception as err:  # noqa: BLE001 - keep following; the old index keeps serving
-                log.warning("replica %s: reload check failed: %s", self.replica, err)
+                self._failed = version  # not retried every poll; a later version is tried again
+                log.warning("replica %s: could not load version %s (%s); still serving %s", self.replica, version,
+                            err, self.retriever.dir)
 
     # ---- batched searches: one FAISS call per batch, off the event loop ----------------
 
@@ -333,20 +337,49 @@ def direct_ingress_env(port: int, replicas: int) -> dict[str, str]:
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0.5"}
 
 
-def check_ports_free(host: str, ports) -> None:
-    """Direct-ingress replicas bind without ``SO_REUSEADDR`` (Ray 2.60), so a port with
-    connections of an earlier server in ``TIME_WAIT`` (about a minute) is refused: say so
-    here rather than let Serve retry the replicas until it gives up."""
+DELETE_TIMEOUT_S = 20.0
+
+
+def _bounded(fn, timeout: float, message: str) -> None:
+    """``fn()`` on a daemon thread, waited for at most ``timeout`` seconds (then a warning):
+    stopping must not hang on a cluster that is already going away."""
+    import threading
+
+    errors = []
+
+    def run():
+        try:
+            fn()
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        log.warning(message)
+    elif errors:
+        log.warning("stopping: %s", errors[0])
+
+
+def check_ports_free(host: str, ports, reuse_address: bool = True) -> None:
+    """Refuse, in one line, ports this service could not listen on, before Ray starts
+    (Serve would otherwise retry its proxy or replicas for a long while). Direct-ingress
+    replicas bind without ``SO_REUSEADDR`` (Ray 2.60), so for them (``reuse_address=False``)
+    a port whose connections of an earlier server are still closing (``TIME_WAIT``,
+    about a minute) is refused too; Serve's proxy (uvicorn) sets it."""
     import socket
 
     for p in ports:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+            if reuse_address:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, p))
             except OSError as err:
-                raise GraphrecError(f"--direct-ingress: cannot listen on {host}:{p} ({err.strerror}); another "
-                                    "server uses it, or an earlier one's connections are closing (about a minute)"
-                                    "; choose another --port") from None
+                closing = "" if reuse_address else ", or an earlier server's connections are closing (about a minute)"
+                raise GraphrecError(f"cannot listen on {host}:{p} ({err.strerror}): another server uses it{closing}; "
+                                    "choose another --port") from None
 
 
 def serve_forever(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
@@ -371,9 +404,11 @@ def serve_forever(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000,
         raise GraphrecError("--direct-ingress starts local Ray; on a cluster set "
                             + " ".join(f"{k}=..." for k in direct_ingress_env(port, cfg.replicas))
                             + " on every node instead")
-    if direct and not ray.is_initialized():
-        check_ports_free(host, range(port, port + cfg.replicas))
-        os.environ.update(direct_ingress_env(port, cfg.replicas))  # inherited by the Serve actors
+    if address is None and not ray.is_initialized():  # a local Serve: its ports must be free here
+        check_ports_free(host, [port + (cfg.replicas if direct else 0)])
+        if direct:
+            check_ports_free(host, range(port, port + cfg.replicas), reuse_address=False)
+            os.environ.update(direct_ingress_env(port, cfg.replicas))  # inherited by the Serve actors
     urls = ([f"http://{host}:{port + i}" for i in range(cfg.replicas)] if direct else []) + \
         [f"http://{host}:{port + (cfg.replicas if direct else 0)}"]
     stop = threading.Event()
@@ -394,7 +429,9 @@ def serve_forever(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000,
             pass
     finally:
         try:  # this app only (drains its replicas): on a cluster, Serve may run others'
-            serve.delete(APP_NAME)
+            _bounded(lambda: serve.delete(APP_NAME), DELETE_TIMEOUT_S,
+                     "Serve did not delete the application in time (its GCS gone? a SIGTERM to the whole "
+                     "process group stops Ray's own processes too); shutting down anyway")
         finally:
             if started:
                 ray.shutdown()
