@@ -69,6 +69,8 @@ class ServiceConfig(StrictConfig):
                                         "has one (0: take what queued while the previous batch searched)")
     max_ongoing_requests: int = Field(256, ge=1, description="requests a replica accepts at once (Serve queues the "
                                       "rest); at least the batch size, or batches never fill")
+    allow_reload: bool = Field(True, description="accept POST /reload (false where clients that may not swap the "
+                               "index reach the port; 403 then)")
     poll_interval_s: float = Field(0.5, gt=0, description="how often a replica checks for a reloaded index")
     reload_timeout_s: float = Field(120.0, gt=0, description="POST /reload waits this long for every replica")
 
@@ -261,6 +263,8 @@ class RetrievalService:
             return _json(200, {"status": "ok", "index": str(r.dir), "count": r.count, "dim": r.dim,
                                "version": self.version})
         if path == "/reload" and method == "POST":
+            if not self.cfg.allow_reload:
+                raise BadRequest(403, "reloading is turned off for this service (allow_reload: false)")
             body = await self._body(request)
             if not isinstance(body.get("index"), str) or not body["index"]:
                 raise BadRequest(422, "body must have \"index\": an index directory")

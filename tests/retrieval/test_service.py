@@ -221,13 +221,16 @@ def test_sigterm_stops_the_server(server):
 
 def test_direct_ingress_replica_answers_on_its_port(served_indexes, tmp_path):
     port = free_port(2)
-    s = Server(["--index", str(served_indexes["a"]["index"]), "--direct-ingress"], port, tmp_path / "serve.log")
+    (tmp_path / "service.yaml").write_text(f"index: {served_indexes['a']['index']}\nallow_reload: false\n")
+    s = Server(["--config", str(tmp_path / "service.yaml"), "--direct-ingress"], port, tmp_path / "serve.log")
     try:
         s.wait(f"http://127.0.0.1:{port}")
         pid = Index(served_indexes["a"]["index"]).ids[2]
         for p in (port, port + 1):  # the replica itself, Serve's proxy
             st, body = call(f"http://127.0.0.1:{p}", f"/similar?id={pid}&k=3")
             assert st == 200 and len(body["results"]) == 3
+        st, body = call(f"http://127.0.0.1:{port}", "/reload", {"index": str(served_indexes["b"]["index"])})
+        assert st == 403 and "allow_reload" in body["error"]
     finally:
         assert s.stop() == 0
 
