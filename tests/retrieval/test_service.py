@@ -53,7 +53,11 @@ def call(base, path, body=None, method=None):
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+        text = err.read()
+        try:
+            return err.code, json.loads(text)
+        except ValueError:  # Serve's own plain-text answers while starting ("Route table is not populated")
+            return err.code, {"serve": text.decode(errors="replace")}
 
 
 class Server:
