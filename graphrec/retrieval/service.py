@@ -344,6 +344,17 @@ def direct_ingress_env(port: int, replicas: int) -> dict[str, str]:
 DELETE_TIMEOUT_S = 20.0
 
 
+def _cluster_http_options():
+    """The HTTP options Serve runs with (cluster-wide: set by whoever started Serve
+    there), or ``None`` where this Ray version does not say."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        return _get_global_client().http_config
+    except Exception:  # noqa: BLE001 - a private API: no warning rather than a failure
+        return None
+
+
 def _bounded(fn, timeout: float, message: str) -> None:
     """``fn()`` on a daemon thread, waited for at most ``timeout`` seconds (then a warning):
     stopping must not hang on a cluster that is already going away."""
@@ -427,6 +438,12 @@ def serve_forever(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000,
         serve.start(http_options={"host": host, "port": port + (cfg.replicas if direct else 0)},
                     logging_config=quiet)
         serve.run(build_app(cfg.model_dump()), name=APP_NAME, route_prefix="/", logging_config=quiet)
+        http = _cluster_http_options() if address is not None else None
+        if http is not None:  # a cluster whose Serve was already running keeps its own HTTP address
+            if (http.host, http.port) != (host, port):
+                log.warning("Serve was already running on the cluster: its proxies listen on %s:%s, not %s:%s",
+                            http.host, http.port, host, port)
+                urls = [f"http://{http.host}:{http.port}"]
         if ready is not None:
             ready(urls)
         while not stop.wait(0.5):
