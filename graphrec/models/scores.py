@@ -129,7 +129,7 @@ class ScoreFunction(abc.ABC):
         of them) in the score's geometry: item→item and session queries over a
         ``--query`` index. ``C`` itself where the candidate vector is the tail vector (every
         dot-product form); ``ValueError`` without an inner-product form."""
-        self.retrieval_candidates(C[:0, :C.shape[1]])  # raises where there is no inner-product form
+        self.retrieval_candidates(C[:0])  # raises where there is no inner-product form
         return C
 
     def _no_inner_product(self) -> ValueError:

@@ -1,7 +1,11 @@
 """Queries against a built :class:`~graphrec.retrieval.index.Index`.
 
 - :func:`similar_items`: item→item ("more like this"): the item's own indexed vector as
-  the query, the item itself left out.
+  the query (:meth:`~graphrec.retrieval.index.Index.item_queries`: through the score's
+  candidate→query map where the candidate vector is not the node vector, e.g. TransE),
+  the item itself left out;
+- :func:`search_excluding`: the one top-``k`` search every query kind goes through (here
+  and in :mod:`graphrec.retrieval.retriever`), excluded rows removed.
 - :func:`recommend`: batch user→items: the users' query vectors (the export's
   ``retrieval/<query>/query.parquet``), top-``k`` by inner product with the items a
   user already engaged with in a graph removed — the key-value table
