@@ -7,8 +7,8 @@
    ``benchmarks/inference.py`` (1.4M pins), TwHIN one epoch over the saves, exported with
    ``user:saves:pin`` retrieval vectors, ``graphrec index --query user:saves:pin`` with
    the defaults (IVF over the MIPS→L2 augmentation, nprobe 32).
-2. ``graphrec serve --index ... --port P [--direct-ingress] --replicas N`` is started as a
-   subprocess for each ``--modes`` entry (the real CLI, local Ray) and stopped with
+2. ``graphrec serve --index ... --port P --ingress I --replicas N`` is started as a
+   subprocess for each ``--modes`` entry ``I:N`` (the real CLI, local Ray) and stopped with
    SIGTERM: ``proxy:1`` (Serve's HTTP proxy, the default), ``direct:1`` and ``direct:2``
    (Ray Serve's direct ingress: each replica answers HTTP on its own port; the generator's
    workers are spread over the replicas' ports, as a load balancer in front would).
@@ -129,8 +129,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=60.0, help="seconds per concurrency level (at most)")
     ap.add_argument("--users", type=int, default=2000, help="distinct random users queried")
     ap.add_argument("--modes", nargs="+", default=["proxy:1", "direct:1", "direct:2"],
-                    help="INGRESS:REPLICAS servers to measure, each started afresh (proxy: Serve's HTTP proxy; "
-                         "direct: --direct-ingress)")
+                    help="INGRESS:REPLICAS servers to measure, each started afresh with `--ingress INGRESS "
+                         "--replicas REPLICAS`")
     ap.add_argument("--serve-args", default="", help="extra `graphrec serve` flags, e.g. '--max-batch-size 32'")
     args = ap.parse_args()
     work = Path(args.work)
@@ -174,8 +174,7 @@ def main() -> None:
     for mode in args.modes:
         ingress, replicas = mode.split(":")
         replicas = int(replicas)
-        extra = ["--replicas", str(replicas)] + (["--direct-ingress"] if ingress == "direct" else []) \
-            + args.serve_args.split()
+        extra = ["--replicas", str(replicas), "--ingress", ingress] + args.serve_args.split()
         port = args.port
         args.port += 10  # a fresh port per server: direct ingress cannot reuse one in TIME_WAIT
         proc = start_server(index_dir, port, work / f"serve-{ingress}-{replicas}.log", extra)

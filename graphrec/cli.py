@@ -538,11 +538,12 @@ def recommend(ctx, index_dir, users_file, all_users, k, exclude_seen, emb_dir, o
 @click.option("--max-batch-size", type=int, default=None, help="Requests per FAISS search [default: 64].")
 @click.option("--batch-wait-ms", type=float, default=None,
               help="How long a batch waits for more requests [default: 0: what queued meanwhile].")
-@click.option("--direct-ingress", "direct", is_flag=True,
-              help="Replicas answer HTTP themselves on PORT..PORT+N-1 (Ray Serve's direct ingress: no proxy hop; "
-                   "lowest latency); Serve's proxy then listens on PORT+N.")
+@click.option("--ingress", type=click.Choice(["proxy", "direct"]), default="proxy", show_default=True,
+              help="proxy: Serve's HTTP proxy on PORT, balancing over the replicas. direct: Ray Serve's direct "
+                   "ingress, each replica answers HTTP itself on PORT..PORT+N-1 (no proxy hop: lowest latency, "
+                   "most requests/s; local Ray only), Serve's proxy on PORT+N.")
 @click.option("--address", default=None, help="Ray cluster address [default: start local Ray].")
-def serve(index_dir, config_path, host, port, replicas, graph, max_batch_size, batch_wait_ms, direct, address):
+def serve(index_dir, config_path, host, port, replicas, graph, max_batch_size, batch_wait_ms, ingress, address):
     """Serve an index over HTTP on Ray Serve until SIGINT/SIGTERM: /similar, /recommend, /healthz, /reload."""
     from graphrec.config_base import load_model, parse_model
     from graphrec.retrieval.service import ServiceConfig, serve_forever
@@ -561,7 +562,7 @@ def serve(index_dir, config_path, host, port, replicas, graph, max_batch_size, b
         click.echo(f"serving {cfg.index} at {', '.join(urls)} (/similar, /recommend, /healthz, /reload); "
                    "Ctrl-C stops", err=True)
 
-    serve_forever(cfg, host=host, port=port, address=address, direct=direct, ready=ready)
+    serve_forever(cfg, host=host, port=port, address=address, ingress=ingress, ready=ready)
     click.echo("stopped", err=True)
 
 

@@ -183,15 +183,18 @@ class RetrievalService:
         """Serve the published index version (another replica took the reload)."""
         while True:
             await asyncio.sleep(self.cfg.poll_interval_s)
-            version = None
             try:
                 version, index = await self.versions.current.remote()
-                if version > self.version and version != self._failed:
-                    async with self._reloading:
-                        if version > self.version:
-                            self.retriever, self.version = await self._load(index), version
-                            log.warning("replica %s serves %s (version %d)", self.replica, index, version)
-                    await self.versions.report.remote(self.replica, self.version)
+            except Exception:  # noqa: BLE001 - IndexVersion restarting or the app stopping: ask again later
+                continue
+            if version <= self.version or version == self._failed:
+                continue
+            try:
+                async with self._reloading:
+                    if version > self.version:
+                        self.retriever, self.version = await self._load(index), version
+                        log.warning("replica %s serves %s (version %d)", self.replica, index, version)
+                await self.versions.report.remote(self.replica, self.version)
             except Exception as err:  # noqa: BLE001 - keep following; the old index keeps serving
                 self._failed = version  # not retried every poll; a later version is tried again
                 log.warning("replica %s: could not load version %s (%s); still serving %s", self.replica, version,
@@ -330,6 +333,9 @@ def check_index(cfg: ServiceConfig) -> None:
     Retriever(cfg.index, graph=cfg.graph)
 
 
+INGRESS = ("proxy", "direct")
+
+
 def direct_ingress_env(port: int, replicas: int) -> dict[str, str]:
     """Ray Serve's direct ingress (``RAY_SERVE_ENABLE_DIRECT_INGRESS``, Ray ≥ 2.5x): each
     replica runs the HTTP server itself, replica ``i`` on ``port + i`` (Serve allocates
@@ -339,6 +345,14 @@ def direct_ingress_env(port: int, replicas: int) -> dict[str, str]:
     return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
             "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + replicas),
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0.5"}
+
+
+def ingress_ports(ingress: str, port: int, replicas: int) -> tuple[int, list[int]]:
+    """``(the HTTP port of Serve's proxy, the replicas' own ports)``: ``proxy``: ``port``,
+    none; ``direct``: ``port + replicas``, ``port .. port + replicas − 1``."""
+    if ingress == "proxy":
+        return port, []
+    return port + replicas, list(range(port, port + replicas))
 
 
 DELETE_TIMEOUT_S = 20.0
@@ -398,15 +412,15 @@ def check_ports_free(host: str, ports, reuse_address: bool = True) -> None:
 
 
 def serve_forever(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
-                  direct: bool = False, ready=None) -> None:
+                  ingress: str = "proxy", ready=None) -> None:
     """Start Ray (local unless ``address``) and Serve on ``host:port``, deploy
     :func:`build_app`, and block until SIGINT or SIGTERM; then delete the application
     (in-flight requests finish) and shut down a Ray this call started. ``ready(urls)``
     is called once the service answers, with the URLs it listens on.
 
-    ``direct``: :func:`direct_ingress_env` — the replicas listen on ``port ..
-    port + replicas − 1`` and Serve's proxy (which balances over them) on ``port +
-    replicas``. Local Ray only: on a cluster, set those variables on every node."""
+    ``ingress`` (:func:`ingress_ports`): ``proxy``, Serve's HTTP proxy actor; ``direct``,
+    each replica answers HTTP itself (:func:`direct_ingress_env`; local Ray only: on a
+    cluster, set those variables on every node)."""
     import signal
     import threading
 
@@ -414,29 +428,37 @@ def serve_forever(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000,
 
     from graphrec.ray_env import debug_enabled, init_ray
 
+    if ingress not in INGRESS:
+        raise GraphrecError(f"--ingress {ingress}: choose one of {', '.join(INGRESS)}")
     check_index(cfg)
-    if direct and address:
-        raise GraphrecError("--direct-ingress starts local Ray; on a cluster set "
+    if ingress != "proxy" and address:
+        raise GraphrecError(f"--ingress {ingress} starts local Ray with Serve's settings for it; on a cluster set "
                             + " ".join(f"{k}=..." for k in direct_ingress_env(port, cfg.replicas))
                             + " on every node instead")
+    http_port, replica_ports = ingress_ports(ingress, port, cfg.replicas)
     if address is None and not ray.is_initialized():  # a local Serve: its ports must be free here
-        check_ports_free(host, [port + (cfg.replicas if direct else 0)])
-        if direct:
-            check_ports_free(host, range(port, port + cfg.replicas), reuse_address=False)
-            os.environ.update(direct_ingress_env(port, cfg.replicas))  # inherited by the Serve actors
-    urls = ([f"http://{host}:{port + i}" for i in range(cfg.replicas)] if direct else []) + \
-        [f"http://{host}:{port + (cfg.replicas if direct else 0)}"]
+        check_ports_free(host, [http_port])
+        check_ports_free(host, replica_ports, reuse_address=False)
+        if replica_ports:
+            os.environ.update(direct_ingress_env(replica_ports[0], cfg.replicas))  # inherited by the Serve actors
+    urls = [f"http://{host}:{p}" for p in replica_ports] + [f"http://{host}:{http_port}"]
     stop = threading.Event()
     cpus = max(os.cpu_count() or 1, int(cfg.replicas * cfg.replica_cpus + 0.999))
     started = init_ray(address, num_cpus=cpus)
+    serving = False
+
+    def on_signal(*_):
+        if not serving:  # still deploying (Serve may retry failing replicas for long): interrupt that
+            raise KeyboardInterrupt
+        stop.set()
+
     # after ray.init, whose own SIGTERM handler would end the process without shutting down
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     quiet = {"enable_access_log": False, "log_level": "DEBUG" if debug_enabled() else "WARNING"}
     if not debug_enabled():  # "Started Serve", "Deploying new version", ...: the ready line says it
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
     try:
-        serve.start(http_options={"host": host, "port": port + (cfg.replicas if direct else 0)},
-                    logging_config=quiet)
+        serve.start(http_options={"host": host, "port": http_port}, logging_config=quiet)
         serve.run(build_app(cfg.model_dump()), name=APP_NAME, route_prefix="/", logging_config=quiet)
         http = _cluster_http_options() if address is not None else None
         if http is not None:  # a cluster whose Serve was already running keeps its own HTTP address
@@ -444,6 +466,7 @@ def serve_forever(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000,
                 log.warning("Serve was already running on the cluster: its proxies listen on %s:%s, not %s:%s",
                             http.host, http.port, host, port)
                 urls = [f"http://{http.host}:{http.port}"]
+        serving = True
         if ready is not None:
             ready(urls)
         while not stop.wait(0.5):

@@ -71,8 +71,8 @@ class Server:
         deadline = time.time() + timeout
         while time.time() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if call(base, "/healthz")[0] == 200:
+            try:  # answering, and past deployment (a signal before that interrupts it: exit 130)
+                if call(base, "/healthz")[0] == 200 and "Ctrl-C stops" in self.log.read_text():
                     return
             except OSError:
                 pass
@@ -226,7 +226,7 @@ def test_sigterm_stops_the_server(server):
 def test_direct_ingress_replica_answers_on_its_port(served_indexes, tmp_path):
     port = free_port(2)
     (tmp_path / "service.yaml").write_text(f"index: {served_indexes['a']['index']}\nallow_reload: false\n")
-    s = Server(["--config", str(tmp_path / "service.yaml"), "--direct-ingress"], port, tmp_path / "serve.log")
+    s = Server(["--config", str(tmp_path / "service.yaml"), "--ingress", "direct"], port, tmp_path / "serve.log")
     try:
         s.wait(f"http://127.0.0.1:{port}")
         pid = Index(served_indexes["a"]["index"]).ids[2]
