@@ -68,8 +68,8 @@ def start_server(index: Path, port: int, log: Path, extra: list[str]) -> subproc
         if proc.poll() is not None:
             raise SystemExit(f"graphrec serve exited ({proc.returncode}); see {log}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                return proc if r.status == 200 else proc
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return proc  # urlopen raises on anything but 2xx
         except OSError:
             time.sleep(1)
     proc.send_signal(signal.SIGTERM)

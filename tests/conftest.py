@@ -14,6 +14,27 @@ ROOT = Path(__file__).resolve().parents[1]
 ML100K = Path(os.environ.get("GRAPHREC_DATA", ROOT.parent / "shared" / "datasets" / "ml-100k"))
 
 
+def free_port_range(size: int, taken: set[int] | None = None) -> int:
+    """The first of ``size`` consecutive ports free on loopback now (a random range in
+    20000-30000), none of them in ``taken`` (which gets them)."""
+    import random
+
+    taken = set() if taken is None else taken
+    for _ in range(200):
+        lo = random.randrange(20000, 30000 - size)
+        if any(p in taken for p in range(lo, lo + size)):
+            continue
+        try:
+            for p in range(lo, lo + size):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        taken.update(range(lo, lo + size))
+        return lo
+    raise RuntimeError(f"no {size} free consecutive ports on loopback")
+
+
 @pytest.fixture(scope="session")
 def ml100k_dir() -> Path:
     if not (ML100K / "ml-100k.inter").is_file():

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import secrets
 import shutil
 import signal
@@ -35,7 +34,7 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port_range
 
 pytestmark = pytest.mark.slow
 
@@ -55,23 +54,6 @@ def _free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def _free_range(size: int, taken: set[int]) -> int:
-    """The first port of ``size`` consecutive free ports, none in ``taken``."""
-    for _ in range(200):
-        lo = random.randrange(20000, 30000 - size)
-        if any(p in taken for p in range(lo, lo + size)):
-            continue
-        try:
-            for p in range(lo, lo + size):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        taken.update(range(lo, lo + size))
-        return lo
-    raise RuntimeError("no free port range for Ray workers")
 
 
 @dataclass
@@ -147,7 +129,7 @@ def cluster():
         """Node ``i``'s own temp dir (its own logs: two log monitors on one session dir
         would forward every worker line twice) and ports."""
         nm, om, agent, agent_grpc, metrics, renv = node_ports[6 * i:6 * i + 6]
-        lo = _free_range(WORKER_PORTS, taken)
+        lo = free_port_range(WORKER_PORTS, taken)
         return ["--temp-dir", str(temp_dir / f"n{i}"), "--node-manager-port", str(nm), "--object-manager-port", str(om), "--min-worker-port", str(lo),
                 "--max-worker-port", str(lo + WORKER_PORTS - 1), "--dashboard-agent-listen-port", str(agent),
                 "--dashboard-agent-grpc-port", str(agent_grpc), "--metrics-export-port", str(metrics),

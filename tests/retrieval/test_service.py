@@ -4,7 +4,6 @@ a free loopback port, every endpoint through a real HTTP client (urllib)."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,30 +17,9 @@ import pandas as pd
 import pytest
 
 from graphrec.retrieval import Index, recommend, similar_items
+from tests.conftest import ROOT, free_port_range
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port(n: int = 1) -> int:
-    """A port p with p .. p+n-1 free on loopback now."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            p = s.getsockname()[1]
-        try:
-            socks = []
-            for i in range(n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p + i))
-            return p
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
 
 
 def call(base, path, body=None, method=None):
@@ -92,7 +70,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(served_indexes, tmp_path_factory):
-    port = free_port()
+    port = free_port_range(1)
     s = Server(["--index", str(served_indexes["a"]["index"]), "--replicas", "2"], port,
                tmp_path_factory.mktemp("serve") / "serve.log")
     base = f"http://127.0.0.1:{port}"
@@ -224,7 +202,7 @@ def test_sigterm_stops_the_server(server):
 
 
 def test_direct_ingress_replica_answers_on_its_port(served_indexes, tmp_path):
-    port = free_port(2)
+    port = free_port_range(2)
     (tmp_path / "service.yaml").write_text(f"index: {served_indexes['a']['index']}\nallow_reload: false\n")
     s = Server(["--config", str(tmp_path / "service.yaml"), "--ingress", "direct"], port, tmp_path / "serve.log")
     try:
