@@ -139,7 +139,9 @@ class TwHINConfig(StrictConfig):
         1000, description="positives per step, all of one relation; auto: clamp(K / 4, 100, 1000) with K the most "
         "candidates a corrupted side is scored against (the type's size up to negatives.exhaustive_max_nodes, else "
         "negatives.uniform): small graphs take many small steps, and a batch sharing thousands of negatives is big "
-        "enough to amortise looking them up and updating them")
+        "enough to amortise looking them up and updating them. A batch of b < batch_size positives (a relation group's "
+        "last, or a partitioned bucket's) weighs b / batch_size, so every positive weighs the same however the "
+        "positives are cut into batches")
     negatives: NegativesConfig = Field(NegativesConfig(), description="negatives of each batch")
     loss: LossName = Field("softmax", description="loss of a positive score p against its negatives' scores n_j "
                            "(graphrec.models.losses.LOSSES): " + _choices(LOSSES.summaries()))
