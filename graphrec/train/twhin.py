@@ -116,7 +116,6 @@ class TwHINLoss(nn.Module):
         super().__init__()
         self.model = model
         self.cfg = cfg
-        self.batch_size = cfg.batch_size if isinstance(cfg.batch_size, int) else None  # None: "auto" unresolved
 
     def forward(self, rel: int, heads, tails, neg_tails, neg_heads, relations=None):
         c = self.cfg
@@ -124,8 +123,8 @@ class TwHINLoss(nn.Module):
                                in_batch=c.negatives.in_batch, loss=c.loss, margin=c.margin, corrupt=c.negatives.corrupt,
                                chunk_size=c.negatives.chunk_size, regularization=c.regularization,
                                regularizer=c.regularizer, relations=relations)
-        b = int(heads.shape[0])
-        return loss * (b / self.batch_size) if self.batch_size and b < self.batch_size else loss
+        b, full = int(heads.shape[0]), c.batch_size  # "auto" not yet resolved: nothing to compare with
+        return loss * (b / full) if isinstance(full, int) and b < full else loss
 
 
 def make_optimizers(model: TwHIN, cfg: TwHINConfig):
