@@ -123,7 +123,8 @@ class TwHIN(nn.Module):
     def loss(self, edge_type, head: Tensor, tail: Tensor, neg_tails: Tensor | None = None,
              neg_heads: Tensor | None = None, in_batch: bool = True, loss: str = "softmax",
              margin: float = 1.0, corrupt: str = "both", chunk_size: int = 0,
-             regularization: float = 0.0, regularizer: str = "l2", relations: Tensor | None = None) -> Tensor:
+             regularization: float = 0.0, regularizer: str = "l2", relations: Tensor | None = None,
+             neg_offset: tuple[float, float] = (0.0, 0.0)) -> Tensor:
         r"""Loss of a chunk of positives of one relation against shared negatives.
 
         ``head``/``tail``: ``[B]`` local ids. Tail-side negatives for every positive are
@@ -141,6 +142,11 @@ class TwHIN(nn.Module):
         ``relations``: ``[B]`` relation indices (:meth:`rel_index`) when the positives
         belong to several relations between ``edge_type``'s two node types; each is then
         scored with its own relation vector (``r: [B, d_r]``) against the same candidates.
+        ``neg_offset``: ``(tail, head)`` log-weights ``c`` added to the scores of that
+        side's ``neg_tails``/``neg_heads`` candidates (not the in-batch ones, nor a
+        candidate equal to the positive's own node): the softmax then counts each of the
+        ``k`` candidates ``e^c`` times, an estimate of a softmax over ``e^c · k`` of them
+        (partitioned training's correction, ``c = log(k_1 / k_P)``).
         ``regularization`` = λ adds, with ``regularizer``
 
         * ``l2``: ``λ · mean_rows ‖θ‖²`` over every node row the batch looked up
@@ -183,6 +189,10 @@ class TwHIN(nn.Module):
                 # 1-N scoring: the candidates are every node of the type in id order, so the
                 # loss is a plain cross-entropy over the [B, N] scores (no mask, no concat)
                 full = self.score_fn.tails(h, r, uniform) if side == "tail" else self.score_fn.heads(uniform, r, t)
+                offset = neg_offset[0 if side == "tail" else 1]
+                if offset:  # every candidate but the positive's own node
+                    full = full + offset
+                    full = full - offset * F.one_hot(true_ids, full.shape[1]).to(full.dtype)
                 losses.append(F.cross_entropy(full, true_ids))
                 continue
             negs, masks = [], []
@@ -191,7 +201,8 @@ class TwHIN(nn.Module):
                 negs.append(neg)
                 masks.append(valid)
             if uniform is not None:
-                negs.append(self.score_fn.tails(h, r, uniform) if side == "tail" else self.score_fn.heads(uniform, r, t))
+                negs.append((self.score_fn.tails(h, r, uniform) if side == "tail" else self.score_fn.heads(uniform, r, t))
+                            + neg_offset[0 if side == "tail" else 1])
                 masks.append(uniform_ids[None, :] != true_ids[:, None])  # a positive is no negative of itself
             if not negs:
                 continue

@@ -180,6 +180,12 @@ class TwHINConfig(StrictConfig):
         "2 (P-1)/P of the positives per epoch). pairs pay off under 1-N scoring of small types (negatives."
         "exhaustive_max_nodes), where blocks contrast a positive with 1/P of its type; with sampled negatives they "
         "only cost more")
+    partition_logit_correction: bool = Field(
+        True, description="with P > 1, add log(k_1 / k_P) to the scores of a bucket's uniform or exhaustive "
+        "negatives (not in-batch ones), k_1 the negatives a positive is scored against at P = 1 and k_P in the bucket: "
+        "under 1-N scoring (negatives.exhaustive_max_nodes) a type's N - 1 other nodes against the held partitions' "
+        "n - 1, so each bucket's softmax estimates P = 1's over the whole type (the sampled-softmax correction; 0 where "
+        "both sample negatives.uniform). False: PyTorch-BigGraph's uncorrected loss")
     partition_storage: str | None = Field(
         None, description="where a partitioned run keeps its node tables and their versioned checkpoints: a "
         "directory or a pyarrow.fs URI every worker can reach (s3://bucket/prefix?endpoint_override=host:port, "

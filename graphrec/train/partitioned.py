@@ -51,7 +51,10 @@ on one side); they pay off under 1-N scoring of small types, where blocks contra
 positive with ``1/P`` of its type (Kinships P=4, test MRR: blocks 0.82, pairs 0.84, P=1
 0.88; benchmarks/RESULTS.md). Either way a worker needs no partition another worker
 holds; candidates are drawn uniformly (every row when the held rows number at most
-``negatives.exhaustive_max_nodes``), plus in-batch ones, ``round(w_r · E)`` positives of
+``negatives.exhaustive_max_nodes``), plus in-batch ones — the uniform or exhaustive ones
+weighted by ``(N - 1) / (n - 1)`` where 1-N scoring over a type's ``N`` nodes becomes one
+over the ``n`` held rows, so that a bucket's softmax estimates the whole type's
+(``partition_logit_correction``, :meth:`BucketTrainer.logit_offsets`) — ``round(w_r · E)`` positives of
 each block in batches of one relation or, with ``batches: types``, of every
 relation between the same two node types (PBG's batches; each positive scored with its
 own relation vector). Each bucket's negatives come from a generator seeded by ``(seed,
@@ -403,7 +406,7 @@ class BucketTrainer:
         t_train = time.perf_counter()
         gen = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch * 7919 + i * self.part.spec.num_partitions + j)
         n_neg, n_all = cfg.negatives.uniform, cfg.negatives.exhaustive_max_nodes
-        loss_module = TwHINLoss(model, cfg)
+        loss_module = TwHINLoss(model, cfg, self.logit_offsets(local, rows))
         loss_sum = 0.0
         for r, heads, tails, rels in batches:
             ls, _, ld = local_ets[r]
@@ -424,6 +427,30 @@ class BucketTrainer:
         positives = int(sum(b[1].shape[0] for b in batches))
         self.timings["train_s"] = time.perf_counter() - t_train
         return arrays, new, loss_sum, len(batches), positives
+
+    def logit_offsets(self, local: dict, rows: dict[str, int]) -> dict[str, float]:
+        """``{local type: log(k_1 / k_P)}`` (``partition_logit_correction``): ``k_1`` the
+        candidates a corrupted side of that type is scored against at P = 1 (its ``N - 1``
+        other nodes under 1-N scoring, else ``negatives.uniform``), ``k_P`` in this bucket
+        (the held rows' ``n - 1``, else ``negatives.uniform``). Under 1-N scoring at P = 1
+        a positive's softmax sums over ``N - 1`` negatives, in a bucket over the ``n - 1``
+        of its held partitions, ``(n - 1) / (N - 1)`` of them in expectation (partitions
+        are a seeded uniform assignment): weighing each by ``(N - 1) / (n - 1)`` makes the
+        bucket's normaliser an unbiased estimate of P = 1's. Types whose candidates are
+        sampled at both P (``k_1 = k_P``) get no entry."""
+        if not self.cfg.partition_logit_correction:
+            return {}
+        neg = self.cfg.negatives
+
+        def candidates(n: int) -> int:
+            return n - 1 if 0 < n <= neg.exhaustive_max_nodes else neg.uniform
+
+        out = {}
+        for lt, (t, _) in local.items():
+            k1, kp = candidates(int(sum(int(x) for x in self.part.sizes(t)))), candidates(rows[lt])
+            if k1 > 0 and kp > 0 and k1 != kp:
+                out[lt] = float(np.log(k1 / kp))
+        return out
 
     def _slices(self, local: dict, offsets: dict):
         """``(local type, first row in the model's table, type, partition, rows)`` for every

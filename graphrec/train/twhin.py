@@ -110,21 +110,31 @@ class TwHINLoss(nn.Module):
     Partitioned training cuts each relation group into ``P²`` buckets, and a group
     smaller than a bucket's ``B`` would otherwise take ``P²`` full-weight steps per epoch
     instead of ``⌈E / B⌉`` (ML-100K at P = 4: the side relations 2–8× their weight;
-    valid Recall@20 0.2348 against 0.2315, benchmarks/RESULTS.md)."""
+    valid Recall@20 0.2348 against 0.2315, benchmarks/RESULTS.md).
 
-    def __init__(self, model: TwHIN, cfg: TwHINConfig):
+    ``neg_offsets``: ``{node type of the model: c}``, the log-weight of that type's
+    uniform or exhaustive candidates when it is the corrupted side (``neg_offset`` of
+    :meth:`TwHIN.loss`; partitioned training's ``partition_logit_correction``)."""
+
+    def __init__(self, model: TwHIN, cfg: TwHINConfig, neg_offsets: dict[str, float] | None = None):
         super().__init__()
         self.model = model
         self.cfg = cfg
+        self.neg_offsets = dict(neg_offsets or {})
 
     def forward(self, rel: int, heads, tails, neg_tails, neg_heads, relations=None):
         c = self.cfg
         loss = self.model.loss(self.model.edge_types[rel], heads, tails, neg_tails=neg_tails, neg_heads=neg_heads,
                                in_batch=c.negatives.in_batch, loss=c.loss, margin=c.margin, corrupt=c.negatives.corrupt,
                                chunk_size=c.negatives.chunk_size, regularization=c.regularization,
-                               regularizer=c.regularizer, relations=relations)
+                               regularizer=c.regularizer, relations=relations, neg_offset=self._offsets(rel))
         b, full = int(heads.shape[0]), c.batch_size  # "auto" not yet resolved: nothing to compare with
         return loss * (b / full) if isinstance(full, int) and b < full else loss
+
+
+    def _offsets(self, rel: int) -> tuple[float, float]:
+        s, _, d = self.model.edge_types[rel]
+        return self.neg_offsets.get(d, 0.0), self.neg_offsets.get(s, 0.0)
 
 
 def make_optimizers(model: TwHIN, cfg: TwHINConfig):

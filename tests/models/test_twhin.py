@@ -113,6 +113,27 @@ def test_every_node_softmax_equals_the_masked_negative_path(score):
     torch.testing.assert_close(fast, slow)
 
 
+@pytest.mark.parametrize("every", [True, False])
+def test_a_negative_offset_counts_each_candidate_e_to_the_c_times(every):
+    # neg_offset c on the tail side: -log(e^p / (e^p + e^c · Σ_j e^{n_j})) by hand, on the
+    # 1-N path (every item, the positive among them) and on the masked path (a reversed
+    # copy, so not taken for every node); the head side untouched
+    torch.manual_seed(0)
+    m = TwHIN(NODES, RELS, dim=8, score="translation_dot")
+    heads, tails = torch.tensor([0, 3, 4]), torch.tensor([1, 6, 1])
+    cand = torch.arange(7) if every else torch.arange(7).flip(0)
+    c = 1.3
+    got = m.loss(RELS[0], heads, tails, neg_tails=cand, in_batch=False, corrupt="tail", neg_offset=(c, 5.0))
+    with torch.no_grad():
+        scores = m.score_tails(RELS[0], heads)  # [3, 7]
+        pos = scores[torch.arange(3), tails]
+        negs = scores.masked_fill(torch.nn.functional.one_hot(tails, 7).bool(), float("-inf"))
+        want = (-pos + torch.logaddexp(pos, c + torch.logsumexp(negs, 1))).mean()
+    torch.testing.assert_close(got.detach(), want)
+    plain = m.loss(RELS[0], heads, tails, neg_tails=cand, in_batch=False, corrupt="tail")
+    assert got > plain
+
+
 def test_a_uniform_sample_that_looks_like_arange_is_not_taken_for_every_node():
     # one uniform negative that happens to be id 0 of a 7-item type: the general path
     m = TwHIN(NODES, RELS, dim=8, score="complex")

@@ -307,3 +307,36 @@ def test_tables_on_an_s3_server_train_export_and_refuse_what_they_must(split, tm
     err = capsys.readouterr().err
     assert "credentials in the environment" in err and "graphrec-test-secret" not in err
     assert not (tmp_path / "c").exists() and not (tmp_path / "f").exists() and not (tmp_path / "other").exists()
+
+
+def test_a_bucket_weighs_its_candidates_as_the_whole_types(split):
+    """``partition_logit_correction``: a type scored 1-N over its N nodes at P = 1 and over
+    a bucket's n held rows gets log((N - 1) / (n - 1)); a type sampled at both P gets
+    nothing; switched off, nothing anywhere."""
+    import math
+
+    from graphrec.graph.partition import NodePartitioning, PartitionSpec
+
+    train = split.train
+    n_users, n_pins = train.num_nodes("user"), train.num_nodes("pin")
+    base = {**CFG, "partitions": 2}
+    def offsets(**over):
+        t = BucketTrainer.__new__(BucketTrainer)  # only what logit_offsets reads
+        t.cfg = TwHINConfig(**{**base, **over})
+        t.part = NodePartitioning({"user": n_users, "pin": n_pins}, PartitionSpec(2, 0, 0))
+        local = {"user#0": ("user", (0,)), "pin#1": ("pin", (1,))}
+        rows = {"user#0": int(t.part.sizes("user")[0]), "pin#1": int(t.part.sizes("pin")[1])}
+        return t.logit_offsets(local, rows), rows
+
+    got, rows = offsets(negatives={"uniform": 0, "exhaustive_max_nodes": 1000, "in_batch": False})
+    assert got == pytest.approx({"user#0": math.log((n_users - 1) / (rows["user#0"] - 1)),
+                                 "pin#1": math.log((n_pins - 1) / (rows["pin#1"] - 1))})
+    # pins (600) sampled at P = 1, every held row in the bucket: log(uniform / (n - 1))
+    got, rows = offsets(negatives={"uniform": 50, "exhaustive_max_nodes": 500, "in_batch": False})
+    assert got == pytest.approx({"user#0": math.log((n_users - 1) / (rows["user#0"] - 1)),
+                                 "pin#1": math.log(50 / (rows["pin#1"] - 1))})
+    got, _ = offsets(negatives={"uniform": 50, "exhaustive_max_nodes": 0, "in_batch": True})
+    assert got == {}
+    got, _ = offsets(negatives={"uniform": 0, "exhaustive_max_nodes": 1000, "in_batch": False},
+                     partition_logit_correction=False)
+    assert got == {}
