@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from graphrec.eval import load_split  # noqa: E402
 from graphrec.eval.protocol import evaluate_task, ranking_task  # noqa: E402
+from graphrec.graph.csr import csr_rows  # noqa: E402
 from graphrec.graph.partition import NodePartitioning, PartitionSpec  # noqa: E402
 from graphrec.run.directory import open_run  # noqa: E402
 
@@ -38,9 +39,7 @@ DEGREE_BINS = (0, 1, 10, 50, 150, np.iinfo(np.int64).max)
 def masked_scores(model, et, task) -> np.ndarray:
     """``[users, items]`` scores with each user's seen items at -inf."""
     scores = model.score_tails(et, torch.as_tensor(task.users)).detach().numpy()
-    ep, ei = task.exclude
-    rows = np.repeat(np.arange(task.users.shape[0]), ep[task.users + 1] - ep[task.users])
-    cols = np.concatenate([ei[ep[u]:ep[u + 1]] for u in task.users])
+    rows, cols = csr_rows(task.exclude[0], task.exclude[1], task.users)
     scores[rows, cols] = -np.inf
     return scores
 

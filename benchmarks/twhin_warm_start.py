@@ -107,7 +107,7 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         runs = work / "warm_runs"
-        first, wall_first = train(old_graph, runs / f"run1-s{seed}", seed)
+        train(old_graph, runs / f"run1-s{seed}", seed)
         full, wall_full = train(new_graph, runs / f"full-s{seed}", seed)
         full_epochs = full["summary"]["epochs_run"]
         rows.append({"seed": seed, "run": "full retrain", "epochs": full_epochs, "wall_s": wall_full,
@@ -123,7 +123,6 @@ def main() -> None:
                          "epochs": e, "wall_s": wall, "init": ws["init"], "drift": ws["drift"],
                          **scores(runs / name, split)})
             print(json.dumps(rows[-1]), flush=True)
-        del first, wall_first
     names = list(dict.fromkeys(r["run"] for r in rows))
     full_valid = np.mean([r["valid"] for r in rows if r["run"] == "full retrain"])
     print(f"\nML-100K, {len(args.seeds)} seeds; newer graph S/train, older graph without its newest "
@@ -145,7 +144,9 @@ def main() -> None:
               f"{t.mean() - full_test:+.4f} | {drift} | {all(r['items_finite'] for r in sel)} ({sel[0]['items']} items) |")
     print(f"\nthe valid pick (smallest epochs with valid within 0.005 of the retrain's {full_valid:.4f}): {pick}")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        from graphrec.io import write_json
+
+        write_json(args.json, rows)
 
 
 if __name__ == "__main__":

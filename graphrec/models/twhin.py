@@ -192,7 +192,7 @@ class TwHIN(nn.Module):
                 offset = neg_offset[0 if side == "tail" else 1]
                 if offset:  # every candidate but the positive's own node
                     full = full + offset
-                    full = full - offset * F.one_hot(true_ids, full.shape[1]).to(full.dtype)
+                    full[torch.arange(b), true_ids] -= offset
                 losses.append(F.cross_entropy(full, true_ids))
                 continue
             negs, masks = [], []

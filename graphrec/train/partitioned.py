@@ -447,7 +447,7 @@ class BucketTrainer:
 
         out = {}
         for lt, (t, _) in local.items():
-            k1, kp = candidates(int(sum(int(x) for x in self.part.sizes(t)))), candidates(rows[lt])
+            k1, kp = candidates(int(self.part.sizes(t).sum())), candidates(rows[lt])
             if k1 > 0 and kp > 0 and k1 != kp:
                 out[lt] = float(np.log(k1 / kp))
         return out

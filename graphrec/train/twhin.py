@@ -131,7 +131,6 @@ class TwHINLoss(nn.Module):
         b, full = int(heads.shape[0]), c.batch_size  # "auto" not yet resolved: nothing to compare with
         return loss * (b / full) if isinstance(full, int) and b < full else loss
 
-
     def _offsets(self, rel: int) -> tuple[float, float]:
         s, _, d = self.model.edge_types[rel]
         return self.neg_offsets.get(d, 0.0), self.neg_offsets.get(s, 0.0)
