@@ -111,6 +111,12 @@ fig, ax = plt.subplots(figsize=(8, 3))
 pd.Series(1, index=ts).resample("W").sum().plot(ax=ax)
 ax.set(ylabel="interactions / week", title=f"{':'.join(interaction)} over time"); plt.show()""")
 
+md("## Clean up\nThe graph above was built in a temporary directory; this removes it (skip the cell to keep exploring).")
+code("""import shutil
+del g
+shutil.rmtree(work, ignore_errors=True)
+print(f"removed {work}")""")
+
 nb = nbf.v4.new_notebook()
 nb["cells"] = cells
 nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
