@@ -68,6 +68,16 @@ def main() -> int:
     from graphrec.graph import GraphStore
 
     root = Path(args.root).resolve()
+    if not (root / "graphrec" / "cli.py").is_file():
+        print(f"error: --root {args.root}: not a graphrec checkout (no graphrec/cli.py)", file=sys.stderr)
+        return 2
+    from graphrec.errors import GraphrecError
+
+    try:
+        stores = {g: GraphStore(g) for g in args.graphs}
+    except GraphrecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.workers:
         print("| pins | users | training pairs | pairs/s | peak RSS per worker (tree) | driver | catalogue-sized state |"
               "\n|---|---|---|---|---|---|---|")
@@ -75,7 +85,7 @@ def main() -> int:
         print("| pins | users | training pairs | pairs/s | peak RSS (tree) | catalogue-sized state | rest |\n"
               "|---|---|---|---|---|---|---|")
     for g in args.graphs:
-        store = GraphStore(g)
+        store = stores[g]
         cfg = yaml.safe_load((ROOT / "configs" / "pinsage-pinterest.yaml").read_text())
         cfg.update(epochs=args.epochs, holdout_fraction=0.002,
                    ray={"workers": max(args.workers, 1), "cpus_per_worker": 1, "max_failures": 0},
