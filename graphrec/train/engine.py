@@ -209,11 +209,11 @@ class Trainer:
     def _checkpoint(self) -> None:
         """Rank 0 writes the checkpoint; every rank must call this (it gathers each rank's
         generator state, so that every rank resumes its own stream of negatives)."""
-        rng = self.generator.get_state()
+        rng = self.generator.get_state()  # a fixed-size uint8 tensor: one plain all_gather, no pickling
         states = [rng]
         if self.ctx.world > 1:
-            states = [None] * self.ctx.world
-            torch.distributed.all_gather_object(states, rng)
+            states = [torch.empty_like(rng) for _ in range(self.ctx.world)]
+            torch.distributed.all_gather(states, rng)
         if self.ctx.rank == 0:
             self.checkpoints.save(self.epoch, self.step, self._state(states))
 
