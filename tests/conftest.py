@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import pyarrow as pa
@@ -40,10 +41,9 @@ def assert_resumed_after_kill(starts: list[int], kill_epoch: int) -> None:
     ``kill_epoch``: every start at or after the previous one (never behind a committed
     checkpoint) and the kill resumed from a reported checkpoint, not from scratch.
 
-    A third start is tolerated, with a warning: the rare gloo transport crash (README, "A
-    worker that dies") can restart the group once more, and Ray Train recovers from it."""
-    import warnings
-
+    A third start is tolerated, with a warning: the rare crash of a gloo process-group
+    thread (README, "A worker that dies") can restart the group once more, and Ray Train
+    recovers from it."""
     assert starts[0] == 0 and starts == sorted(starts), starts
     assert any(0 < s <= kill_epoch for s in starts[1:]), starts
     if len(starts) > 2:

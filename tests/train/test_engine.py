@@ -128,8 +128,8 @@ os._exit(0)  # skip interpreter teardown (gloo's threads can abort it: "terminat
 def _gloo_run(world: int, cfg: TwHINConfig, graph, out: Path) -> list:
     """Run ``train_loop_per_worker`` on ``world`` gloo ranks (processes); each rank's steps per epoch.
 
-    A rank killed by a signal (the rare gloo transport crash, README "A worker that dies")
-    is retried once from the same starting directory, with a warning."""
+    A rank killed by a signal (the rare gloo crash, README "A worker that dies") is
+    retried once from the same starting directory, with a warning."""
     import socket
 
     before = out.with_name(out.name + ".before")

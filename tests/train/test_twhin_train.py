@@ -117,8 +117,7 @@ def test_ray_two_workers_train_and_a_killed_worker_resumes_from_checkpoint(small
     cfg = TwHINConfig(**{**FAST, "epochs": 5}, ray=RayConfig(workers=2, max_failures=3))
     info = fit(cfg, small_pins_graph.path, tmp_path / "run", use_ray=True)
     assert marker.read_text() == "killed"  # the worker really died once
-    starts = info["summary"]["starts"]
-    assert_resumed_after_kill(starts, 3)  # from a reported checkpoint, not from scratch
+    assert_resumed_after_kill(info["summary"]["starts"], 3)  # from a reported checkpoint, not from scratch
     hist = info["summary"]["history"]
     assert [h["epoch"] for h in hist] == list(range(5))
     assert info["summary"]["world_size"] == 2 and all(h["workers"] == 2 for h in hist)
