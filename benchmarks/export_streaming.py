@@ -79,11 +79,12 @@ def make_partitioned_run(store, run: Path, dim: int, partitions: int, seed: int)
     """A finished partitioned run of ``store`` (see the module docstring, step 2)."""
     import torch
 
-    from graphrec.graph.partition import NodePartitioning, PartitionSpec
+    from graphrec.graph.partition import NodePartitioning
     from graphrec.io import mark_graphrec_dir
     from graphrec.run.config import TwHINConfig
     from graphrec.run.directory import RELATIONS_STATE, twhin_model, write_run
     from graphrec.run.tables import PARTITION_TABLES_DIR, RELATIONS_EMB, PartitionTables
+    from graphrec.train.partitioned import partition_spec
     from graphrec.train.twhin import resolve_auto, select_relations
 
     if run.exists():
@@ -93,8 +94,7 @@ def make_partitioned_run(store, run: Path, dim: int, partitions: int, seed: int)
     cfg = TwHINConfig(dim=dim, partitions=partitions, seed=seed, epochs=1)
     selected = select_relations(store, cfg)
     cfg = resolve_auto(cfg, store, [et for et, _ in selected])
-    spec = PartitionSpec(cfg.partitions, cfg.partition_min_nodes, cfg.seed)
-    part = NodePartitioning({t: store.num_nodes(t) for t in store.node_types}, spec)
+    part = NodePartitioning({t: store.num_nodes(t) for t in store.node_types}, partition_spec(cfg))
     tables = PartitionTables(run / PARTITION_TABLES_DIR, part, dim)
     template = twhin_model(cfg, {t: 1 for t in part.node_types}, [et for et, _ in selected], sparse=True)
     tables.initialise(1.0 / dim ** 0.5, cfg.seed, template.rel_emb.weight.detach().numpy(), meta={"epoch": 1})

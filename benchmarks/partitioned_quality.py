@@ -91,7 +91,8 @@ def run_one(name: str, split_path: Path, partitions: int, seed: int, workers: in
         metric = "mrr"
     s = info["summary"]
     return {"dataset": name, "P": partitions, "seed": seed,
-            "settings": {k: getattr(cfg, k) for k in ("partition_buckets", "batches", "optimizer", "partition_logit_correction")}
+            "settings": {k: getattr(cfg, k) for k in ("partition_buckets", "batches", "optimizer", "partition_logit_correction",
+                                                         "partition_regroup")}
             if partitions > 1 else {k: getattr(cfg, k) for k in ("batches", "optimizer")}, "workers": workers if partitions > 1 else 1,
             "metric": metric, "test": te[metric], "valid": va[metric], "epochs_run": s["epochs_run"],
             "best_epoch": s.get("best_epoch"), "wall_s": wall,

@@ -92,7 +92,8 @@ def build(ctx, schema_path, triples_path, data_dir, out, overwrite):
 @cli.command()
 @click.argument("graph_dir", type=click.Path())
 @click.option("--partitions", "num_partitions", type=click.IntRange(min=1), required=True,
-              help="Partitions P of every node type with at least --min-nodes nodes.")
+              help="Partitions P of every node type with at least --min-nodes nodes (for a run with "
+                   "partition_regroup k: P x k, the partitions its tables are stored in).")
 @click.option("--min-nodes", type=click.IntRange(min=0), default=0, show_default=True,
               help="Smaller node types stay whole (0: partition every type).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the node assignment.")

@@ -2,9 +2,11 @@
 
 **Assignment.** A node type with at least ``min_nodes`` (and at least ``P``) nodes is
 split into ``P`` partitions; smaller types stay whole (one partition, shared by every
-bucket). The
-assignment is a seeded uniform permutation of the type's ids cut into ``P`` contiguous
-chunks of sizes ``⌈N/P⌉`` or ``⌊N/P⌋`` (so partitions are balanced to one node)::
+bucket). With ``regroup = k > 1`` a type of at least ``P·k`` (and ``min_nodes``) nodes is
+stored as ``P·k`` partitions instead, dealt into the ``P`` training partitions afresh
+every epoch (:meth:`NodePartitioning.groups`). The
+assignment is a seeded uniform permutation of the type's ids cut into contiguous
+chunks of sizes ``⌈N/p⌉`` or ``⌊N/p⌋`` (``p`` storage partitions; balanced to one node)::
 
     perm  = default_rng([seed, crc32(type)]).permutation(N)
     part[perm[k]]   = k // chunk-boundaries        (which partition)
@@ -48,27 +50,34 @@ FORMAT = "graphrec-partitions"
 @dataclass(frozen=True)
 class PartitionSpec:
     """``num_partitions`` P for node types of at least ``min_nodes`` nodes (0: every
-    type), seeded by ``seed``."""
+    type), seeded by ``seed``; each of them ``regroup`` storage partitions where the type
+    has at least ``P × regroup`` nodes (:meth:`NodePartitioning.groups`)."""
 
     num_partitions: int
     min_nodes: int = 0
     seed: int = 0
+    regroup: int = 1
 
     def __post_init__(self):
         if self.num_partitions < 1:
             raise GraphrecError(f"partitions must be >= 1, got {self.num_partitions}")
         if self.min_nodes < 0:
             raise GraphrecError(f"partition_min_nodes must be >= 0, got {self.min_nodes}")
+        if self.regroup < 1:
+            raise GraphrecError(f"partition_regroup must be >= 1, got {self.regroup}")
 
     @property
     def key(self) -> str:
-        return f"P{self.num_partitions}-min{self.min_nodes}-seed{self.seed}"
+        tail = f"-regroup{self.regroup}" if self.regroup > 1 else ""
+        return f"P{self.num_partitions}-min{self.min_nodes}-seed{self.seed}{tail}"
 
 
 class NodePartitioning:
-    """The partition of every node: ``parts(type)`` (P_type), ``part(type)`` int16/int32
-    ``[N]``, ``offset(type)`` int64 ``[N]`` (row within the partition), ``sizes(type)``
-    ``[P_type]`` and ``members(type, p)`` (global ids of partition ``p``, in row order)."""
+    """The partition of every node: ``parts(type)`` (P_type storage partitions: ``P·k``,
+    ``P`` or 1), ``part(type)`` int16/int32 ``[N]``, ``offset(type)`` int64 ``[N]`` (row
+    within the partition), ``sizes(type)`` ``[P_type]``, ``members(type, p)`` (global
+    ids of partition ``p``, in row order) and ``groups(type, epoch)`` (the storage
+    partitions of each training partition in an epoch)."""
 
     def __init__(self, num_nodes: dict[str, int], spec: PartitionSpec):
         self.spec = spec
@@ -79,7 +88,9 @@ class NodePartitioning:
         for t, n in num_nodes.items():
             # a type smaller than P stays whole too: every partitioned type has exactly P
             # partitions (one bucket grid), none of them empty
-            p = spec.num_partitions if n >= max(spec.min_nodes, spec.num_partitions) else 1
+            big, k = spec.num_partitions, spec.regroup
+            p = big * k if k > 1 and n >= max(spec.min_nodes, big * k) else \
+                big if n >= max(spec.min_nodes, big) else 1
             perm = np.random.default_rng([spec.seed, zlib.crc32(t.encode())]).permutation(n) if p > 1 \
                 else np.arange(n)
             # sizes ceil(n/p) for the first n % p partitions, floor(n/p) for the rest
@@ -96,6 +107,24 @@ class NodePartitioning:
 
     def is_partitioned(self, node_type: str) -> bool:
         return self.parts(node_type) > 1
+
+    def groups(self, node_type: str, epoch: int) -> np.ndarray:
+        """``[G, k]`` int64: the storage partitions making up each of ``node_type``'s ``G``
+        training partitions in ``epoch`` (``G = P``, or 1 for a whole type: ``[[0]]``).
+
+        Stored as ``P`` partitions (``regroup`` 1, or fewer than ``P·k`` nodes), training
+        partition ``g`` is storage partition ``g`` every epoch (PyTorch-BigGraph's fixed
+        partitions). Stored as ``P·k``, they are dealt into ``P`` groups of ``k`` by a
+        permutation seeded by ``(seed, epoch, crc32(type))``: a softmax over one partition
+        is invariant to a score offset shared by all its rows (adding ``δ`` to each of its
+        vectors moves every logit of a query ``q`` by the same ``q·δ``), so fixed
+        partitions leave the offsets between partitions unconstrained; dealt afresh, any
+        two storage partitions share candidates in some epochs."""
+        n = self.parts(node_type)
+        if n == self.spec.num_partitions * self.spec.regroup and self.spec.regroup > 1:
+            perm = np.random.default_rng([self.spec.seed, epoch, zlib.crc32(node_type.encode())]).permutation(n)
+            return np.sort(perm.reshape(self.spec.num_partitions, self.spec.regroup), axis=1)
+        return np.arange(n, dtype=np.int64).reshape(n, 1)
 
     def sizes(self, node_type: str) -> np.ndarray:
         return np.diff(self._bounds[node_type])
@@ -240,6 +269,7 @@ class EdgeBuckets:
                                   "dst_parts": part.parts(rel.edge_type[2])})
             manifest = {"format": FORMAT, "format_version": 1, "spec": spec.key,
                         "num_partitions": spec.num_partitions, "min_nodes": spec.min_nodes, "seed": spec.seed,
+                        "regroup": spec.regroup,
                         "store_checksum": store.checksum,
                         "node_parts": {t: part.parts(t) for t in part.node_types},
                         "relations": relations, "files": files}

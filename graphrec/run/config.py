@@ -180,6 +180,14 @@ class TwHINConfig(StrictConfig):
         "2 (P-1)/P of the positives per epoch). pairs pay off under 1-N scoring of small types (negatives."
         "exhaustive_max_nodes), where blocks contrast a positive with 1/P of its type; with sampled negatives they "
         "only cost more")
+    partition_regroup: int = Field(
+        1, ge=1, description="with P > 1, store each partitioned type as P x k sub-partitions (k = this value) and "
+        "deal them into the P partitions afresh every epoch (a seeded shuffle per type and epoch), so that over the "
+        "epochs every two sub-partitions meet in one bucket's candidates: a bucket's softmax is blind to a score "
+        "level shared by all the items of its partition, and fixed partitions let such levels drift apart. A "
+        "partition is then k sub-partitions of the same total size (the same memory and I/O per bucket); the "
+        "edge buckets and tables are those of P x k partitions (a type needs at least P x k nodes and "
+        "partition_min_nodes to be split). 1: fixed partitions, PyTorch-BigGraph's")
     partition_logit_correction: bool = Field(
         True, description="with P > 1, add log(k_1 / k_P) to the scores of a bucket's uniform or exhaustive "
         "negatives (not in-batch ones), k_1 the negatives a positive is scored against at P = 1 and k_P in the bucket: "

@@ -20,7 +20,7 @@ adds::
 
     "partitions": P,
     "partition_tables": {"path": "partitions",            # relative to the run directory
-                         "partitioning": {"num_partitions": P, "min_nodes": m, "seed": s},
+                         "partitioning": {"num_partitions": P, "min_nodes": m, "seed": s, "regroup": k},
                          "version": V, "dim": d},          # the tables' committed version
     "files": {"model.pt": sha256, "partitions/checkpoint_version.json": sha256, ...}
 

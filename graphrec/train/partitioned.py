@@ -62,6 +62,16 @@ epoch, i, j)``, so with one worker a run is deterministic and a resumed one bitw
 to an uninterrupted one; with several, the order in which shared updates merge varies,
 as in PBG.
 
+**Regrouped partitions** (``partition_regroup: k``): the tables and edge buckets are those
+of ``P·k`` storage partitions, and each epoch deals them into the ``P`` training
+partitions anew (:meth:`~graphrec.graph.partition.NodePartitioning.groups`), so a bucket holds ``k`` storage partitions of
+each side (the same rows, memory and I/O as one fixed partition). A bucket's softmax over
+partition ``g`` cannot see a score offset shared by every row of ``g`` (adding ``δ`` to
+all of ``g``'s vectors moves every logit of a query by the same ``q·δ``), so with fixed
+partitions the offsets between partitions are left to drift; dealt afresh, every two
+storage partitions share a softmax in some epochs. ``k = 1`` is PyTorch-BigGraph's fixed
+partitions.
+
 **Resume**: the committed meta holds the epoch, the scheduler's state and the history;
 ``--resume`` continues after the last committed bucket. Writes of a bucket that was not
 committed (a killed worker) are discarded. **Early stopping** validates the assembled
@@ -71,6 +81,7 @@ driver's memory), pins the best epoch's commit and makes it the head at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -122,6 +133,11 @@ def check_partitioned(cfg: TwHINConfig, store: GraphStore, use_ray: bool) -> Non
 
 
 # ---------------------------------------------------------------- shared parameters
+
+
+def partition_spec(cfg: TwHINConfig) -> PartitionSpec:
+    """The partitioning of ``cfg``'s tables and edge buckets."""
+    return PartitionSpec(cfg.partitions, cfg.partition_min_nodes, cfg.seed, cfg.partition_regroup)
 
 
 class SharedParameters:
@@ -321,8 +337,7 @@ class BucketTrainer:
         self.cfg: TwHINConfig = parse_config(job["config"], TwHINConfig, origin="partitioned job")
         cfg = self.cfg
         store = GraphStore(job["graph"])
-        spec = PartitionSpec(cfg.partitions, cfg.partition_min_nodes, cfg.seed)
-        buckets = EdgeBuckets.open_or_build(store, spec)
+        buckets = EdgeBuckets.open_or_build(store, partition_spec(cfg))
         self.part = buckets.partitioning
         self.edge_types = [tuple(e) for e in job["edge_types"]]
         self.weights = [float(w) for w in job["weights"]]
@@ -331,13 +346,25 @@ class BucketTrainer:
                                       verify_paths=set(job.get("verify_paths") or []))
         self.shared_types = sorted({t for s, _, d in self.edge_types for t in (s, d)
                                     if not self.part.is_partitioned(t)})
-        self.grid = max([self.part.parts(t) for s, _, d in self.edge_types for t in (s, d)] + [1])
+        self.grid = max([self.part.groups(t, 0).shape[0] for s, _, d in self.edge_types for t in (s, d)] + [1])
         self.pairs = cfg.partition_buckets == "pairs" and self.grid > 1
         self.head = None  # the commit record the current bucket was read from
+        self._groups: dict[tuple[str, int], np.ndarray] = {}
 
-    def local_types(self, i: int, j: int) -> dict[str, tuple[str, tuple[int, ...]]]:
-        """The local node types of bucket ``(i, j)``: ``name -> (type, partitions)``, the
-        type's rows of those partitions, in that order, making one local table.
+    def group(self, t: str, g: int, epoch: int) -> tuple[int, ...]:
+        """The storage partitions of training partition ``g`` of type ``t`` in ``epoch``
+        (:meth:`NodePartitioning.groups`; ``(0,)`` for a whole type)."""
+        if (t, epoch) not in self._groups:
+            self._groups = {k: v for k, v in self._groups.items() if k[1] == epoch}
+            self._groups[(t, epoch)] = self.part.groups(t, epoch)
+        return tuple(int(p) for p in self._groups[(t, epoch)][g])
+
+    def local_types(self, i: int, j: int, epoch: int = 0) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """The local node types of bucket ``(i, j)`` in ``epoch``: ``name -> (type,
+        storage partitions)``, the type's rows of those partitions, in that order, making
+        one local table. Training partition ``g`` of a type is the storage partitions
+        :meth:`group` deals it in ``epoch`` (storage partition ``g`` with
+        ``partition_regroup: 1``).
 
         * ``pairs``: ``"type#i+j"`` -> ``(type, (i, j))`` for every partitioned type, so
           both held partitions are the candidates of either side.
@@ -357,9 +384,9 @@ class BucketTrainer:
                 if not self.part.is_partitioned(t):
                     out[f"{t}#0"] = (t, (0,))
                 elif self.pairs:
-                    out[f"{t}#{i}+{j}"] = (t, (i, j))
+                    out[f"{t}#{i}+{j}"] = (t, self.group(t, i, epoch) + self.group(t, j, epoch))
                 else:
-                    out[f"{t}#{p}"] = (t, (p,))
+                    out[f"{t}#{p}"] = (t, self.group(t, p, epoch))
         return out
 
     def _local_type(self, t: str, p: int, local: dict) -> tuple[str, int]:
@@ -377,7 +404,7 @@ class BucketTrainer:
         cfg = self.cfg
         t_read = time.perf_counter()
         i, j = bucket
-        local = self.local_types(i, j)
+        local = self.local_types(i, j, epoch)
         rows = {lt: int(sum(int(self.part.sizes(t)[p]) for p in parts)) for lt, (t, parts) in local.items()}
         batches, local_ets = self._batches(i, j, epoch, local)
         with torch.device("meta"):  # no random initialisation: every row is read in below
@@ -462,10 +489,12 @@ class BucketTrainer:
                 yield lt, lo, t, p, n
                 lo += n
 
-    def _blocks(self, i: int, j: int, r: int) -> list[tuple[int, int, float]]:
-        """``(source partition, destination partition, share)`` of relation ``r``'s edge
-        blocks that bucket ``(i, j)`` trains, ``share`` the fraction of the block's
-        ``round(w · E)`` positives it takes.
+    def _blocks(self, i: int, j: int, r: int, epoch: int = 0) -> list[tuple[int, int, float]]:
+        """``(source storage partition, destination storage partition, share)`` of relation
+        ``r``'s edge blocks that bucket ``(i, j)`` trains in ``epoch``, ``share`` the
+        fraction of the block's ``round(w · E)`` positives it takes: the blocks below
+        between training partitions, each expanded into the blocks between their storage
+        partitions (:meth:`group`).
 
         ``blocks``: the block ``(i, j)`` (partition 0 for a whole side; a whole side's
         edges belong to the buckets whose index on that side is 0). ``pairs`` (``i < j``):
@@ -484,15 +513,19 @@ class BucketTrainer:
         if not self.pairs:
             pi, pj = (i if ps else 0), (j if pd else 0)
             # edges of an unpartitioned side sit in its partition 0: bucket (i, j) owns them iff i (j) is 0
-            return [] if (pi != i and i != 0) or (pj != j and j != 0) else [(pi, pj, 1.0)]
-        p = self.grid
-        if ps and pd:
-            return [(i, j, 1.0), (j, i, 1.0), (i, i, 1.0), (j, j, 1.0)]
-        if ps:
-            return [(i, 0, 2.0 / p), (j, 0, 2.0 / p)]
-        if pd:
-            return [(0, i, 2.0 / p), (0, j, 2.0 / p)]
-        return [(0, 0, 4.0 / p**2)]
+            blocks = [] if (pi != i and i != 0) or (pj != j and j != 0) else [(pi, pj, 1.0)]
+        else:
+            p = self.grid
+            if ps and pd:
+                blocks = [(i, j, 1.0), (j, i, 1.0), (i, i, 1.0), (j, j, 1.0)]
+            elif ps:
+                blocks = [(i, 0, 2.0 / p), (j, 0, 2.0 / p)]
+            elif pd:
+                blocks = [(0, i, 2.0 / p), (0, j, 2.0 / p)]
+            else:
+                blocks = [(0, 0, 4.0 / p**2)]
+        return [(a, b, share) for gi, gj, share in blocks
+                for a in self.group(s, gi, epoch) for b in self.group(d, gj, epoch)]
 
     def _batches(self, i: int, j: int, epoch: int, local: dict) -> tuple[list, list]:
         """This bucket's positives and its local relations ``[(src local type, name, dst
@@ -506,10 +539,10 @@ class BucketTrainer:
         batches, local_ets = [], []
         groups: dict[tuple[str, str], list] = {}  # (src, dst local type) -> [(relation, src, dst)]
         for r, (s, name, d) in enumerate(self.edge_types):
-            blocks = self._blocks(i, j, r)
+            blocks = self._blocks(i, j, r, epoch)
             if not blocks:  # the relation still has a (never used) local relation: ids stay stable
-                ls, _ = self._local_type(s, i if self.part.is_partitioned(s) else 0, local)
-                ld, _ = self._local_type(d, j if self.part.is_partitioned(d) else 0, local)
+                ls, _ = self._local_type(s, self.group(s, i if self.part.is_partitioned(s) else 0, epoch)[0], local)
+                ld, _ = self._local_type(d, self.group(d, j if self.part.is_partitioned(d) else 0, epoch)[0], local)
                 local_ets.append((ls, name, ld))
                 continue
             srcs, dsts = [], []
@@ -617,13 +650,13 @@ def train_partitioned(cfg: TwHINConfig, store: GraphStore, selected, run_dir: Pa
     or best — state) and the summary. Continues after the last committed bucket when
     ``RUN_DIR/partitions`` holds an unfinished run's state."""
     edge_types = [tuple(et) for et, _ in selected]
-    spec = PartitionSpec(cfg.partitions, cfg.partition_min_nodes, cfg.seed)
+    spec = partition_spec(cfg)
     t0 = time.perf_counter()
     buckets = EdgeBuckets.open_or_build(store, spec)
     part = buckets.partitioning
     log.info("partitions: %s; edge buckets in %.1fs (%s)", ", ".join(f"{t} {part.parts(t)}" for t in part.node_types),
              time.perf_counter() - t0, buckets.dir)
-    grid = max([part.parts(t) for et in edge_types for t in (et[0], et[2])] + [1])
+    grid = max([part.groups(t, 0).shape[0] for et in edge_types for t in (et[0], et[2])] + [1])
     root = tables_location(cfg, run_dir)
     tables = PartitionTables(root, part, int(cfg.dim))
     tables.ckpt.discard_uncommitted()  # writes of a killed job that never got committed
@@ -651,7 +684,7 @@ def train_partitioned(cfg: TwHINConfig, store: GraphStore, selected, run_dir: Pa
            "edge_types": [list(et) for et in edge_types], "weights": [w for _, w in selected],
            "verify_paths": sorted(e.path for e in head.files.values()) if head.version > 1 else [],
            "threads": cfg.threads or (cfg.ray.cpus_per_worker if use_ray else None), "cpus": cfg.ray.cpus_per_worker}
-    args = (root, {"num_partitions": spec.num_partitions, "min_nodes": spec.min_nodes, "seed": spec.seed},
+    args = (root, dataclasses.asdict(spec),
             {t: store.num_nodes(t) for t in store.node_types}, int(cfg.dim), [list(e) for e in edge_types], grid,
             cfg.seed, 2, cfg.partition_buckets == "pairs")
     num_buckets = grid * (grid - 1) // 2 if cfg.partition_buckets == "pairs" and grid > 1 else grid * grid

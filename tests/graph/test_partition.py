@@ -27,6 +27,33 @@ def test_assignment_is_balanced_seeded_and_a_bijection():
         PartitionSpec(0)
 
 
+def test_regrouped_partitions_deal_every_storage_partition_once_per_epoch():
+    """``regroup = k``: a type of at least P·k nodes is stored as P·k partitions and dealt
+    into P groups of k, each storage partition in one group, the same deal for the same
+    (seed, epoch) and another in another epoch, so that over the epochs every two storage
+    partitions share a group; a type of P to P·k nodes keeps P fixed partitions and a
+    whole type is one group [[0]]. k = 1: partition g is storage partition g."""
+    spec = PartitionSpec(4, min_nodes=0, seed=0, regroup=3)
+    part = NodePartitioning({"big": 1000, "mid": 7, "tiny": 3}, spec)
+    assert (part.parts("big"), part.parts("mid"), part.parts("tiny")) == (12, 4, 1)
+    assert part.groups("mid", 5).tolist() == [[0], [1], [2], [3]] and part.groups("tiny", 5).tolist() == [[0]]
+    deals = [part.groups("big", e) for e in range(6)]
+    for g in deals:
+        assert g.shape == (4, 3) and sorted(g.ravel().tolist()) == list(range(12))
+    assert np.array_equal(deals[2], NodePartitioning({"big": 1000}, spec).groups("big", 2))
+    assert len({g.tobytes() for g in deals}) == 6
+    met = np.zeros((12, 12), bool)
+    for e in range(40):
+        for g in part.groups("big", e):
+            met[np.ix_(g, g)] = True
+    assert met.all()
+    fixed = NodePartitioning({"big": 1000}, PartitionSpec(4))
+    assert fixed.groups("big", 3).tolist() == [[0], [1], [2], [3]]
+    assert spec.key == "P4-min0-seed0-regroup3" and PartitionSpec(4).key == "P4-min0-seed0"
+    with pytest.raises(GraphrecError, match="partition_regroup must be >= 1"):
+        PartitionSpec(4, regroup=0)
+
+
 def test_buckets_hold_every_edge_once_in_the_right_bucket(small_pins_graph, tmp_path):
     spec = PartitionSpec(3, min_nodes=100, seed=0)  # user (400) and pin (600) split, board/author (60, 40) not
     b = EdgeBuckets.open_or_build(small_pins_graph, spec, tmp_path / "b")

@@ -27,10 +27,12 @@ def split(small_pins_graph, tmp_path_factory):
     return load_split(out)
 
 
-# blocks contrast a positive with its own partition only (half the pins at P=2): a little looser
-@pytest.mark.parametrize("scheme,parts,buckets,tolerance", [("pairs", 4, 6, 0.03), ("blocks", 2, 4, 0.05)])
+# blocks contrast a positive with its own partition only (half the pins at P=2): a little looser;
+# regroup: each partition is that many storage partitions, dealt afresh every epoch
+@pytest.mark.parametrize("scheme,parts,buckets,tolerance,regroup", [("pairs", 4, 6, 0.03, 1), ("blocks", 2, 4, 0.05, 1),
+                                                                    ("blocks", 2, 4, 0.05, 3)])
 def test_partitioned_training_matches_one_partition_in_quality_and_holds_at_most_two_per_type(
-        split, tmp_path, monkeypatch, scheme, parts, buckets, tolerance):
+        split, tmp_path, monkeypatch, scheme, parts, buckets, tolerance, regroup):
     fit(TwHINConfig(**CFG), split.train.path, tmp_path / "p1", use_ray=False)
     reads: list[list[str]] = []
     orig_train, orig_read = BucketTrainer.train, PartitionTables.read_into
@@ -45,21 +47,30 @@ def test_partitioned_training_matches_one_partition_in_quality_and_holds_at_most
 
     monkeypatch.setattr(BucketTrainer, "train", train)
     monkeypatch.setattr(PartitionTables, "read_into", read_into)
-    cfg = TwHINConfig(**CFG, partitions=parts, partition_buckets=scheme)
+    cfg = TwHINConfig(**CFG, partitions=parts, partition_buckets=scheme, partition_regroup=regroup)
     info = fit(cfg, split.train.path, tmp_path / "p2", use_ray=False)
     assert info["partitions"] == parts and info["summary"]["history"][-1]["buckets"] == buckets
     assert len(reads) == buckets * CFG["epochs"]
     losses = [h["loss"] for h in info["summary"]["history"]]
     assert losses[-1] < losses[0]
+    assert json.loads((tmp_path / "p2" / "run.json").read_text())["partition_tables"]["partitioning"]["regroup"] == \
+        regroup
     # a bucket reads the partitions it trains (embeddings and Adagrad state): pairs two of each
-    # type, blocks one of each side's (user -> pin: one user and one pin partition)
+    # type, blocks one of each side's (user -> pin: one user and one pin partition), each
+    # partition `regroup` storage partitions
+    held = []
     for names in reads:
         per_type: dict[str, set] = {}
         for n in names:
             k, p, what = n.split("/")
             if what == "emb":
                 per_type.setdefault(k, set()).add(p)
-        assert len(per_type) == 2 and all(len(ps) == (2 if scheme == "pairs" else 1) for ps in per_type.values())
+        assert len(per_type) == 2 and all(len(ps) == (2 if scheme == "pairs" else 1) * regroup
+                                          for ps in per_type.values())
+        held.append({k: frozenset(ps) for k, ps in per_type.items()})
+    # with regroup > 1 the storage partitions are dealt into other groups in another epoch
+    epochs = [{frozenset(h.items()) for h in held[e * buckets : (e + 1) * buckets]} for e in range(CFG["epochs"])]
+    assert (len({frozenset(e) for e in epochs}) > 1) == (regroup > 1)
     mrr1 = link_prediction_on_split(open_run(tmp_path / "p1").model, split)["mrr"]
     mrr2 = link_prediction_on_split(open_run(tmp_path / "p2").model, split)["mrr"]
     assert mrr2 > 0.03 * 3  # far above random (~0.01 over 600 pins)
