@@ -92,13 +92,15 @@ def build(ctx, schema_path, triples_path, data_dir, out, overwrite):
 @cli.command()
 @click.argument("graph_dir", type=click.Path())
 @click.option("--partitions", "num_partitions", type=click.IntRange(min=1), required=True,
-              help="Partitions P of every node type with at least --min-nodes nodes (for a run with "
-                   "partition_regroup k: P x k, the partitions its tables are stored in).")
+              help="Partitions P of every node type with at least --min-nodes nodes.")
 @click.option("--min-nodes", type=click.IntRange(min=0), default=0, show_default=True,
               help="Smaller node types stay whole (0: partition every type).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the node assignment.")
+@click.option("--regroup", type=click.IntRange(min=1), default=1, show_default=True,
+              help="The TwHIN config's partition_regroup k: types of at least P x k nodes stored as P x k "
+                   "partitions, dealt into P every epoch.")
 @click.option("--rebuild", is_flag=True, help="Rebuild the buckets even when valid ones exist.")
-def partition(graph_dir, num_partitions, min_nodes, seed, rebuild):
+def partition(graph_dir, num_partitions, min_nodes, seed, regroup, rebuild):
     """Bucket a store's edges by (source partition, destination partition) for
     partitioned training; written once beside the store (GRAPH/partitions/) and reused."""
     import time
@@ -107,7 +109,7 @@ def partition(graph_dir, num_partitions, min_nodes, seed, rebuild):
     from graphrec.graph.partition import EdgeBuckets, PartitionSpec
 
     store = GraphStore(graph_dir)
-    spec = PartitionSpec(num_partitions, min_nodes, seed)
+    spec = PartitionSpec(num_partitions, min_nodes, seed, regroup)
     t0 = time.perf_counter()
     b = EdgeBuckets.open_or_build(store, spec, rebuild=rebuild)
     dt = time.perf_counter() - t0

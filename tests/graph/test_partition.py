@@ -111,3 +111,7 @@ def test_cli_partition_writes_beside_the_store_and_reuses(small_pins_graph, tmp_
     assert "user:saves:pin: 4 buckets" in out and "pin:in_board:board: 2 buckets" in out
     assert (g / "partitions" / "P2-min100-seed0" / "manifest.json").is_file()
     assert GraphStore(g, verify=True).checksum == small_pins_graph.checksum  # the store itself is unchanged
+    # --regroup: the layout of a run with partition_regroup (user 400 and pin 600 nodes: 2 x 3 storage partitions)
+    assert main(["partition", str(g), "--partitions", "2", "--min-nodes", "100", "--regroup", "3"]) == 0
+    assert "user:saves:pin: 36 buckets" in capsys.readouterr().out
+    assert (g / "partitions" / "P2-min100-seed0-regroup3" / "manifest.json").is_file()
