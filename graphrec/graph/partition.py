@@ -87,7 +87,8 @@ class NodePartitioning:
         self._offset: dict[str, np.ndarray] = {}
         for t, n in num_nodes.items():
             # a type smaller than P stays whole too: every partitioned type has exactly P
-            # partitions (one bucket grid), none of them empty
+            # training partitions (one bucket grid; P·k stored ones where it has P·k nodes),
+            # none of them empty
             big, k = spec.num_partitions, spec.regroup
             p = big * k if k > 1 and n >= max(spec.min_nodes, big * k) else \
                 big if n >= max(spec.min_nodes, big) else 1

@@ -64,8 +64,9 @@ as in PBG.
 
 **Regrouped partitions** (``partition_regroup: k``): the tables and edge buckets are those
 of ``P·k`` storage partitions, and each epoch deals them into the ``P`` training
-partitions anew (:meth:`~graphrec.graph.partition.NodePartitioning.groups`), so a bucket holds ``k`` storage partitions of
-each side (the same rows, memory and I/O as one fixed partition). A bucket's softmax over
+partitions anew (:meth:`~graphrec.graph.partition.NodePartitioning.groups`), so a bucket
+holds ``k`` storage partitions of each side (the same rows, memory and I/O as one fixed
+partition). A bucket's softmax over
 partition ``g`` cannot see a score offset shared by every row of ``g`` (adding ``δ`` to
 all of ``g``'s vectors moves every logit of a query by the same ``q·δ``), so with fixed
 partitions the offsets between partitions are left to drift; dealt afresh, every two
@@ -132,12 +133,12 @@ def check_partitioned(cfg: TwHINConfig, store: GraphStore, use_ray: bool) -> Non
     resolve_validation_source(cfg, store)
 
 
-# ---------------------------------------------------------------- shared parameters
-
-
 def partition_spec(cfg: TwHINConfig) -> PartitionSpec:
     """The partitioning of ``cfg``'s tables and edge buckets."""
     return PartitionSpec(cfg.partitions, cfg.partition_min_nodes, cfg.seed, cfg.partition_regroup)
+
+
+# ---------------------------------------------------------------- shared parameters
 
 
 class SharedParameters:
@@ -843,4 +844,4 @@ def run_partitioned(cfg: TwHINConfig, graph: str | Path, run_dir: str | Path, us
 
 
 __all__ = ["BucketCoordinator", "BucketTrainer", "SharedParameters", "bucket_worker_loop", "train_partitioned",
-           "run_partitioned", "check_partitioned", "assemble", "tables_location", "PARTITION_TABLES_DIR"]
+           "partition_spec", "run_partitioned", "check_partitioned", "assemble", "tables_location", "PARTITION_TABLES_DIR"]
