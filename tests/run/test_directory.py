@@ -89,7 +89,8 @@ def test_a_partitioned_run_records_its_tables_and_keeps_only_relations_in_model_
     info = json.loads((partitioned_run / "run.json").read_text())
     assert info["partitions"] == 2
     rec = info["partition_tables"]
-    assert rec["path"] == "partitions" and rec["partitioning"] == {"num_partitions": 2, "min_nodes": 0, "seed": 0}
+    assert rec["path"] == "partitions" and rec["partitioning"] == {"num_partitions": 2, "min_nodes": 0, "seed": 0,
+                                                                  "regroup": 1}
     assert rec["dim"] == 8 and isinstance(rec["version"], int)
     assert set(info["files"]) == {"model.pt", "partitions/checkpoint_version.json"}
     assert info["num_nodes"] == {"user": 400, "pin": 600, "board": 60, "author": 40} and len(info["edge_types"]) == 5
