@@ -138,6 +138,12 @@ def partition_spec(cfg: TwHINConfig) -> PartitionSpec:
     return PartitionSpec(cfg.partitions, cfg.partition_min_nodes, cfg.seed, cfg.partition_regroup)
 
 
+def bucket_grid(part: NodePartitioning, edge_types) -> int:
+    """The side of the bucket grid: the training partitions P of the partitioned types
+    among ``edge_types``' endpoints (1 when none is partitioned)."""
+    return max([part.groups(t, 0).shape[0] for s, _, d in edge_types for t in (s, d)] + [1])
+
+
 # ---------------------------------------------------------------- shared parameters
 
 
@@ -347,16 +353,15 @@ class BucketTrainer:
                                       verify_paths=set(job.get("verify_paths") or []))
         self.shared_types = sorted({t for s, _, d in self.edge_types for t in (s, d)
                                     if not self.part.is_partitioned(t)})
-        self.grid = max([self.part.groups(t, 0).shape[0] for s, _, d in self.edge_types for t in (s, d)] + [1])
+        self.grid = bucket_grid(self.part, self.edge_types)
         self.pairs = cfg.partition_buckets == "pairs" and self.grid > 1
         self.head = None  # the commit record the current bucket was read from
-        self._groups: dict[tuple[str, int], np.ndarray] = {}
+        self._groups: dict[tuple[str, int], np.ndarray] = {}  # a trainer lives for one epoch's task
 
     def group(self, t: str, g: int, epoch: int) -> tuple[int, ...]:
         """The storage partitions of training partition ``g`` of type ``t`` in ``epoch``
         (:meth:`NodePartitioning.groups`; ``(0,)`` for a whole type)."""
         if (t, epoch) not in self._groups:
-            self._groups = {k: v for k, v in self._groups.items() if k[1] == epoch}
             self._groups[(t, epoch)] = self.part.groups(t, epoch)
         return tuple(int(p) for p in self._groups[(t, epoch)][g])
 
@@ -657,7 +662,7 @@ def train_partitioned(cfg: TwHINConfig, store: GraphStore, selected, run_dir: Pa
     part = buckets.partitioning
     log.info("partitions: %s; edge buckets in %.1fs (%s)", ", ".join(f"{t} {part.parts(t)}" for t in part.node_types),
              time.perf_counter() - t0, buckets.dir)
-    grid = max([part.groups(t, 0).shape[0] for et in edge_types for t in (et[0], et[2])] + [1])
+    grid = bucket_grid(part, edge_types)
     root = tables_location(cfg, run_dir)
     tables = PartitionTables(root, part, int(cfg.dim))
     tables.ckpt.discard_uncommitted()  # writes of a killed job that never got committed
