@@ -209,6 +209,11 @@ class TwHINConfig(StrictConfig):
                                   "(`graphrec train twhin --init-from RUN`)")
     freeze_existing: bool = Field(False, description="with init_from: the carried-over nodes' vectors receive no "
                                   "gradient (only new nodes and relations train)")
+    carry_optimizer_state: bool = Field(True, description="with init_from: the carried-over nodes and relations "
+                                        "also take their optimizer state (Adagrad sums, Adam moments) from the "
+                                        "earlier run's last checkpoint, so they keep the step sizes they had reached "
+                                        "while new nodes start at the full learning rate (false, or no checkpoint "
+                                        "left: fresh state for every row)")
     patience: int = Field(3, ge=1, description="evaluations without improvement before training stops")
     validation_candidates: int = Field(1000, ge=1, description="uniform candidates of the sampled holdout MRR "
                                        "(validation.source none)")

@@ -346,6 +346,26 @@ def check_config(cfg: TwHINConfig, store: GraphStore) -> None:
                                 f"{resolved.score!r}")
 
 
+def warm_optimizer_state(optimizers, model: TwHIN, store: GraphStore, previous, cfg: TwHINConfig, rank: int) -> str:
+    """With ``carry_optimizer_state``, the earlier run's optimizer state of the carried rows
+    and relations (:func:`graphrec.train.warm_start.carry_optimizer_state`); returns what
+    happened, for the log and ``run.json``."""
+    from graphrec.train.warm_start import (carry_optimizer_state, previous_global_rows, previous_optimizer_state,
+                                           previous_relation_rows)
+
+    if not cfg.carry_optimizer_state:
+        how = "fresh (carry_optimizer_state: false)"
+    else:
+        state, how = previous_optimizer_state(previous.dir, cfg.optimizer, len(optimizers))
+        if state is not None:
+            maps = [previous_global_rows(model, store, previous.model, previous.store),
+                    previous_relation_rows(model, previous.model)]
+            carry_optimizer_state(optimizers, state, maps)
+    if rank == 0:
+        (log.info if how.startswith(("carried", "fresh (carry")) else log.warning)("warm start: optimizer state %s", how)
+    return how
+
+
 def train_loop_per_worker(config: dict) -> dict:
     """Train TwHIN on the graph store ``config["graph"]``; see the module docstring."""
     ctx = worker_context(config, "twhin", parse_config)
@@ -373,6 +393,8 @@ def train_loop_per_worker(config: dict) -> dict:
     if world > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
     optimizers = make_optimizers(model, cfg)
+    if previous is not None:
+        init_counts["optimizer"] = warm_optimizer_state(optimizers, model, store, previous, cfg, rank)
 
     relations = []
     for et in edge_types:

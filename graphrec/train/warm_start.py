@@ -9,7 +9,12 @@ graph (same schema: more nodes, more edges) from a finished run on an older one:
   knew, over every relation in either direction,
   ``x_v = Σ_{u ∈ N(v) ∩ old} x_u / |N(v) ∩ old|`` (vectorised with ``index_add_``), or
   keeps its random initialisation when it has none;
-* relation vectors of relations the earlier run trained are carried over.
+* relation vectors of relations the earlier run trained are carried over;
+* with ``carry_optimizer_state`` (the default), the optimizer state of carried rows and
+  relations — Adagrad's accumulated squared gradients, Adam's moments — is copied from
+  the earlier run's last checkpoint (:func:`carry_optimizer_state`), so those rows go on
+  with the step sizes they had reached, while new rows start with fresh state (full
+  learning rate).
 
 With ``freeze_existing`` the rows of the carried-over nodes receive no gradient
 (:func:`freeze_rows`), so old embeddings stay exactly where they were and new nodes
@@ -21,6 +26,7 @@ neighbours (cosine, among those nodes of the same type) in the two runs.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,6 +46,79 @@ def matched_rows(store: GraphStore, previous_store: GraphStore, node_type: str) 
     return previous_store.lookup(node_type, store.node_ids(node_type))
 
 
+def previous_global_rows(model: TwHIN, store: GraphStore, previous: TwHIN, previous_store: GraphStore) -> torch.Tensor:
+    """``[total]`` int64: for each global row of ``model`` (for ``store``), the global row
+    of the same node (type and original id) in ``previous`` (for ``previous_store``), or
+    ``-1`` for a node the earlier run did not have."""
+    source = torch.full((sum(model.num_nodes.values()),), -1, dtype=torch.long)
+    for t in model.num_nodes:
+        rows = matched_rows(store, previous_store, t)
+        known = np.flatnonzero(rows >= 0)
+        if known.size and t in previous.offsets:
+            source[torch.from_numpy(known + model.offsets[t])] = torch.from_numpy(rows[known] + previous.offsets[t])
+    return source
+
+
+def previous_relation_rows(model: TwHIN, previous: TwHIN) -> torch.Tensor:
+    """``[relations]`` int64: each relation's row in ``previous`` (``-1``: not trained there)."""
+    index = {et: i for i, et in enumerate(previous.edge_types)}
+    return torch.tensor([index.get(et, -1) for et in model.edge_types], dtype=torch.long)
+
+
+def previous_optimizer_state(run_dir: str | Path, optimizer: str, count: int) -> tuple[list[dict] | None, str]:
+    """The optimizer state the earlier run ended with — its newest checkpoint's, which
+    :class:`~graphrec.train.engine.Trainer` keeps after the run finishes — as ``(states,
+    "carried from CKPT")``, or ``(None, why not)`` when it has none, it does not verify, or
+    the run trained with another optimizer than ``optimizer`` (then the optimizer starts
+    fresh: the warm start still works, its carried rows take full-size first steps)."""
+    from graphrec.run.checkpoint import CheckpointDir
+    from graphrec.run.directory import CHECKPOINTS_DIR, read_run_info
+
+    previous = read_run_info(run_dir).get("config", {}).get("optimizer")
+    if previous != optimizer:
+        return None, f"fresh (the earlier run trained with optimizer {previous!r}, this one with {optimizer!r})"
+    found = CheckpointDir(Path(run_dir) / CHECKPOINTS_DIR).latest()
+    if found is None:
+        return None, f"fresh (no checkpoint left in {Path(run_dir) / CHECKPOINTS_DIR})"
+    tag, state = found
+    saved = state.get("optimizers", [])
+    if len(saved) != count:
+        return None, f"fresh ({tag} holds {len(saved)} optimizer states, this run has {count})"
+    return saved, f"carried from {tag}"
+
+
+@torch.no_grad()
+def carry_optimizer_state(optimizers: list[torch.optim.Optimizer], state: list[dict], maps: list[torch.Tensor]) -> int:
+    """Copy an earlier run's optimizer state (``state``: its ``optimizer.state_dict()``s, one
+    per optimizer, each over one ``[rows, ...]`` table) into ``optimizers`` row by row:
+    row ``r`` of every per-row tensor (Adagrad's ``sum``, Adam's moments, RowAdagrad's
+    ``[rows]`` sums) takes row ``maps[i][r]`` of the earlier one; rows mapped to ``-1`` keep
+    the fresh state (zeros), scalars (``step``) take the earlier value. So carried rows
+    continue with the step sizes they had reached instead of the full learning rate again.
+    Returns the number of tensors copied."""
+    copied = 0
+    for opt, saved, source in zip(optimizers, state, maps, strict=True):
+        params = [p for g in opt.param_groups for p in g["params"]]
+        saved_ids = [i for g in saved["param_groups"] for i in g["params"]]
+        if len(params) != len(saved_ids):
+            raise GraphrecError(f"optimizer state of {len(saved_ids)} parameters for {len(params)}")
+        known = source >= 0
+        for p, i in zip(params, saved_ids, strict=True):
+            old = saved["state"].get(i, {})
+            cur = opt.state[p]
+            for key, value in old.items():
+                if not torch.is_tensor(value) or value.dim() == 0:  # a step count
+                    cur[key] = value.clone() if torch.is_tensor(value) else value
+                    continue
+                fresh = cur.get(key)
+                if fresh is None or fresh.shape[1:] != value.shape[1:]:
+                    fresh = torch.zeros((p.shape[0], *value.shape[1:]), dtype=value.dtype)
+                fresh[known] = value[source[known]].to(fresh.dtype)
+                cur[key] = fresh
+                copied += 1
+    return copied
+
+
 @torch.no_grad()
 def warm_start(model: TwHIN, store: GraphStore, previous: TwHIN, previous_store: GraphStore) -> tuple[torch.Tensor, dict]:
     """Initialise ``model`` (for ``store``) from ``previous`` (trained on
@@ -50,15 +129,10 @@ def warm_start(model: TwHIN, store: GraphStore, previous: TwHIN, previous_store:
     if type(previous.score_fn) is not type(model.score_fn):
         raise GraphrecError("--init-from: the earlier run scores with another function than this config")
     weight = model.node_emb.weight
-    carried = torch.zeros(weight.shape[0], dtype=torch.bool)
+    source = previous_global_rows(model, store, previous, previous_store)
+    carried = source >= 0
     counts = {"carried": 0, "from_neighbours": 0, "random": 0, "relations": 0}
-    for t in model.num_nodes:
-        rows = matched_rows(store, previous_store, t)
-        known = np.flatnonzero(rows >= 0)
-        if known.size:
-            dst = torch.from_numpy(known + model.offsets[t])
-            weight[dst] = previous.node_embeddings(t)[torch.from_numpy(rows[known])].to(weight.dtype)
-            carried[dst] = True
+    weight[carried] = previous.node_emb.weight[source[carried]].to(weight.dtype)
     total = torch.zeros_like(weight)
     n = torch.zeros(weight.shape[0], dtype=weight.dtype)
     for rel in store.relations():

@@ -9,7 +9,9 @@ from graphrec.run.config import TwHINConfig
 from graphrec.run.directory import open_run, twhin_model
 from graphrec.train.runs import fit
 from graphrec.train.twhin import select_relations
-from graphrec.train.warm_start import drift_report, warm_start
+from graphrec.train.twhin import make_optimizers
+from graphrec.train.warm_start import (carry_optimizer_state, drift_report, previous_global_rows,
+                                       previous_optimizer_state, previous_relation_rows, warm_start)
 
 FAST = dict(dim=16, epochs=2, batch_size=256, lr=0.1)
 
@@ -55,7 +57,9 @@ def test_warm_start_from_an_older_graph(small_pins_graph, tmp_path, capsys):
     torch.testing.assert_close(frozen.model.node_embeddings("pin")[known], r1.node_embeddings("pin")[rows[known]],
                                rtol=0, atol=0)
     ws = frozen.info["summary"]["warm_start"]
-    assert ws["frozen"] and ws["drift"]["nodes"] == counts["carried"] and ws["init"] == counts
+    assert ws["frozen"] and ws["drift"]["nodes"] == counts["carried"]
+    assert {k: v for k, v in ws["init"].items() if k != "optimizer"} == counts
+    assert ws["init"]["optimizer"].startswith("carried from ckpt-")
     assert main(["-q", "train", "twhin", "--config", str(cfg_path), "--graph", str(new.path), "--out",
                  str(tmp_path / "free"), "--no-ray", "--init-from", str(tmp_path / "r1")]) == 0
     d = open_run(tmp_path / "free").info["summary"]["warm_start"]["drift"]
@@ -72,3 +76,81 @@ def test_warm_start_from_an_older_graph(small_pins_graph, tmp_path, capsys):
     assert main(["-q", "train", "twhin", "--config", str(cfg_path), "--graph", str(new.path), "--out",
                  str(tmp_path / "bad"), "--no-ray", "--init-from", str(tmp_path / "r1")]) == 2
     assert "this config trains dim 8" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def _older_and_newer(graph, tmp_path, **cfg):
+    old = cold_item_split(graph, "user:saves:pin", 0.2, out=tmp_path / "s").train
+    fit(TwHINConfig(**{**FAST, **cfg}), old.path, tmp_path / "r1", use_ray=False)
+    return old, open_run(tmp_path / "r1")
+
+
+def test_carried_rows_take_the_earlier_runs_optimizer_state(small_pins_graph, tmp_path):
+    new = small_pins_graph
+    old, r1 = _older_and_newer(new, tmp_path)
+    saved, how = previous_optimizer_state(tmp_path / "r1", "adagrad", 2)
+    assert how.startswith("carried from ckpt-00002-") and len(saved) == 2
+    cfg = TwHINConfig(**FAST)
+    model = twhin_model(cfg, {t: new.num_nodes(t) for t in new.node_types},
+                        [et for et, _ in select_relations(new, cfg)], sparse=True)
+    warm_start(model, new, r1.model, old)
+    opts = make_optimizers(model, cfg)
+    source = previous_global_rows(model, new, r1.model, old)
+    rel_source = previous_relation_rows(model, r1.model)
+    assert (source >= 0).sum() == sum(old.num_nodes(t) for t in old.node_types) and (source < 0).any()
+    assert carry_optimizer_state(opts, saved, [source, rel_source]) == 2
+    node_sum, old_sum = opts[0].state[model.node_emb.weight]["sum"], saved[0]["state"][0]["sum"]
+    known = source >= 0
+    torch.testing.assert_close(node_sum[known], old_sum[source[known]], rtol=0, atol=0)
+    assert float(node_sum[known].mean()) > 0 and float(node_sum[~known].abs().max()) == 0  # new rows: fresh
+    torch.testing.assert_close(opts[1].state[model.rel_emb.weight]["sum"][rel_source >= 0],
+                               saved[1]["state"][0]["sum"][rel_source[rel_source >= 0]], rtol=0, atol=0)
+    # another optimizer in the earlier run: nothing carried, and why
+    assert previous_optimizer_state(tmp_path / "r1", "sparse_adam", 2) == (
+        None, "fresh (the earlier run trained with optimizer 'adagrad', this one with 'sparse_adam')")
+
+
+def test_adam_state_is_carried_before_its_first_step(small_pins_graph, tmp_path):
+    """SparseAdam / Adam create their state lazily: the carried state must be one they step from."""
+    new = small_pins_graph
+    old, r1 = _older_and_newer(new, tmp_path, optimizer="sparse_adam", lr=0.01)
+    saved, how = previous_optimizer_state(tmp_path / "r1", "sparse_adam", 2)
+    cfg = TwHINConfig(**{**FAST, "optimizer": "sparse_adam", "lr": 0.01})
+    model = twhin_model(cfg, {t: new.num_nodes(t) for t in new.node_types},
+                        [et for et, _ in select_relations(new, cfg)], sparse=True)
+    opts = make_optimizers(model, cfg)
+    carry_optimizer_state(opts, saved, [previous_global_rows(model, new, r1.model, old),
+                                        previous_relation_rows(model, r1.model)])
+    state = opts[0].state[model.node_emb.weight]
+    assert state["step"] == saved[0]["state"][0]["step"] > 0
+    before = model.node_emb.weight.detach().clone()
+    loss = model.node_emb(torch.tensor([0, 1, 2])).pow(2).sum() + model.rel_emb.weight.pow(2).sum()
+    loss.backward()
+    for o in opts:
+        o.step()
+    assert not torch.equal(before[:3], model.node_emb.weight[:3]) and torch.equal(before[3:], model.node_emb.weight[3:])
+
+
+def test_carried_optimizer_state_moves_old_vectors_less(small_pins_graph, tmp_path, capsys):
+    """The point of carrying it: old rows keep their small steps, so they drift less than
+    with fresh accumulators (full learning rate again); a run without checkpoints says so."""
+    new = small_pins_graph
+    _older_and_newer(new, tmp_path)
+    cfg_path = tmp_path / "c.yaml"
+    drift = {}
+    for carry in (True, False):
+        cfg_path.write_text(json.dumps({"model": "twhin", **FAST, "carry_optimizer_state": carry}))
+        out = tmp_path / f"warm-{carry}"
+        assert main(["-q", "train", "twhin", "--config", str(cfg_path), "--graph", str(new.path), "--out", str(out),
+                     "--no-ray", "--init-from", str(tmp_path / "r1")]) == 0
+        ws = open_run(out).info["summary"]["warm_start"]
+        drift[carry] = ws["drift"]["mean_cosine"]
+        assert ws["init"]["optimizer"].startswith("carried from" if carry else "fresh (carry_optimizer_state: false)")
+    assert drift[True] > drift[False]
+    import shutil
+
+    shutil.rmtree(tmp_path / "r1" / "checkpoints")
+    cfg_path.write_text(json.dumps({"model": "twhin", **FAST}))
+    assert main(["-q", "train", "twhin", "--config", str(cfg_path), "--graph", str(new.path), "--out",
+                 str(tmp_path / "no-ckpt"), "--no-ray", "--init-from", str(tmp_path / "r1")]) == 0
+    assert open_run(tmp_path / "no-ckpt").info["summary"]["warm_start"]["init"]["optimizer"].startswith(
+        "fresh (no checkpoint left in")
