@@ -356,7 +356,9 @@ def warm_optimizer_state(optimizers, model: TwHIN, store: GraphStore, previous, 
     if not cfg.carry_optimizer_state:
         how = "fresh (carry_optimizer_state: false)"
     else:
-        state, how = previous_optimizer_state(previous.dir, cfg.optimizer, len(optimizers))
+        prev = previous.model
+        state, how = previous_optimizer_state(previous.dir, cfg.optimizer,
+                                              [prev.node_emb.weight.shape[0], prev.rel_emb.weight.shape[0]])
         if state is not None:
             maps = [previous_global_rows(model, store, previous.model, previous.store),
                     previous_relation_rows(model, previous.model)]

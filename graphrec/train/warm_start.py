@@ -65,12 +65,14 @@ def previous_relation_rows(model: TwHIN, previous: TwHIN) -> torch.Tensor:
     return torch.tensor([index.get(et, -1) for et in model.edge_types], dtype=torch.long)
 
 
-def previous_optimizer_state(run_dir: str | Path, optimizer: str, count: int) -> tuple[list[dict] | None, str]:
+def previous_optimizer_state(run_dir: str | Path, optimizer: str, rows: list[int]) -> tuple[list[dict] | None, str]:
     """The optimizer state the earlier run ended with — its newest checkpoint's, which
     :class:`~graphrec.train.engine.Trainer` keeps after the run finishes — as ``(states,
-    "carried from CKPT")``, or ``(None, why not)`` when it has none, it does not verify, or
-    the run trained with another optimizer than ``optimizer`` (then the optimizer starts
-    fresh: the warm start still works, its carried rows take full-size first steps)."""
+    "carried from CKPT")``, or ``(None, why not)`` when it has none, it does not verify, the
+    run trained with another optimizer than ``optimizer``, or its per-row tensors do not
+    have ``rows[i]`` rows for optimizer ``i`` (the earlier run's table sizes) (then the
+    optimizer starts fresh: the warm start still works, its carried rows take full-size
+    first steps)."""
     from graphrec.run.checkpoint import CheckpointDir
     from graphrec.run.directory import CHECKPOINTS_DIR, read_run_info
 
@@ -82,8 +84,13 @@ def previous_optimizer_state(run_dir: str | Path, optimizer: str, count: int) ->
         return None, f"fresh (no checkpoint left in {Path(run_dir) / CHECKPOINTS_DIR})"
     tag, state = found
     saved = state.get("optimizers", [])
-    if len(saved) != count:
-        return None, f"fresh ({tag} holds {len(saved)} optimizer states, this run has {count})"
+    if len(saved) != len(rows):
+        return None, f"fresh ({tag} holds {len(saved)} optimizer states, this run has {len(rows)})"
+    for opt_state, n in zip(saved, rows, strict=True):
+        for param_state in opt_state.get("state", {}).values():
+            sizes = {int(v.shape[0]) for v in param_state.values() if torch.is_tensor(v) and v.dim() > 0}
+            if sizes - {n}:
+                return None, f"fresh ({tag} holds optimizer rows {sorted(sizes)}, the earlier run's table has {n})"
     return saved, f"carried from {tag}"
 
 
