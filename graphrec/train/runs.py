@@ -101,6 +101,9 @@ def fit(cfg, graph: str | Path, out: str | Path, use_ray: bool = True, resume: b
     process).
     ``resume`` continues from the newest valid checkpoint; without it, checkpoints of an
     unfinished run are refused unless ``overwrite`` (which then discards them)."""
+    from graphrec.ray_env import quiet_known_warnings
+
+    quiet_known_warnings()  # torch's sparse-gradient notices: noise for notebook and script callers too
     loop, check_config = _trainer(cfg.model)
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
