@@ -149,7 +149,8 @@ def main() -> None:
         drift = "" if "drift" not in sel[0] else (
             f"{np.mean([r['drift']['mean_cosine'] for r in sel]):.3f} / {np.mean([r['drift']['knn_overlap@10'] for r in sel]):.3f}")
         share = sel[0]["epochs"] / full_epochs
-        if (pick is None and name != "full retrain" and "frozen" not in name and "fresh" not in name
+        first_mode = ("fresh" in name) == (args.optimizer_state[0] == "fresh")  # the E rule reads the first mode
+        if (pick is None and name != "full retrain" and "frozen" not in name and first_mode
                 and v.mean() >= full_valid - 0.005):
             pick = name
         print(f"| {name} | {sel[0]['epochs']} ({share:.0%}) | {v.mean():.4f} ± {v.std():.4f} | {t.mean():.4f} ± {t.std():.4f} | "
