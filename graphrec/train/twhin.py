@@ -346,23 +346,21 @@ def check_config(cfg: TwHINConfig, store: GraphStore) -> None:
                                 f"{resolved.score!r}")
 
 
-def warm_optimizer_state(optimizers, model: TwHIN, store: GraphStore, previous, cfg: TwHINConfig, rank: int) -> str:
+def warm_optimizer_state(optimizers, model: TwHIN, source, previous, cfg: TwHINConfig, rank: int) -> str:
     """With ``carry_optimizer_state``, the earlier run's optimizer state of the carried rows
-    and relations (:func:`graphrec.train.warm_start.carry_optimizer_state`); returns what
+    (``source``: the row map :func:`graphrec.train.warm_start.warm_start` returned) and
+    relations (:func:`graphrec.train.warm_start.carry_optimizer_state`); returns what
     happened, for the log and ``run.json``."""
-    from graphrec.train.warm_start import (carry_optimizer_state, previous_global_rows, previous_optimizer_state,
-                                           previous_relation_rows)
+    from graphrec.train.warm_start import carry_optimizer_state, previous_optimizer_state, previous_relation_rows
 
     if not cfg.carry_optimizer_state:
         how = "fresh (carry_optimizer_state: false)"
     else:
         prev = previous.model
-        state, how = previous_optimizer_state(previous.dir, cfg.optimizer,
+        state, how = previous_optimizer_state(previous, cfg.optimizer,
                                               [prev.node_emb.weight.shape[0], prev.rel_emb.weight.shape[0]])
         if state is not None:
-            maps = [previous_global_rows(model, store, previous.model, previous.store),
-                    previous_relation_rows(model, previous.model)]
-            carry_optimizer_state(optimizers, state, maps)
+            carry_optimizer_state(optimizers, state, [source, previous_relation_rows(model, prev)])
     if rank == 0:
         (log.info if how.startswith(("carried", "fresh (carry")) else log.warning)("warm start: optimizer state %s", how)
     return how
@@ -384,9 +382,9 @@ def train_loop_per_worker(config: dict) -> dict:
         from graphrec.train.warm_start import freeze_rows, warm_start
 
         previous = open_run(cfg.init_from, expect="twhin")
-        carried, init_counts = warm_start(model, store, previous.model, previous.store)
+        source, init_counts = warm_start(model, store, previous.model, previous.store)
         if cfg.freeze_existing:
-            freeze_rows(model.node_emb.weight, carried)
+            freeze_rows(model.node_emb.weight, source >= 0)
         if rank == 0:
             log.info("warm start from %s: %d nodes carried over%s, %d from their neighbours, %d random; %d relations",
                      cfg.init_from, init_counts["carried"], " (frozen)" if cfg.freeze_existing else "",
@@ -396,7 +394,7 @@ def train_loop_per_worker(config: dict) -> dict:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
     optimizers = make_optimizers(model, cfg)
     if previous is not None:
-        init_counts["optimizer"] = warm_optimizer_state(optimizers, model, store, previous, cfg, rank)
+        init_counts["optimizer"] = warm_optimizer_state(optimizers, model, source, previous, cfg, rank)
 
     relations = []
     for et in edge_types:

@@ -65,8 +65,8 @@ def previous_relation_rows(model: TwHIN, previous: TwHIN) -> torch.Tensor:
     return torch.tensor([index.get(et, -1) for et in model.edge_types], dtype=torch.long)
 
 
-def previous_optimizer_state(run_dir: str | Path, optimizer: str, rows: list[int]) -> tuple[list[dict] | None, str]:
-    """The optimizer state the earlier run ended with — its newest checkpoint's, which
+def previous_optimizer_state(run, optimizer: str, rows: list[int]) -> tuple[list[dict] | None, str]:
+    """The optimizer state the earlier run ``run`` (an opened TwHIN run) ended with — its newest checkpoint's, which
     :class:`~graphrec.train.engine.Trainer` keeps after the run finishes — as ``(states,
     "carried from CKPT")``, or ``(None, why not)`` when it has none, it does not verify, the
     run trained with another optimizer than ``optimizer``, or its per-row tensors do not
@@ -74,14 +74,14 @@ def previous_optimizer_state(run_dir: str | Path, optimizer: str, rows: list[int
     optimizer starts fresh: the warm start still works, its carried rows take full-size
     first steps)."""
     from graphrec.run.checkpoint import CheckpointDir
-    from graphrec.run.directory import CHECKPOINTS_DIR, read_run_info
+    from graphrec.run.directory import CHECKPOINTS_DIR
 
-    previous = read_run_info(run_dir).get("config", {}).get("optimizer")
+    previous = run.config.optimizer
     if previous != optimizer:
         return None, f"fresh (the earlier run trained with optimizer {previous!r}, this one with {optimizer!r})"
-    found = CheckpointDir(Path(run_dir) / CHECKPOINTS_DIR).latest()
+    found = CheckpointDir(Path(run.dir) / CHECKPOINTS_DIR).latest()
     if found is None:
-        return None, f"fresh (no checkpoint left in {Path(run_dir) / CHECKPOINTS_DIR})"
+        return None, f"fresh (no checkpoint left in {Path(run.dir) / CHECKPOINTS_DIR})"
     tag, state = found
     saved = state.get("optimizers", [])
     if len(saved) != len(rows):
@@ -129,8 +129,9 @@ def carry_optimizer_state(optimizers: list[torch.optim.Optimizer], state: list[d
 @torch.no_grad()
 def warm_start(model: TwHIN, store: GraphStore, previous: TwHIN, previous_store: GraphStore) -> tuple[torch.Tensor, dict]:
     """Initialise ``model`` (for ``store``) from ``previous`` (trained on
-    ``previous_store``) as the module docstring says; returns ``(carried [total] bool —
-    the global rows that came from ``previous`` —, counts)``."""
+    ``previous_store``) as the module docstring says; returns ``(source, counts)``:
+    ``source [total]`` int64 is :func:`previous_global_rows` (``source >= 0``: the rows
+    carried from ``previous``; the same map carries their optimizer state)."""
     if previous.dim != model.dim:
         raise GraphrecError(f"--init-from: the earlier run has dim {previous.dim}, this config {model.dim}")
     if type(previous.score_fn) is not type(model.score_fn):
@@ -160,7 +161,7 @@ def warm_start(model: TwHIN, store: GraphStore, previous: TwHIN, previous_store:
             counts["relations"] += 1
     counts.update(carried=int(carried.sum()), from_neighbours=int(fill.sum()),
                   random=int((~carried & ~fill).sum()))
-    return carried, counts
+    return source, counts
 
 
 def freeze_rows(param: torch.nn.Parameter, frozen: torch.Tensor):

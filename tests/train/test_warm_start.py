@@ -24,7 +24,8 @@ def test_warm_start_from_an_older_graph(small_pins_graph, tmp_path, capsys):
     r1 = open_run(tmp_path / "r1").model
     cfg = TwHINConfig(**FAST)
     model = twhin_model(cfg, {t: new.num_nodes(t) for t in new.node_types}, [et for et, _ in select_relations(new, cfg)])
-    carried, counts = warm_start(model, new, r1, old)
+    source, counts = warm_start(model, new, r1, old)
+    carried = source >= 0
     rows = old.lookup("pin", new.node_ids("pin"))
     known = np.flatnonzero(rows >= 0)
     torch.testing.assert_close(model.node_embeddings("pin")[known], r1.node_embeddings("pin")[rows[known]])
@@ -88,10 +89,10 @@ def test_carried_rows_take_the_earlier_runs_optimizer_state(small_pins_graph, tm
     new = small_pins_graph
     old, r1 = _older_and_newer(new, tmp_path)
     sizes = [r1.model.node_emb.weight.shape[0], r1.model.rel_emb.weight.shape[0]]
-    saved, how = previous_optimizer_state(tmp_path / "r1", "adagrad", sizes)
+    saved, how = previous_optimizer_state(r1, "adagrad", sizes)
     assert how.startswith("carried from ckpt-00002-") and len(saved) == 2
     # a checkpoint whose tables are not the earlier run's (e.g. copied from another run): fresh, and why
-    assert previous_optimizer_state(tmp_path / "r1", "adagrad", [sizes[0] + 1, sizes[1]]) == (
+    assert previous_optimizer_state(r1, "adagrad", [sizes[0] + 1, sizes[1]]) == (
         None, f"fresh (ckpt-00002-000000000 holds optimizer rows [{sizes[0]}], the earlier run's table has "
               f"{sizes[0] + 1})")
     cfg = TwHINConfig(**FAST)
@@ -110,7 +111,7 @@ def test_carried_rows_take_the_earlier_runs_optimizer_state(small_pins_graph, tm
     torch.testing.assert_close(opts[1].state[model.rel_emb.weight]["sum"][rel_source >= 0],
                                saved[1]["state"][0]["sum"][rel_source[rel_source >= 0]], rtol=0, atol=0)
     # another optimizer in the earlier run: nothing carried, and why
-    assert previous_optimizer_state(tmp_path / "r1", "sparse_adam", sizes) == (
+    assert previous_optimizer_state(r1, "sparse_adam", sizes) == (
         None, "fresh (the earlier run trained with optimizer 'adagrad', this one with 'sparse_adam')")
 
 
@@ -118,7 +119,7 @@ def test_adam_state_is_carried_before_its_first_step(small_pins_graph, tmp_path)
     """SparseAdam / Adam create their state lazily: the carried state must be one they step from."""
     new = small_pins_graph
     old, r1 = _older_and_newer(new, tmp_path, optimizer="sparse_adam", lr=0.01)
-    saved, how = previous_optimizer_state(tmp_path / "r1", "sparse_adam",
+    saved, how = previous_optimizer_state(r1, "sparse_adam",
                                           [r1.model.node_emb.weight.shape[0], r1.model.rel_emb.weight.shape[0]])
     assert how.startswith("carried from")
     cfg = TwHINConfig(**{**FAST, "optimizer": "sparse_adam", "lr": 0.01})
