@@ -206,12 +206,14 @@ class TwHINConfig(StrictConfig):
                                   "to warm-start from: its nodes (matched by type and original id) start from their "
                                   "vectors there, new nodes from the mean of their known neighbours' vectors (random "
                                   "where none), relation vectors carried over; run.json gets a drift report "
-                                  "(`graphrec train twhin --init-from RUN`)")
+                                  "(`graphrec train twhin --init-from RUN`). Either run may be partitioned: a "
+                                  "partitioned run's tables are read and written partition by partition")
     freeze_existing: bool = Field(False, description="with init_from: the carried-over nodes' vectors receive no "
                                   "gradient (only new nodes and relations train)")
     carry_optimizer_state: bool = Field(True, description="with init_from: the carried-over nodes and relations "
                                         "also take their optimizer state (Adagrad sums, Adam moments) from the "
-                                        "earlier run's last checkpoint, so they keep the step sizes they had reached "
+                                        "earlier run's last checkpoint (a partitioned run's: its tables), so they "
+                                        "keep the step sizes they had reached "
                                         "while new nodes start at the full learning rate (false, or no checkpoint "
                                         "left: fresh state for every row)")
     patience: int = Field(3, ge=1, description="evaluations without improvement before training stops")

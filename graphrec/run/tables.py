@@ -74,11 +74,14 @@ class PartitionTables:
     # ---- creating (the driver)
 
     def initialise(self, init_scale: float, seed: int, relations: np.ndarray, meta: dict,
-                   row_state: bool = False) -> bool:
+                   row_state: bool = False, fill=None, relations_state: np.ndarray | None = None) -> bool:
         """Commit version 1 (random tables ``N(0, init_scale²)`` seeded by ``(seed, type,
         partition)``, zero accumulators — one per row with ``row_state`` — and
-        ``relations``) unless something is committed; returns whether it did. Partition
-        by partition, so memory holds one at a time."""
+        ``relations`` with ``relations_state``, default zeros) unless something is
+        committed; returns whether it did. Partition by partition, so memory holds one at a
+        time. ``fill(t, p, members, emb, state)``, when given, may overwrite rows of each
+        partition's two arrays in place before they are written (a warm start:
+        :class:`graphrec.train.warm_start.PartitionWarmStart`)."""
         if self.ckpt.head().version:
             return False
         with self.ckpt.transaction(meta=meta) as tx:
@@ -87,15 +90,15 @@ class PartitionTables:
                     rng = np.random.default_rng([seed, zlib.crc32(t.encode()), p])
                     emb = rng.standard_normal((int(size), self.dim), dtype=np.float32)  # float32 throughout
                     emb *= np.float32(init_scale)
+                    state = np.zeros(int(size) if row_state else (int(size), self.dim), np.float32)
+                    if fill is not None:
+                        fill(t, p, self.part.members(t, p), emb, state)
                     tx.write(self.name(t, p, "emb"), emb)
-                    if row_state:
-                        tx.write(self.name(t, p, "sum"), np.zeros(int(size), np.float32))
-                    else:
-                        emb[:] = 0.0
-                        tx.write(self.name(t, p, "sum"), emb)
-                    del emb
+                    tx.write(self.name(t, p, "sum"), state)
+                    del emb, state
             tx.write(RELATIONS_EMB, np.ascontiguousarray(relations, np.float32))
-            tx.write(RELATIONS_SUM, np.zeros_like(relations, np.float32))
+            tx.write(RELATIONS_SUM, np.zeros_like(relations, np.float32) if relations_state is None
+                     else np.ascontiguousarray(relations_state, np.float32))
         return True
 
     # ---- reading

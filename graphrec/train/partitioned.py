@@ -356,6 +356,13 @@ class BucketTrainer:
         self.grid = bucket_grid(self.part, self.edge_types)
         self.pairs = cfg.partition_buckets == "pairs" and self.grid > 1
         self.head = None  # the commit record the current bucket was read from
+        self.frozen: dict[str, np.ndarray] | None = None  # freeze_existing: carried nodes, per type
+        if cfg.freeze_existing:
+            from graphrec.run.directory import open_run
+            from graphrec.train.warm_start import matched_rows
+
+            previous = open_run(cfg.init_from, expect="twhin").store
+            self.frozen = {t: matched_rows(store, previous, t) >= 0 for t in self.part.node_types}
         self._groups: dict[tuple[str, int], np.ndarray] = {}  # a trainer lives for one epoch's task
 
     def group(self, t: str, g: int, epoch: int) -> tuple[int, ...]:
@@ -435,6 +442,13 @@ class BucketTrainer:
             model.rel_emb.weight.detach().numpy()[:] = shared[RELATIONS_EMB]
             rel_state["sum"].numpy()[:] = shared[RELATIONS_SUM]
             rel_state["step"].fill_(relation_steps)
+        if self.frozen is not None:  # the earlier run's nodes keep their vectors (freeze_existing)
+            from graphrec.train.warm_start import freeze_rows
+
+            frozen = torch.zeros(weight.shape[0], dtype=torch.bool)
+            for lt, lo, t, p, n in self._slices(local, model.offsets):
+                frozen[lo : lo + n] = torch.from_numpy(self.frozen[t][self.part.members(t, p)])
+            freeze_rows(model.node_emb.weight, frozen)
         self.timings = {"read_s": time.perf_counter() - t_read}
         t_train = time.perf_counter()
         gen = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch * 7919 + i * self.part.spec.num_partitions + j)
@@ -667,9 +681,27 @@ def train_partitioned(cfg: TwHINConfig, store: GraphStore, selected, run_dir: Pa
     tables = PartitionTables(root, part, int(cfg.dim))
     tables.ckpt.discard_uncommitted()  # writes of a killed job that never got committed
     template = twhin_model(cfg, {t: 1 for t in part.node_types}, edge_types, sparse=True)
+    relations = template.rel_emb.weight.detach().numpy().copy()
+    relations_state = np.zeros_like(relations)
+    warm, meta0 = None, {"epoch": 0}
+    if cfg.init_from is not None and not tables.head.version:  # a warm start fills the first commit
+        from graphrec.run.directory import open_run
+        from graphrec.train.warm_start import PartitionWarmStart
+
+        warm = PartitionWarmStart(store, open_run(cfg.init_from, expect="twhin"), cfg.optimizer,
+                                  cfg.carry_optimizer_state)
+        warm.relations(edge_types, relations, relations_state)
+        meta0["warm_start"] = {**warm.counts, "optimizer": warm.optimizer}
+        c = warm.counts
+        log.info("warm start from %s: %d nodes carried over%s, %d from their neighbours, %d random; %d relations",
+                 cfg.init_from, c["carried"], " (frozen)" if cfg.freeze_existing else "", c["from_neighbours"],
+                 c["random"], c["relations"])
+        (log.info if warm.optimizer.startswith(("carried", "fresh (carry")) else log.warning)(
+            "warm start: optimizer state %s", warm.optimizer)
     tables.initialise(1.0 / float(cfg.dim) ** 0.5 if cfg.init_scale is None else cfg.init_scale, cfg.seed,
-                      template.rel_emb.weight.detach().numpy(), meta={"epoch": 0},
-                      row_state=cfg.optimizer == "row_adagrad")
+                      relations, meta=meta0, row_state=cfg.optimizer == "row_adagrad", fill=warm,
+                      relations_state=relations_state)
+    del warm
     head = tables.head
     meta = head.meta
     workers = cfg.ray.workers if use_ray else 1
@@ -767,6 +799,15 @@ def train_partitioned(cfg: TwHINConfig, store: GraphStore, selected, run_dir: Pa
                "partitions": cfg.partitions, "buckets_dir": str(buckets.dir), "shared_pushes_merged": merged,
                "validation": None if validation is None else
                {"source": "split", "metric": "filtered_mrr", "triples": validation.num_triples, "every_epochs": every}}
+    if cfg.init_from is not None:
+        from graphrec.run.directory import open_run
+        from graphrec.train.warm_start import NodeVectors, drift_report
+
+        previous = open_run(cfg.init_from, expect="twhin")
+        summary["warm_start"] = {"from": str(cfg.init_from), "frozen": cfg.freeze_existing,
+                                 "init": tables.meta.get("warm_start"),
+                                 "drift": drift_report(NodeVectors((tables, tables.head)), store, previous,
+                                                       previous.store, seed=cfg.seed)}
     _append_bucket_log(Path(run_dir) / BUCKET_LOG, bucket_log)
     return tables, summary
 

@@ -334,14 +334,12 @@ def check_config(cfg: TwHINConfig, store: GraphStore) -> None:
     if cfg.freeze_existing and cfg.init_from is None:
         raise GraphrecError("freeze_existing needs init_from (the run whose nodes are frozen)")
     if cfg.init_from is not None:
-        if cfg.partitions > 1:
-            raise GraphrecError("init_from: warm-starting a partitioned run (partitions > 1) is not supported")
         from graphrec.run.directory import open_run
 
         previous = open_run(cfg.init_from, expect="twhin")  # a clear error for a missing or unfinished run
         resolved = resolve_auto(cfg, store, [et for et, _ in select_relations(store, cfg)])
-        if int(resolved.dim) != previous.model.dim or resolved.score != previous.config.score:
-            raise GraphrecError(f"init_from {cfg.init_from}: a run of dim {previous.model.dim} and score "
+        if int(resolved.dim) != previous.dim or resolved.score != previous.config.score:
+            raise GraphrecError(f"init_from {cfg.init_from}: a run of dim {previous.dim} and score "
                                 f"{previous.config.score!r}; this config trains dim {resolved.dim} and score "
                                 f"{resolved.score!r}")
 

@@ -21,6 +21,13 @@ With ``freeze_existing`` the rows of the carried-over nodes receive no gradient
 are fitted around them. :func:`drift_report` measures how far the nodes present in both
 runs moved: the mean cosine of their two vectors and the overlap of their 10 nearest
 neighbours (cosine, among those nodes of the same type) in the two runs.
+
+Either run may be partitioned (``partitions > 1``, tables that need not fit in memory):
+:class:`NodeVectors` reads node vectors and their Adagrad state by internal id the same
+way from an in-memory model or from a partitioned run's tables (partition by partition,
+memory-mapped), :func:`neighbour_means` streams the edges CSR chunk by CSR chunk, and
+:func:`warm_start_partition` fills one partition of a new partitioned run's tables as it
+is first written (:meth:`graphrec.run.tables.PartitionTables.initialise`).
 """
 
 from __future__ import annotations
@@ -34,8 +41,91 @@ import torch
 from graphrec.errors import GraphrecError
 from graphrec.graph.store import GraphStore
 from graphrec.models.twhin import TwHIN
+from graphrec.run.tables import RELATIONS_SUM, PartitionTables
 
 log = logging.getLogger(__name__)
+
+EDGE_CHUNK = 1 << 22  # edges read at a time by neighbour_means
+
+
+class NodeVectors:
+    """The node vectors of a TwHIN (and, for partition tables, their Adagrad state) by
+    node type and internal id, read the same way from an in-memory model and from a
+    partitioned run's committed tables.
+
+    Args:
+        source: a :class:`~graphrec.models.twhin.TwHIN`, a finished TwHIN run
+            (:class:`~graphrec.run.directory.TwHINRun`: its loaded model, or its tables at
+            the version run.json pins), or ``(PartitionTables, Manifest)``.
+
+    ``vectors(t, ids)`` gathers rows (float32 ``[n, dim]``); from tables it reads each
+    partition the ids fall in, memory-mapped when local, so memory holds the gathered
+    rows, not the table. ``chunks(t)`` yields ``(ids [n], vectors [n, dim])`` covering the
+    type once, one partition (or slice) at a time.
+    """
+
+    def __init__(self, source, chunk_rows: int = 1 << 20):
+        self.model: TwHIN | None = None
+        self.tables, self.manifest = None, None
+        self.chunk_rows = int(chunk_rows)
+        if isinstance(source, TwHIN):
+            self.model = source
+        elif isinstance(source, tuple) and isinstance(source[0], PartitionTables):
+            self.tables, self.manifest = source
+        elif getattr(source, "tables", None) is not None:  # a partitioned run
+            self.tables, self.manifest = source.tables, source.tables_manifest
+        else:
+            self.model = source.model
+        self.dim = self.model.dim if self.model is not None else self.tables.dim
+
+    def __repr__(self) -> str:
+        return f"NodeVectors({self.model!r})" if self.model is not None else f"NodeVectors({self.tables!r})"
+
+    def _table(self, t: str) -> np.ndarray:
+        return self.model.node_embeddings(t).detach().numpy()
+
+    def _by_partition(self, t: str, ids: np.ndarray):
+        """``(partition, positions in ids, rows within the partition)`` for each partition the ids fall in."""
+        part = self.tables.part
+        p_of, off = part.part(t)[ids], part.offset(t)[ids]
+        order = np.argsort(p_of, kind="stable")
+        bounds = np.searchsorted(p_of[order], np.arange(part.parts(t) + 1))
+        for p in range(part.parts(t)):
+            sel = order[bounds[p] : bounds[p + 1]]
+            if sel.size:
+                yield p, sel, off[sel]
+
+    def vectors(self, t: str, ids: np.ndarray) -> np.ndarray:
+        """float32 ``[len(ids), dim]``: the vectors of nodes ``ids`` (internal ids of type ``t``)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.model is not None:
+            return self._table(t)[ids].astype(np.float32, copy=False)
+        out = np.empty((ids.shape[0], self.dim), np.float32)
+        for p, sel, rows in self._by_partition(t, ids):
+            out[sel] = self.tables.read(self.tables.name(t, p, "emb"), self.manifest)[rows]
+        return out
+
+    def state(self, t: str, ids: np.ndarray) -> np.ndarray:
+        """Partition tables only: the Adagrad accumulators of nodes ``ids`` (``[n, dim]``,
+        or ``[n]`` under ``row_adagrad``)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = None
+        for p, sel, rows in self._by_partition(t, ids):
+            part_state = self.tables.read(self.tables.name(t, p, "sum"), self.manifest)
+            if out is None:
+                out = np.empty((ids.shape[0], *part_state.shape[1:]), np.float32)
+            out[sel] = part_state[rows]
+        return out if out is not None else np.empty((0,), np.float32)
+
+    def chunks(self, t: str):
+        """``(ids int64 [n], vectors float32 [n, dim])`` covering type ``t`` once."""
+        if self.model is None:
+            yield from ((np.asarray(ids, np.int64), emb) for ids, emb in self.tables.chunks(t, self.manifest))
+            return
+        table = self._table(t)
+        for lo in range(0, table.shape[0], self.chunk_rows):
+            hi = min(lo + self.chunk_rows, table.shape[0])
+            yield np.arange(lo, hi, dtype=np.int64), table[lo:hi]
 
 
 def matched_rows(store: GraphStore, previous_store: GraphStore, node_type: str) -> np.ndarray:
@@ -79,6 +169,8 @@ def previous_optimizer_state(run, optimizer: str, rows: list[int]) -> tuple[list
     previous = run.config.optimizer
     if previous != optimizer:
         return None, f"fresh (the earlier run trained with optimizer {previous!r}, this one with {optimizer!r})"
+    if getattr(run, "tables", None) is not None:  # a partitioned run: its Adagrad sums are in its tables
+        return _state_from_tables(run), f"carried from its tables (version {run.tables_manifest.version})"
     found = CheckpointDir(Path(run.dir) / CHECKPOINTS_DIR).latest()
     if found is None:
         return None, f"fresh (no checkpoint left in {Path(run.dir) / CHECKPOINTS_DIR})"
@@ -92,6 +184,46 @@ def previous_optimizer_state(run, optimizer: str, rows: list[int]) -> tuple[list
             if sizes - {n}:
                 return None, f"fresh ({tag} holds optimizer rows {sorted(sizes)}, the earlier run's table has {n})"
     return saved, f"carried from {tag}"
+
+
+def _state_from_tables(run) -> list[dict]:
+    """A partitioned run's Adagrad state as the two ``optimizer.state_dict()``s of an
+    unpartitioned run (node table in global row order, relation table), for an
+    unpartitioned warm start from it (whose tables fit in memory, as its own do)."""
+    tables, m = run.tables, run.tables_manifest
+    node = NodeVectors(run)
+    parts = [torch.from_numpy(node.state(t, np.arange(n, dtype=np.int64))) for t, n in run.num_nodes.items()]
+    rel = torch.from_numpy(np.array(tables.read(RELATIONS_SUM, m), dtype=np.float32))
+    step = torch.tensor(0.0)
+    return [{"state": {0: {"sum": torch.cat(parts), "step": step}}, "param_groups": [{"params": [0]}]},
+            {"state": {0: {"sum": rel, "step": step}}, "param_groups": [{"params": [0]}]}]
+
+
+def previous_table_state(run, optimizer: str, carry: bool = True):
+    """The earlier run's optimizer state for a partitioned warm start (whose tables hold
+    Adagrad sums): ``(node_state, relation_state, how)``, ``node_state(t, rows)`` the
+    accumulator rows of nodes ``rows`` (the earlier run's ids of type ``t``) and
+    ``relation_state [R_prev, d_r]``; ``(None, None, why not)`` when nothing is carried
+    (``carry`` false, another optimizer, no checkpoint: :func:`previous_optimizer_state`).
+    A partitioned earlier run's sums are read from its tables partition by partition; an
+    unpartitioned one's from its last checkpoint."""
+    if not carry:
+        return None, None, "fresh (carry_optimizer_state: false)"
+    if getattr(run, "tables", None) is not None:
+        if run.config.optimizer != optimizer:
+            return None, None, (f"fresh (the earlier run trained with optimizer {run.config.optimizer!r}, this one "
+                                f"with {optimizer!r})")
+        node = NodeVectors(run)
+        rel = np.array(run.tables.read(RELATIONS_SUM, run.tables_manifest), dtype=np.float32)
+        return node.state, rel, f"carried from its tables (version {run.tables_manifest.version})"
+    model = run.model
+    saved, how = previous_optimizer_state(run, optimizer, [model.node_emb.weight.shape[0], model.rel_emb.weight.shape[0]])
+    if saved is None:
+        return None, None, how
+    node_sum = next(iter(saved[0]["state"].values()))["sum"]
+    rel_sum = next(iter(saved[1]["state"].values()))["sum"].numpy()
+    offsets = model.offsets
+    return (lambda t, rows: node_sum[torch.from_numpy(np.asarray(rows, np.int64) + offsets[t])].numpy()), rel_sum, how
 
 
 @torch.no_grad()
@@ -126,6 +258,46 @@ def carry_optimizer_state(optimizers: list[torch.optim.Optimizer], state: list[d
     return copied
 
 
+def neighbour_means(store: GraphStore, carried: dict[str, np.ndarray], vectors, dim: int,
+                    chunk_edges: int = EDGE_CHUNK) -> dict[str, tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """The new nodes' starting vectors, ``x_v = Σ_{u ∈ N(v) ∩ old} x_u / |N(v) ∩ old|`` over
+    every relation in either direction.
+
+    Args:
+        carried: bool ``[N_t]`` per node type: the node is carried from the earlier run.
+        vectors: ``vectors(t, ids)`` float32 ``[n, dim]``, the carried nodes' vectors.
+
+    Returns, per node type, ``(new_index [N_t] int64, sums [m, dim], counts [m])`` over its
+    ``m`` new nodes: ``new_index[v]`` is node ``v``'s row (``-1`` for a carried node) and
+    ``sums[i] / counts[i]`` its mean (``counts[i] == 0``: no carried neighbour). Each
+    relation is read in CSR chunks of about ``chunk_edges`` edges (``index_add_`` per chunk),
+    so memory holds the new nodes' sums and one chunk, never a whole edge list."""
+    new_index, sums, counts = {}, {}, {}
+    for t, c in carried.items():
+        new = np.flatnonzero(~c)
+        idx = np.full(c.shape[0], -1, dtype=np.int64)
+        idx[new] = np.arange(new.size)
+        new_index[t], sums[t], counts[t] = idx, torch.zeros((new.size, dim)), torch.zeros(new.size)
+    for rel in store.relations():
+        if rel.is_reverse or rel.src_type not in carried or rel.dst_type not in carried:
+            continue
+        indptr = np.asarray(rel.indptr)
+        n_src, lo = indptr.shape[0] - 1, 0
+        while lo < n_src:
+            hi = int(np.searchsorted(indptr, indptr[lo] + chunk_edges, side="right")) - 1
+            hi = min(max(hi, lo + 1), n_src)
+            src = np.repeat(np.arange(lo, hi, dtype=np.int64), np.diff(indptr[lo : hi + 1]))
+            dst = np.asarray(rel.indices[indptr[lo] : indptr[hi]], dtype=np.int64)
+            for a_t, a, b_t, b in ((rel.src_type, src, rel.dst_type, dst), (rel.dst_type, dst, rel.src_type, src)):
+                sel = carried[a_t][a] & ~carried[b_t][b]  # b learns from a, where a is carried and b is not
+                if sel.any():
+                    rows = torch.from_numpy(new_index[b_t][b[sel]])
+                    sums[b_t].index_add_(0, rows, torch.from_numpy(vectors(a_t, a[sel])))
+                    counts[b_t].index_add_(0, rows, torch.ones(rows.shape[0]))
+            lo = hi
+    return {t: (new_index[t], sums[t], counts[t]) for t in carried}
+
+
 @torch.no_grad()
 def warm_start(model: TwHIN, store: GraphStore, previous: TwHIN, previous_store: GraphStore) -> tuple[torch.Tensor, dict]:
     """Initialise ``model`` (for ``store``) from ``previous`` (trained on
@@ -139,29 +311,79 @@ def warm_start(model: TwHIN, store: GraphStore, previous: TwHIN, previous_store:
     weight = model.node_emb.weight
     source = previous_global_rows(model, store, previous, previous_store)
     carried = source >= 0
-    counts = {"carried": 0, "from_neighbours": 0, "random": 0, "relations": 0}
     weight[carried] = previous.node_emb.weight[source[carried]].to(weight.dtype)
-    total = torch.zeros_like(weight)
-    n = torch.zeros(weight.shape[0], dtype=weight.dtype)
-    for rel in store.relations():
-        if rel.is_reverse:
-            continue
-        s, d = rel.coo()
-        gs = torch.from_numpy(np.asarray(s, np.int64) + model.offsets[rel.src_type])
-        gd = torch.from_numpy(np.asarray(d, np.int64) + model.offsets[rel.dst_type])
-        for a, b in ((gs, gd), (gd, gs)):  # b learns from a, where a is carried and b is not
-            sel = carried[a] & ~carried[b]
-            total.index_add_(0, b[sel], weight[a[sel]])
-            n.index_add_(0, b[sel], torch.ones(int(sel.sum()), dtype=weight.dtype))
-    fill = ~carried & (n > 0)
-    weight[fill] = total[fill] / n[fill, None]
+    old = NodeVectors(previous)
+    matched = {t: matched_rows(store, previous_store, t) for t in model.num_nodes}
+    means = neighbour_means(store, {t: m >= 0 for t, m in matched.items()},
+                            lambda t, ids: old.vectors(t, matched[t][ids]), model.dim)
+    filled = 0
+    for t, (new_index, sums, counts) in means.items():
+        has = counts > 0
+        rows = torch.from_numpy(np.flatnonzero(new_index >= 0) + model.offsets[t])[has]
+        weight[rows] = (sums[has] / counts[has, None]).to(weight.dtype)
+        filled += int(has.sum())
+    counts = {"carried": int(carried.sum()), "from_neighbours": filled,
+              "random": int((~carried).sum()) - filled, "relations": 0}
     for i, et in enumerate(model.edge_types):
         if et in previous.edge_types:
             model.rel_emb.weight[i] = previous.relation_embedding(et).to(weight.dtype)
             counts["relations"] += 1
-    counts.update(carried=int(carried.sum()), from_neighbours=int(fill.sum()),
-                  random=int((~carried & ~fill).sum()))
     return source, counts
+
+
+class PartitionWarmStart:
+    """A warm start of a new partitioned run (``partitions > 1``) from an earlier TwHIN run
+    of either kind, partition by partition: the ``fill`` of
+    :meth:`graphrec.run.tables.PartitionTables.initialise`, so no table is ever whole in
+    memory. The rules are :func:`warm_start`'s: a node the earlier run had (type and
+    original id) starts from its vector there and, with its optimizer state carried,
+    from its Adagrad accumulator; a new node from the mean of its carried neighbours
+    (:func:`neighbour_means`), else random; relations the earlier run trained keep their
+    vectors and accumulators.
+
+    Memory: the id map ``[N]`` of every type, the new nodes' means, one partition."""
+
+    def __init__(self, store: GraphStore, previous, optimizer: str, carry_state: bool = True):
+        self.previous = previous
+        self.old = NodeVectors(previous)
+        self.matched = {t: matched_rows(store, previous.store, t) for t in store.node_types}
+        self.means = neighbour_means(store, {t: m >= 0 for t, m in self.matched.items()},
+                                     lambda t, ids: self.old.vectors(t, self.matched[t][ids]), self.old.dim)
+        self.node_state, self.relation_state, self.optimizer = previous_table_state(previous, optimizer, carry_state)
+        filled = sum(int((c > 0).sum()) for _, _, c in self.means.values())
+        carried = sum(int((m >= 0).sum()) for m in self.matched.values())
+        self.counts = {"carried": carried, "from_neighbours": filled,
+                       "random": sum(m.shape[0] for m in self.matched.values()) - carried - filled, "relations": 0}
+
+    def __repr__(self) -> str:
+        return f"PartitionWarmStart(from={self.previous.dir!s}, {self.counts})"
+
+    def relations(self, edge_types, emb: np.ndarray, state: np.ndarray) -> None:
+        """Carry the earlier run's vectors (and accumulators) of the relations it trained into
+        ``emb`` / ``state`` ``[R, d_r]`` (rows in ``edge_types`` order), in place."""
+        old = self.previous.relation_vectors()
+        index = {et: i for i, et in enumerate(old)}
+        for i, et in enumerate(edge_types):
+            if tuple(et) in index:
+                emb[i] = old[tuple(et)].detach().numpy()
+                if self.relation_state is not None:
+                    state[i] = self.relation_state[index[tuple(et)]]
+                self.counts["relations"] += 1
+
+    def __call__(self, t: str, p: int, members: np.ndarray, emb: np.ndarray, state: np.ndarray) -> None:
+        """Fill partition ``p`` of type ``t`` (global ids ``members``, rows in that order) in place."""
+        rows = self.matched[t][members]
+        known = np.flatnonzero(rows >= 0)
+        if known.size:
+            emb[known] = self.old.vectors(t, rows[known])
+            if self.node_state is not None:
+                state[known] = self.node_state(t, rows[known])
+        new_index, sums, counts = self.means[t]
+        at = new_index[members]
+        new = np.flatnonzero(at >= 0)
+        has = counts[torch.from_numpy(at[new])] > 0
+        sel = torch.from_numpy(at[new])[has]
+        emb[new[has.numpy()]] = (sums[sel] / counts[sel, None]).numpy()
 
 
 def freeze_rows(param: torch.nn.Parameter, frozen: torch.Tensor):
@@ -180,28 +402,39 @@ def freeze_rows(param: torch.nn.Parameter, frozen: torch.Tensor):
 
 
 @torch.no_grad()
-def drift_report(model: TwHIN, store: GraphStore, previous: TwHIN, previous_store: GraphStore, k: int = 10,
+def drift_report(model, store: GraphStore, previous, previous_store: GraphStore, k: int = 10,
                  max_queries: int = 1000, seed: int = 0, chunk: int = 65536) -> dict:
     """How far the nodes present in both runs moved: per node type and overall, the mean
     cosine of their two vectors and the mean overlap ``|kNN_old(v) ∩ kNN_new(v)| / k`` of
     their ``k`` nearest neighbours by cosine among those nodes of the type (for up to
     ``max_queries`` seeded sample nodes per type; types with ``≤ k`` such nodes report
-    no overlap)."""
+    no overlap).
+
+    ``model`` / ``previous``: anything :class:`NodeVectors` reads (a TwHIN, a finished run,
+    partition tables). Both passes stream the new run's vectors chunk by chunk (``chunk``
+    candidates scored at a time) and gather the earlier run's rows, so memory holds
+    ``max_queries × (dim + chunk)`` floats per run, not either table."""
+    new_v = model if isinstance(model, NodeVectors) else NodeVectors(model)
+    old_v = previous if isinstance(previous, NodeVectors) else NodeVectors(previous)
+    unit = torch.nn.functional.normalize
     per_type, cos_sum, cos_n, ov_sum, ov_n = {}, 0.0, 0, 0.0, 0
     rng = np.random.default_rng(seed)
-    for t in model.num_nodes:
+    for t in store.node_types:
         rows = matched_rows(store, previous_store, t)
         both = np.flatnonzero(rows >= 0)
         if both.size == 0:
             continue
-        new = torch.nn.functional.normalize(model.node_embeddings(t)[torch.from_numpy(both)].float(), dim=1)
-        old = torch.nn.functional.normalize(previous.node_embeddings(t)[torch.from_numpy(rows[both])].float(), dim=1)
-        cos = (new * old).sum(1)
-        entry = {"nodes": int(both.size), "mean_cosine": float(cos.mean())}
-        cos_sum, cos_n = cos_sum + float(cos.sum()), cos_n + int(both.size)
+        t_sum = 0.0
+        for ids, emb in new_v.chunks(t):
+            keep = rows[ids] >= 0
+            a = unit(torch.from_numpy(np.asarray(emb[keep], np.float32)), dim=1)
+            b = unit(torch.from_numpy(old_v.vectors(t, rows[ids[keep]])), dim=1)
+            t_sum += float((a * b).sum(1).double().sum())
+        entry = {"nodes": int(both.size), "mean_cosine": t_sum / both.size}
+        cos_sum, cos_n = cos_sum + t_sum, cos_n + int(both.size)
         if both.size > k:
-            q = np.sort(rng.choice(both.size, size=min(max_queries, both.size), replace=False))
-            a, b = _knn(new, q, k, chunk), _knn(old, q, k, chunk)
+            q = both[np.sort(rng.choice(both.size, size=min(max_queries, both.size), replace=False))]
+            a, b = _knn(new_v, old_v, t, rows, q, k, chunk)
             frac = (a[:, :, None] == b[:, None, :]).any(2).float().mean(1)
             entry[f"knn_overlap@{k}"] = float(frac.mean())
             ov_sum, ov_n = ov_sum + float(frac.sum()), ov_n + int(q.size)
@@ -213,19 +446,28 @@ def drift_report(model: TwHIN, store: GraphStore, previous: TwHIN, previous_stor
                           f"{max_queries} sampled nodes per type"}
 
 
-def _knn(x: torch.Tensor, queries: np.ndarray, k: int, chunk: int) -> torch.Tensor:
-    """``[Q, k]`` indices of the ``k`` nearest rows of ``x`` (unit rows; cosine) to
-    ``x[queries]``, each query itself excluded; candidates scored ``chunk`` at a time."""
+def _knn(new_v: NodeVectors, old_v: NodeVectors, t: str, rows: np.ndarray, queries: np.ndarray, k: int,
+         chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([Q, k], [Q, k])`` node ids: the ``k`` nearest (cosine) nodes present in both runs
+    (``rows >= 0``) to each query node (ids of type ``t``), in the new run and in the old
+    one, each query itself excluded; candidates scored ``chunk`` at a time."""
+    unit = torch.nn.functional.normalize
     q = torch.from_numpy(queries)
-    zq = x[q]
-    best_s = torch.full((q.shape[0], k), float("-inf"))
-    best_i = torch.zeros((q.shape[0], k), dtype=torch.long)
-    for lo in range(0, x.shape[0], chunk):
-        s = zq @ x[lo : lo + chunk].T
-        inside = (q >= lo) & (q < lo + s.shape[1])
-        s[inside.nonzero().squeeze(1), q[inside] - lo] = float("-inf")
-        cat_s = torch.cat([best_s, s], 1)
-        cat_i = torch.cat([best_i, torch.arange(lo, lo + s.shape[1]).expand(q.shape[0], -1)], 1)
-        best_s, pos = cat_s.topk(k, dim=1)
-        best_i = cat_i.gather(1, pos)
-    return best_i
+    zq = [unit(torch.from_numpy(new_v.vectors(t, queries)), dim=1),
+          unit(torch.from_numpy(old_v.vectors(t, rows[queries])), dim=1)]
+    best_s = [torch.full((q.shape[0], k), float("-inf")) for _ in range(2)]
+    best_i = [torch.full((q.shape[0], k), -1, dtype=torch.long) for _ in range(2)]
+    for ids, emb in new_v.chunks(t):
+        keep = np.flatnonzero(rows[ids] >= 0)
+        for lo in range(0, keep.size, chunk):
+            sel = keep[lo : lo + chunk]
+            cand = torch.from_numpy(ids[sel])
+            own = cand[None, :] == q[:, None]
+            for side, vec in enumerate((np.asarray(emb[sel], np.float32), old_v.vectors(t, rows[ids[sel]]))):
+                s = zq[side] @ unit(torch.from_numpy(vec), dim=1).T
+                s[own] = float("-inf")
+                cat_s = torch.cat([best_s[side], s], 1)
+                cat_i = torch.cat([best_i[side], cand.expand(q.shape[0], -1)], 1)
+                best_s[side], pos = cat_s.topk(k, dim=1)
+                best_i[side] = cat_i.gather(1, pos)
+    return best_i[0], best_i[1]

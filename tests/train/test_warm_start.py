@@ -162,3 +162,83 @@ def test_carried_optimizer_state_moves_old_vectors_less(small_pins_graph, tmp_pa
                  str(tmp_path / "no-ckpt"), "--no-ray", "--init-from", str(tmp_path / "r1")]) == 0
     assert open_run(tmp_path / "no-ckpt").info["summary"]["warm_start"]["init"]["optimizer"].startswith(
         "fresh (no checkpoint left in")
+
+
+def test_a_partitioned_warm_start_fills_the_tables_as_the_unpartitioned_one_does(small_pins_graph, tmp_path):
+    """Partition by partition (PartitionWarmStart as PartitionTables.initialise's fill), the
+    first commit of a partitioned run holds what warm_start gives an in-memory model: the
+    carried vectors and Adagrad sums, the new nodes' neighbour means, the relations."""
+    from graphrec.graph.partition import NodePartitioning, PartitionSpec
+    from graphrec.run.tables import RELATIONS_EMB, RELATIONS_SUM, PartitionTables
+    from graphrec.train.warm_start import PartitionWarmStart, matched_rows
+
+    new = small_pins_graph
+    old, r1 = _older_and_newer(new, tmp_path)
+    cfg = TwHINConfig(**FAST)
+    edge_types = [et for et, _ in select_relations(new, cfg)]
+    model = twhin_model(cfg, {t: new.num_nodes(t) for t in new.node_types}, edge_types, sparse=True)
+    source, counts = warm_start(model, new, r1.model, old)
+    saved, _ = previous_optimizer_state(r1, "adagrad", [r1.model.node_emb.weight.shape[0],
+                                                         r1.model.rel_emb.weight.shape[0]])
+
+    part = NodePartitioning({t: new.num_nodes(t) for t in new.node_types}, PartitionSpec(3, 0, 0, 1))
+    tables = PartitionTables(tmp_path / "tables", part, 16)
+    warm = PartitionWarmStart(new, r1, "adagrad")
+    relations = np.zeros((len(edge_types), 16), np.float32)
+    relations_state = np.zeros_like(relations)
+    warm.relations(edge_types, relations, relations_state)
+    assert tables.initialise(0.1, 0, relations, {"epoch": 0}, fill=warm, relations_state=relations_state)
+    assert warm.counts == counts and part.parts("pin") == 3
+    filled = 0
+    for t in new.node_types:
+        rows = matched_rows(new, old, t)
+        known = rows >= 0
+        got, want = tables.table(t), model.node_embeddings(t).detach().numpy()
+        np.testing.assert_array_equal(got[known], want[known])  # carried vectors
+        new_index, _, n_carried = warm.means[t]
+        has = np.flatnonzero(new_index >= 0)[n_carried.numpy() > 0]  # new nodes with carried neighbours
+        np.testing.assert_allclose(got[has], want[has], rtol=0, atol=1e-6)
+        filled += has.size
+        state = np.empty((new.num_nodes(t), 16), np.float32)
+        for p in range(part.parts(t)):
+            state[part.members(t, p)] = tables.load(t, p)[1]
+        old_sum = saved[0]["state"][0]["sum"].numpy()
+        np.testing.assert_array_equal(state[known], old_sum[r1.model.offsets[t] + rows[known]])
+        assert not state[~known].any()  # new rows: fresh accumulators
+    assert filled == counts["from_neighbours"] > 0
+    np.testing.assert_array_equal(tables.read(RELATIONS_EMB), model.rel_emb.weight.detach().numpy())
+    known_rel = previous_relation_rows(model, r1.model).numpy()
+    np.testing.assert_array_equal(tables.read(RELATIONS_SUM)[known_rel >= 0],
+                                  saved[1]["state"][0]["sum"].numpy()[known_rel[known_rel >= 0]])
+
+
+def test_partitioned_runs_warm_start_from_either_kind_of_run(small_pins_graph, tmp_path, capsys):
+    """A partitioned earlier run (its vectors and Adagrad sums read from its tables) warm-starts
+    a partitioned run with frozen old nodes (they end exactly where they were) and an
+    unpartitioned one (its optimizer state carried from the tables too)."""
+    new = small_pins_graph
+    old = cold_item_split(new, "user:saves:pin", 0.2, out=tmp_path / "s").train
+    cfg_path = tmp_path / "p.yaml"
+    cfg_path.write_text(json.dumps({"model": "twhin", **FAST, "partitions": 2, "validation": {"source": "none"}}))
+    assert main(["-q", "train", "twhin", "--config", str(cfg_path), "--graph", str(old.path), "--out",
+                 str(tmp_path / "r1"), "--no-ray"]) == 0
+    r1 = open_run(tmp_path / "r1")
+    assert r1.partitioned
+    capsys.readouterr()
+    assert main(["-q", "train", "twhin", "--config", str(cfg_path), "--graph", str(new.path), "--out",
+                 str(tmp_path / "r2"), "--no-ray", "--init-from", str(tmp_path / "r1"), "--freeze-existing"]) == 0
+    assert "mean cosine 1.000" in capsys.readouterr().out
+    r2 = open_run(tmp_path / "r2")
+    ws = r2.info["summary"]["warm_start"]
+    assert ws["frozen"] and ws["init"]["optimizer"].startswith("carried from its tables (version ")
+    assert ws["init"]["carried"] == sum(old.num_nodes(t) for t in old.node_types) and ws["init"]["from_neighbours"] > 0
+    for t in new.node_types:
+        rows = old.lookup(t, new.node_ids(t))
+        known = np.flatnonzero(rows >= 0)
+        np.testing.assert_array_equal(r2.tables.table(t, r2.tables_manifest)[known],
+                                      r1.tables.table(t, r1.tables_manifest)[rows[known]])
+    cfg_path.write_text(json.dumps({"model": "twhin", **FAST}))
+    assert main(["-q", "train", "twhin", "--config", str(cfg_path), "--graph", str(new.path), "--out",
+                 str(tmp_path / "r3"), "--no-ray", "--init-from", str(tmp_path / "r1")]) == 0
+    ws = open_run(tmp_path / "r3").info["summary"]["warm_start"]
+    assert ws["init"]["optimizer"].startswith("carried from its tables") and 0 < ws["drift"]["mean_cosine"] < 1
