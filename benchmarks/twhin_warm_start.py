@@ -1,7 +1,7 @@
 """Warm-started TwHIN (``--init-from``) against a full retrain on ML-100K (issue 15).
 
     python benchmarks/twhin_warm_start.py [--work DIR] [--seeds 0 1 2] [--epochs 2 4 6] [--new-items 0.1]
-        [--optimizer-state carried fresh]
+        [--optimizer-state carried fresh] [--partitions 4]
 
 Protocol:
 
@@ -27,6 +27,9 @@ Protocol:
   kNN overlap@10 of the nodes in both graphs), and that every item of the newer graph has
   a finite vector. The ``E`` to read is chosen on **valid** (the smallest whose valid mean
   is within 0.005 of the full retrain's); test is printed for every row but chooses nothing.
+* ``--partitions P``: every run (RUN1, the retrain, the warm starts) is a partitioned one
+  (``partitions: P``, one process; the config's ``partition_regroup``), so the warm starts
+  fill their tables partition by partition from RUN1's tables.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ def main() -> None:
     ap.add_argument("--new-items", type=float, default=0.1, help="share of items added after the first run")
     ap.add_argument("--optimizer-state", nargs="+", choices=["carried", "fresh"], default=["carried"],
                     help="warm starts with RUN1's optimizer state for the carried rows and/or fresh state")
+    ap.add_argument("--partitions", type=int, default=1, help="partitions P of every run (1: unpartitioned)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     from graphrec.eval import load_split
@@ -113,10 +117,11 @@ def main() -> None:
     old_graph = older_graph(split_path, work / "older_graph", args.new_items)
     full_epochs = None
     rows = []
+    part = {"partitions": args.partitions, "ray": {"workers": 1}} if args.partitions > 1 else {}
     for seed in args.seeds:
-        runs = work / "warm_runs"
-        train(old_graph, runs / f"run1-s{seed}", seed)
-        full, wall_full = train(new_graph, runs / f"full-s{seed}", seed)
+        runs = work / ("warm_runs" if args.partitions == 1 else f"warm_runs_p{args.partitions}")
+        train(old_graph, runs / f"run1-s{seed}", seed, **part)
+        full, wall_full = train(new_graph, runs / f"full-s{seed}", seed, **part)
         full_epochs = full["summary"]["epochs_run"]
         rows.append({"seed": seed, "run": "full retrain", "epochs": full_epochs, "wall_s": wall_full,
                      **scores(runs / f"full-s{seed}", split)})
@@ -127,7 +132,7 @@ def main() -> None:
             fresh = mode == "fresh"
             name = f"warm-e{e}{'-frozen' if frozen else ''}{'-fresh' if fresh else ''}-s{seed}"
             info, wall = train(new_graph, runs / name, seed, epochs=e, init_from=str((runs / f"run1-s{seed}").resolve()),
-                               freeze_existing=frozen, carry_optimizer_state=not fresh)
+                               freeze_existing=frozen, carry_optimizer_state=not fresh, **part)
             ws = info["summary"]["warm_start"]
             rows.append({"seed": seed, "run": f"warm start, {e} epochs" + (", existing frozen" if frozen else "")
                          + (", fresh optimizer state" if fresh else ""),
@@ -136,7 +141,7 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     names = list(dict.fromkeys(r["run"] for r in rows))
     full_valid = np.mean([r["valid"] for r in rows if r["run"] == "full retrain"])
-    print(f"\nML-100K, {len(args.seeds)} seeds; newer graph S/train, older graph without its newest "
+    print(f"\nML-100K, {len(args.seeds)} seeds, partitions {args.partitions}; newer graph S/train, older graph without its newest "
           f"{args.new_items:.0%} of items; Recall@20 (new_items), mean ± std")
     print("| run | epochs (share of the retrain's) | valid R@20 | test R@20 | Δ test vs retrain | drift: mean cosine / "
           "kNN overlap@10 | every item a finite vector |")

@@ -50,6 +50,21 @@ def assert_resumed_after_kill(starts: list[int], kill_epoch: int) -> None:
         warnings.warn(f"worker group started {len(starts)} times (starts {starts}), one more than the kill")
 
 
+#: Ray's chatter a user of local Ray must not see (graphrec.ray_env filters it): lines seen
+#: in `graphrec train twhin --workers 2` on local Ray 2.60 without the filter.
+RAY_CHATTER = ("Failed to query Ray Train Controller", "Reporting training result", "Requesting resources",
+               "Started training worker group", "Checkpoint successfully created", "Sparse invariant checks",
+               "Token authentication is enabled")
+
+
+def assert_quiet_ray_output(text: str, progress: str = "epoch 1: loss") -> None:
+    """What a user saw of a local Ray run (``capfd``'s out + err): graphrec's epoch lines
+    (``progress``, forwarded from the worker), none of :data:`RAY_CHATTER`."""
+    assert progress in text, text[-3000:]
+    for chatter in RAY_CHATTER:
+        assert chatter not in text, chatter
+
+
 @pytest.fixture(scope="session")
 def ml100k_dir() -> Path:
     if not (ML100K / "ml-100k.inter").is_file():

@@ -31,21 +31,30 @@ def _cli_train(cfg_path: Path, graph: Path, out: Path, *extra: str, env: dict | 
                           capture_output=True, text=True, timeout=300)
 
 
-def test_killed_mid_epoch_resumes_at_the_step_and_matches_an_uninterrupted_run(small_pins_graph, tmp_path):
+def test_killed_mid_epoch_resumes_at_the_step_and_matches_an_uninterrupted_run(small_pins_graph, tmp_path, capsys):
+    from graphrec.cli import main
+
     cfg = tmp_path / "c.yaml"
     cfg.write_text("dim: 16\nepochs: 3\nbatch_size: 256\nlr: 0.1\ncheckpoints: {every_steps: 10}\n")
     fault = {"epoch": 1, "step": 20, "rank": 0, "marker": str(tmp_path / "killed")}
-    died = _cli_train(cfg, small_pins_graph.path, tmp_path / "run", env={FAULT_ENV: json.dumps(fault)})
+    # one torch thread in the killed child and here, so that the runs' arithmetic is the same
+    died = _cli_train(cfg, small_pins_graph.path, tmp_path / "run",
+                      env={FAULT_ENV: json.dumps(fault), "OMP_NUM_THREADS": "1"})
     assert died.returncode != 0 and (tmp_path / "killed").exists()  # the process really died
     assert not (tmp_path / "run" / "run.json").exists()
     tags = CheckpointDir(tmp_path / "run" / "checkpoints").tags()
     assert tags[-1] == CheckpointDir.tag(1, 20)  # the last checkpoint is mid-epoch
-    refused = _cli_train(cfg, small_pins_graph.path, tmp_path / "run")
-    assert refused.returncode == 2 and "--resume" in refused.stderr
-    resumed = _cli_train(cfg, small_pins_graph.path, tmp_path / "run", "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    whole = _cli_train(cfg, small_pins_graph.path, tmp_path / "whole")
-    assert whole.returncode == 0, whole.stderr
+    # the rest in this process (a subprocess per run cost ~15 s of start-up each)
+    argv = ["-q", "train", "twhin", "--config", str(cfg), "--graph", str(small_pins_graph.path), "--no-ray"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+        assert "--resume" in capsys.readouterr().err
+        assert main([*argv, "--out", str(tmp_path / "run"), "--resume"]) == 0
+        assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    finally:
+        torch.set_num_threads(threads)
     a, b = open_run(tmp_path / "run"), open_run(tmp_path / "whole")
     assert a.summary["starts"] == [0, 1]
     # the same batches, negatives and optimizer state: bitwise the same model and losses

@@ -12,7 +12,7 @@ from graphrec.run.directory import open_run
 from graphrec.train.pinsage import hard_negatives_for_epoch
 from graphrec.train.engine import FAULT_ENV
 from graphrec.train.runs import fit
-from tests.conftest import ROOT, assert_resumed_after_kill
+from tests.conftest import ROOT, assert_quiet_ray_output, assert_resumed_after_kill
 
 WALKS = {"metapaths": [{"path": ["pin:saved_by:user", "user:saves:pin"]},
                        {"path": ["pin:in_board:board", "board:has_pin:pin"], "weight": 0.5}],
@@ -143,11 +143,16 @@ def test_cli_train_export_evaluate(small_pins_graph, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_ray_two_workers_loss_falls_and_worker_killed_resumes(small_pins_graph, tmp_path, monkeypatch):
+def test_ray_two_workers_loss_falls_and_worker_killed_resumes(small_pins_graph, tmp_path, monkeypatch, capfd):
+    from graphrec import ray_env
+
+    monkeypatch.delenv(ray_env.DEBUG_ENV, raising=False)
     marker = tmp_path / "killed"
     monkeypatch.setenv(FAULT_ENV, json.dumps({"epoch": 2, "rank": 1, "marker": str(marker)}))
     cfg = PinSageConfig(**{**FAST, "epochs": 4}, ray=RayConfig(workers=2, max_failures=3))
     info = fit(cfg, small_pins_graph.path, tmp_path / "run", use_ray=True)
+    out = capfd.readouterr()
+    assert_quiet_ray_output(out.out + out.err, "epoch 3: loss")
     s = info["summary"]
     assert marker.read_text() == "killed"
     assert s["world_size"] == 2 and all(h["workers"] == 2 for h in s["history"])

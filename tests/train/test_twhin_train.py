@@ -14,7 +14,7 @@ from graphrec.run.directory import open_run
 from graphrec.train.engine import FAULT_ENV
 from graphrec.train.runs import fit
 from graphrec.train.twhin import TwHINLoss, select_relations
-from tests.conftest import ROOT, assert_resumed_after_kill
+from tests.conftest import ROOT, assert_quiet_ray_output, assert_resumed_after_kill
 
 FAST = dict(dim=16, epochs=4, batch_size=256, lr=0.1)
 
@@ -111,11 +111,17 @@ def test_config_errors_name_the_key(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_two_workers_train_and_a_killed_worker_resumes_from_checkpoint(small_pins_graph, tmp_path, monkeypatch):
+def test_ray_two_workers_train_and_a_killed_worker_resumes_from_checkpoint(small_pins_graph, tmp_path, monkeypatch,
+                                                                            capfd):
+    from graphrec import ray_env
+
+    monkeypatch.delenv(ray_env.DEBUG_ENV, raising=False)
     marker = tmp_path / "killed"
     monkeypatch.setenv(FAULT_ENV, json.dumps({"epoch": 3, "rank": 1, "marker": str(marker)}))
     cfg = TwHINConfig(**{**FAST, "epochs": 5}, ray=RayConfig(workers=2, max_failures=3))
     info = fit(cfg, small_pins_graph.path, tmp_path / "run", use_ray=True)
+    out = capfd.readouterr()
+    assert_quiet_ray_output(out.out + out.err)  # the user sees graphrec's lines, not Ray's chatter
     assert marker.read_text() == "killed"  # the worker really died once
     assert_resumed_after_kill(info["summary"]["starts"], 3)  # from a reported checkpoint, not from scratch
     hist = info["summary"]["history"]
