@@ -81,20 +81,22 @@ def test_lock_refuses_a_second_job_and_names_the_holder(tmp_path):
     assert not (tmp_path / ".run.lock").exists()
 
 
-def test_second_train_on_the_same_run_directory_exits_2(small_pins_graph, tmp_path):
+def test_second_train_on_the_same_run_directory_exits_2(small_pins_graph, tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("dim: 8\nepochs: 40\nbatch_size: 64\n")
-    cmd = [sys.executable, "-m", "graphrec.cli", "-q", "train", "twhin", "--config", str(cfg), "--graph",
-           str(small_pins_graph.path), "--out", str(tmp_path / "run"), "--no-ray"]
-    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = ["-q", "train", "twhin", "--config", str(cfg), "--graph", str(small_pins_graph.path), "--out",
+            str(tmp_path / "run"), "--no-ray"]
+    first = subprocess.Popen([sys.executable, "-m", "graphrec.cli", *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
         while not (tmp_path / ".run.lock").exists() and time.time() < deadline and first.poll() is None:
             time.sleep(0.05)
-        second = subprocess.run(cmd + ["--overwrite"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert second.returncode == 2
-        assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
-        assert len(second.stderr.strip().splitlines()) == 1
+        assert first.poll() is None, "the first run ended before the second one started"
+        assert main([*argv, "--overwrite"]) == 2  # the second one, in this process
+        err = capsys.readouterr().err
+        assert f"pid {first.pid}" in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
     finally:
         first.kill()
         first.wait()

@@ -7,7 +7,8 @@ source partition ``i`` and whose destination node lies in destination partition 
 A trainer working on bucket ``(i, j)`` holds exactly the embeddings (and optimizer state)
 of those partitions, so two trainers may work concurrently only on buckets that share no
 partition. :class:`BucketScheduler` hands out the buckets of an epoch under that rule;
-:func:`scheduler_actor` puts it in a Ray actor that every trainer worker talks to.
+:class:`graphrec.train.partitioned.BucketCoordinator` holds it, as one Ray actor that
+every trainer worker talks to (or an object in the trainer's process).
 
 The rules follow PBG's ``LockServer`` (``torchbiggraph/bucket_scheduling.py``, commit
 6fccd3f of facebookresearch/PyTorch-BigGraph) and its ``EmbeddingHolder`` /
@@ -142,8 +143,8 @@ class BucketScheduler:
             its average number of rows times the dimension); only their ratio matters.
             With ``same_entities`` both must be equal.
 
-    Workers are integer ranks. Calls must be serialised (one at a time), as the Ray actor
-    of :func:`scheduler_actor` does.
+    Workers are integer ranks. Calls must be serialised (one at a time), as the
+    coordinator's synchronous Ray actor does.
     """
 
     def __init__(
@@ -498,41 +499,3 @@ def _worker(worker) -> int:
         return operator.index(worker)
     except TypeError:
         raise ValueError(f"a worker is an integer rank, got {worker!r}") from None
-
-
-def scheduler_actor(
-    num_src_parts: int,
-    num_dst_parts: int,
-    seed: int = 0,
-    *,
-    same_entities: bool = False,
-    init_order: bool = True,
-    partition_cost: tuple[float, float] = (1.0, 1.0),
-    state: dict[str, Any] | None = None,
-    name: str | None = None,
-    namespace: str | None = None,
-    max_restarts: int = 0,
-):
-    """A :class:`BucketScheduler` in a Ray actor (Ray must be initialised): the same
-    methods, called as ``ray.get(actor.acquire.remote(rank, prev))``. The actor runs one
-    call at a time (a synchronous actor), which makes acquire/release atomic, and takes
-    no CPU (``num_cpus=0``) so it never keeps a trainer from being scheduled. ``state``
-    (from :meth:`BucketScheduler.state`) resumes a saved epoch, held buckets returned to
-    the pool; ``name``/``namespace`` make it findable with ``ray.get_actor``.
-
-    With ``max_restarts`` Ray restarts a dead actor, but from the constructor: the
-    trainer must :meth:`~BucketScheduler.restore` the last committed :meth:`state`.
-    """
-    import ray
-
-    options: dict[str, Any] = {"num_cpus": 0, "max_restarts": max_restarts}
-    if name is not None:
-        options["name"] = name
-    if namespace is not None:
-        options["namespace"] = namespace
-    actor = ray.remote(BucketScheduler).options(**options).remote(
-        num_src_parts, num_dst_parts, seed, same_entities=same_entities, init_order=init_order,
-        partition_cost=partition_cost)
-    if state is not None:
-        ray.get(actor.restore.remote(state))
-    return actor
