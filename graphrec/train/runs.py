@@ -144,14 +144,20 @@ def fit(cfg, graph: str | Path, out: str | Path, use_ray: bool = True, resume: b
         write_json(out / CHECKPOINTS_DIR / IDENTITY_FILE, identity)
         loop_config = {cfg.model: cfg.model_dump(mode="json"), "graph": str(Path(store.path).resolve()),
                        "out": str(out), "progress": progress}
-        if partitioned:  # bucket workers (Ray tasks or this process) around one coordinator
-            run_partitioned(cfg, store.path, out, use_ray, progress=progress)
-        elif use_ray:
-            from graphrec.train.ray_runner import run_with_ray
+        import torch
 
-            run_with_ray(loop, loop_config, cfg.ray, out, name=cfg.model)
-        else:
-            loop(loop_config)
+        threads = torch.get_num_threads()
+        try:
+            if partitioned:  # bucket workers (Ray tasks or this process) around one coordinator
+                run_partitioned(cfg, store.path, out, use_ray, progress=progress)
+            elif use_ray:
+                from graphrec.train.ray_runner import run_with_ray
+
+                run_with_ray(loop, loop_config, cfg.ray, out, name=cfg.model)
+            else:
+                loop(loop_config)
+        finally:  # `threads` in the config is the run's, not the calling session's (a notebook's)
+            torch.set_num_threads(threads)
         return json.loads((out / RUN_FILE).read_text())
 
 

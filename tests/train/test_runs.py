@@ -32,3 +32,22 @@ def test_fit_keeps_torchs_sparse_gradient_notices_from_api_callers(small_pins_gr
     assert subprocess.run([sys.executable, "-c", step], capture_output=True, text=True, timeout=120,
                           check=True).stdout.strip() == "True"
     assert not notice_shown("quiet")
+
+
+def test_the_configs_threads_do_not_outlive_the_run(small_pins_graph, tmp_path):
+    """``threads: 1`` sets torch's threads for an in-process run; a notebook that called
+    ``fit`` keeps its own thread count afterwards (a partitioned run too)."""
+    import torch
+
+    from graphrec.run.config import TwHINConfig
+    from graphrec.train.runs import fit
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        for extra in ({}, {"partitions": 2, "validation": {"source": "none"}}):
+            fit(TwHINConfig(dim=8, epochs=1, batch_size=512, threads=1, **extra), small_pins_graph.path,
+                tmp_path / f"run{len(extra)}", use_ray=False)
+            assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
