@@ -60,11 +60,13 @@ class NodeVectors:
 
     ``vectors(t, ids)`` gathers rows (float32 ``[n, dim]``); from tables it reads each
     partition the ids fall in, memory-mapped when local, so memory holds the gathered
-    rows, not the table. ``chunks(t)`` yields ``(ids [n], vectors [n, dim])`` covering the
-    type once, one partition (or slice) at a time.
+    rows, not the table. Partitions fetched from remote storage (``pyarrow.fs``) are kept
+    in a least-recently-used cache of at most ``cache_bytes``, so repeated gathers do not
+    fetch them again while they fit. ``chunks(t)`` yields ``(ids [n], vectors [n, dim])``
+    covering the type once, one partition (or slice) at a time.
     """
 
-    def __init__(self, source, chunk_rows: int = 1 << 20):
+    def __init__(self, source, chunk_rows: int = 1 << 20, cache_bytes: int = 1 << 30):
         self.model: TwHIN | None = None
         self.tables, self.manifest = None, None
         self.chunk_rows = int(chunk_rows)
@@ -77,6 +79,23 @@ class NodeVectors:
         else:
             self.model = source.model
         self.dim = self.model.dim if self.model is not None else self.tables.dim
+        self.cache_bytes = int(cache_bytes)
+        self._cache: dict[str, np.ndarray] = {}  # insertion order = least recently used first
+
+    def _read(self, name: str) -> np.ndarray:
+        """Committed array ``name`` of the tables (memory-mapped when local; fetched ones cached)."""
+        arr = self._cache.pop(name, None)
+        if arr is None:
+            arr = self.tables.read(name, self.manifest)
+        if not isinstance(arr, np.memmap):
+            held = sum(a.nbytes for a in self._cache.values() if not isinstance(a, np.memmap))
+            while self._cache and held + arr.nbytes > self.cache_bytes:
+                old = self._cache.pop(next(iter(self._cache)))
+                held -= 0 if isinstance(old, np.memmap) else old.nbytes
+            if arr.nbytes > self.cache_bytes:
+                return arr
+        self._cache[name] = arr
+        return arr
 
     def __repr__(self) -> str:
         return f"NodeVectors({self.model!r})" if self.model is not None else f"NodeVectors({self.tables!r})"
@@ -102,20 +121,18 @@ class NodeVectors:
             return self._table(t)[ids].astype(np.float32, copy=False)
         out = np.empty((ids.shape[0], self.dim), np.float32)
         for p, sel, rows in self._by_partition(t, ids):
-            out[sel] = self.tables.read(self.tables.name(t, p, "emb"), self.manifest)[rows]
+            out[sel] = self._read(self.tables.name(t, p, "emb"))[rows]
         return out
 
     def state(self, t: str, ids: np.ndarray) -> np.ndarray:
         """Partition tables only: the Adagrad accumulators of nodes ``ids`` (``[n, dim]``,
         or ``[n]`` under ``row_adagrad``)."""
         ids = np.asarray(ids, dtype=np.int64)
-        out = None
+        shape = self.manifest.files[self.tables.name(t, 0, "sum")].shape[1:]  # (dim,) or () under row_adagrad
+        out = np.empty((ids.shape[0], *shape), np.float32)
         for p, sel, rows in self._by_partition(t, ids):
-            part_state = self.tables.read(self.tables.name(t, p, "sum"), self.manifest)
-            if out is None:
-                out = np.empty((ids.shape[0], *part_state.shape[1:]), np.float32)
-            out[sel] = part_state[rows]
-        return out if out is not None else np.empty((0,), np.float32)
+            out[sel] = self._read(self.tables.name(t, p, "sum"))[rows]
+        return out
 
     def chunks(self, t: str):
         """``(ids int64 [n], vectors float32 [n, dim])`` covering type ``t`` once."""

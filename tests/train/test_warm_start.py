@@ -242,3 +242,33 @@ def test_partitioned_runs_warm_start_from_either_kind_of_run(small_pins_graph, t
                  str(tmp_path / "r3"), "--no-ray", "--init-from", str(tmp_path / "r1")]) == 0
     ws = open_run(tmp_path / "r3").info["summary"]["warm_start"]
     assert ws["init"]["optimizer"].startswith("carried from its tables") and 0 < ws["drift"]["mean_cosine"] < 1
+
+
+def test_partitions_fetched_from_remote_storage_are_cached_within_a_budget(small_pins_graph, tmp_path, monkeypatch):
+    """NodeVectors over tables in remote storage (arrays fetched, not memory-mapped): a
+    partition is fetched once while it fits in ``cache_bytes``; least recently used ones
+    are dropped beyond it; gathers equal the tables' rows either way."""
+    from graphrec.graph.partition import NodePartitioning, PartitionSpec
+    from graphrec.run.tables import PartitionTables
+    from graphrec.train.warm_start import NodeVectors
+
+    part = NodePartitioning({"pin": 600}, PartitionSpec(3, 0, 0, 1))
+    tables = PartitionTables(tmp_path / "t", part, 16)
+    tables.initialise(0.1, 0, np.zeros((1, 16), np.float32), {"epoch": 0})
+    fetched = []
+    read = tables.read
+
+    def remote_read(name, manifest=None):  # what a pyarrow.fs store returns: a fetched copy
+        fetched.append(name)
+        return np.array(read(name, manifest))
+
+    monkeypatch.setattr(tables, "read", remote_read)
+    whole = tables.table("pin")
+    one_partition = 200 * 16 * 4
+    for budget, expect in ((3 * one_partition, 3), (one_partition, 6)):
+        fetched.clear()
+        v = NodeVectors((tables, tables.head), cache_bytes=budget)
+        ids = np.arange(600)
+        for _ in range(2):
+            np.testing.assert_array_equal(v.vectors("pin", ids), whole)
+        assert len(fetched) == expect, (budget, fetched)
