@@ -80,20 +80,18 @@ class NodeVectors:
             self.model = source.model
         self.dim = self.model.dim if self.model is not None else self.tables.dim
         self.cache_bytes = int(cache_bytes)
-        self._cache: dict[str, np.ndarray] = {}  # insertion order = least recently used first
+        self._cache: dict[str, np.ndarray] = {}  # fetched arrays; insertion order = least recently used first
 
     def _read(self, name: str) -> np.ndarray:
         """Committed array ``name`` of the tables (memory-mapped when local; fetched ones cached)."""
         arr = self._cache.pop(name, None)
         if arr is None:
             arr = self.tables.read(name, self.manifest)
-        if not isinstance(arr, np.memmap):
-            held = sum(a.nbytes for a in self._cache.values() if not isinstance(a, np.memmap))
-            while self._cache and held + arr.nbytes > self.cache_bytes:
-                old = self._cache.pop(next(iter(self._cache)))
-                held -= 0 if isinstance(old, np.memmap) else old.nbytes
-            if arr.nbytes > self.cache_bytes:
-                return arr
+        if isinstance(arr, np.memmap) or arr.nbytes > self.cache_bytes:
+            return arr  # a local file is mapped anew each time (cheap; nothing stays mapped)
+        held = sum(a.nbytes for a in self._cache.values())
+        while self._cache and held + arr.nbytes > self.cache_bytes:
+            held -= self._cache.pop(next(iter(self._cache))).nbytes
         self._cache[name] = arr
         return arr
 
@@ -420,7 +418,7 @@ def freeze_rows(param: torch.nn.Parameter, frozen: torch.Tensor):
 
 @torch.no_grad()
 def drift_report(model, store: GraphStore, previous, previous_store: GraphStore, k: int = 10,
-                 max_queries: int = 1000, seed: int = 0, chunk: int = 65536) -> dict:
+                 max_queries: int = 1000, seed: int = 0, chunk: int = 16384) -> dict:
     """How far the nodes present in both runs moved: per node type and overall, the mean
     cosine of their two vectors and the mean overlap ``|kNN_old(v) ∩ kNN_new(v)| / k`` of
     their ``k`` nearest neighbours by cosine among those nodes of the type (for up to
@@ -428,12 +426,11 @@ def drift_report(model, store: GraphStore, previous, previous_store: GraphStore,
     no overlap).
 
     ``model`` / ``previous``: anything :class:`NodeVectors` reads (a TwHIN, a finished run,
-    partition tables). Both passes stream the new run's vectors chunk by chunk (``chunk``
-    candidates scored at a time) and gather the earlier run's rows, so memory holds
-    ``max_queries × (dim + chunk)`` floats per run, not either table."""
+    partition tables). Both passes stream the new run's vectors ``chunk`` rows at a time
+    and gather the same nodes' rows of the earlier run, so memory holds about
+    ``chunk × (dim + max_queries)`` floats, never either table."""
     new_v = model if isinstance(model, NodeVectors) else NodeVectors(model)
     old_v = previous if isinstance(previous, NodeVectors) else NodeVectors(previous)
-    unit = torch.nn.functional.normalize
     per_type, cos_sum, cos_n, ov_sum, ov_n = {}, 0.0, 0, 0.0, 0
     rng = np.random.default_rng(seed)
     for t in store.node_types:
@@ -442,10 +439,7 @@ def drift_report(model, store: GraphStore, previous, previous_store: GraphStore,
         if both.size == 0:
             continue
         t_sum = 0.0
-        for ids, emb in new_v.chunks(t):
-            keep = rows[ids] >= 0
-            a = unit(torch.from_numpy(np.asarray(emb[keep], np.float32)), dim=1)
-            b = unit(torch.from_numpy(old_v.vectors(t, rows[ids[keep]])), dim=1)
+        for ids, a, b in _pairs(new_v, old_v, t, rows, chunk):
             t_sum += float((a * b).sum(1).double().sum())
         entry = {"nodes": int(both.size), "mean_cosine": t_sum / both.size}
         cos_sum, cos_n = cos_sum + t_sum, cos_n + int(both.size)
@@ -463,28 +457,39 @@ def drift_report(model, store: GraphStore, previous, previous_store: GraphStore,
                           f"{max_queries} sampled nodes per type"}
 
 
-def _knn(new_v: NodeVectors, old_v: NodeVectors, t: str, rows: np.ndarray, queries: np.ndarray, k: int,
-         chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``([Q, k], [Q, k])`` node ids: the ``k`` nearest (cosine) nodes present in both runs
-    (``rows >= 0``) to each query node (ids of type ``t``), in the new run and in the old
-    one, each query itself excluded; candidates scored ``chunk`` at a time."""
+def _pairs(new_v: NodeVectors, old_v: NodeVectors, t: str, rows: np.ndarray, chunk: int):
+    """``(ids [n], new unit vectors [n, dim], old unit vectors [n, dim])`` of the nodes of
+    type ``t`` present in both runs (``rows >= 0``: their rows in the earlier run), ``n ≤
+    chunk`` at a time, in the new run's storage order."""
     unit = torch.nn.functional.normalize
-    q = torch.from_numpy(queries)
-    zq = [unit(torch.from_numpy(new_v.vectors(t, queries)), dim=1),
-          unit(torch.from_numpy(old_v.vectors(t, rows[queries])), dim=1)]
-    best_s = [torch.full((q.shape[0], k), float("-inf")) for _ in range(2)]
-    best_i = [torch.full((q.shape[0], k), -1, dtype=torch.long) for _ in range(2)]
     for ids, emb in new_v.chunks(t):
         keep = np.flatnonzero(rows[ids] >= 0)
         for lo in range(0, keep.size, chunk):
             sel = keep[lo : lo + chunk]
-            cand = torch.from_numpy(ids[sel])
-            own = cand[None, :] == q[:, None]
-            for side, vec in enumerate((np.asarray(emb[sel], np.float32), old_v.vectors(t, rows[ids[sel]]))):
-                s = zq[side] @ unit(torch.from_numpy(vec), dim=1).T
-                s[own] = float("-inf")
-                cat_s = torch.cat([best_s[side], s], 1)
-                cat_i = torch.cat([best_i[side], cand.expand(q.shape[0], -1)], 1)
-                best_s[side], pos = cat_s.topk(k, dim=1)
-                best_i[side] = cat_i.gather(1, pos)
+            yield (ids[sel], unit(torch.from_numpy(np.asarray(emb[sel], np.float32)), dim=1),
+                   unit(torch.from_numpy(old_v.vectors(t, rows[ids[sel]])), dim=1))
+
+
+def _knn(new_v: NodeVectors, old_v: NodeVectors, t: str, rows: np.ndarray, queries: np.ndarray, k: int,
+         chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([Q, k], [Q, k])`` node ids: the ``k`` nearest (cosine) nodes present in both runs
+    (``rows >= 0``) to each query node (ids of type ``t``), in the new run and in the old
+    one, each query itself excluded; candidates scored ``chunk`` at a time, each chunk's
+    top ``k`` merged into the running best (``[Q, 2k]``)."""
+    unit = torch.nn.functional.normalize
+    q_of = np.full(rows.shape[0], -1, dtype=np.int64)  # node id -> its query row
+    q_of[queries] = np.arange(queries.size)
+    zq = [unit(torch.from_numpy(new_v.vectors(t, queries)), dim=1),
+          unit(torch.from_numpy(old_v.vectors(t, rows[queries])), dim=1)]
+    best_s = [torch.full((queries.size, k), float("-inf")) for _ in range(2)]
+    best_i = [torch.full((queries.size, k), -1, dtype=torch.long) for _ in range(2)]
+    for ids, a, b in _pairs(new_v, old_v, t, rows, chunk):
+        cand = torch.from_numpy(ids)
+        own = np.flatnonzero(q_of[ids] >= 0)  # queries among the candidates: not their own neighbour
+        for side, vec in enumerate((a, b)):
+            s = zq[side] @ vec.T
+            s[torch.from_numpy(q_of[ids[own]]), torch.from_numpy(own)] = float("-inf")
+            top_s, top_pos = s.topk(min(k, s.shape[1]), dim=1)
+            best_s[side], pos = torch.cat([best_s[side], top_s], 1).topk(k, dim=1)
+            best_i[side] = torch.cat([best_i[side], cand[top_pos]], 1).gather(1, pos)
     return best_i[0], best_i[1]

@@ -100,7 +100,7 @@ def _kill(temp_dir: Path) -> None:
             p.send_signal(signal.SIGTERM)
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=10)
+    _, alive = psutil.wait_procs(procs, timeout=3)  # then SIGKILL: the test's processes hold nothing to save
     for p in alive + _ours(temp_dir):
         try:
             p.kill()
