@@ -806,8 +806,10 @@ def train_partitioned(cfg: TwHINConfig, store: GraphStore, selected, run_dir: Pa
         previous = open_run(cfg.init_from, expect="twhin")
         summary["warm_start"] = {"from": str(cfg.init_from), "frozen": cfg.freeze_existing,
                                  "init": tables.meta.get("warm_start"),
-                                 "drift": drift_report(NodeVectors((tables, tables.head)), store, previous,
-                                                       previous.store, seed=cfg.seed)}
+                                 # this job wrote (and hashed) the tables: read them without hashing again
+                                 "drift": drift_report(NodeVectors((PartitionTables(root, part, int(cfg.dim),
+                                                                                    verify_paths=set()), tables.head)),
+                                                       store, previous, previous.store, seed=cfg.seed)}
     _append_bucket_log(Path(run_dir) / BUCKET_LOG, bucket_log)
     return tables, summary
 
