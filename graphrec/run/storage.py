@@ -552,6 +552,18 @@ class PartitionCheckpoints:
                                f"(the last {self.keep} are kept)")
         return Manifest.from_dict(self.storage.get_json(rel), self.storage.url(rel))
 
+    def check_files(self, manifest: Manifest | None = None) -> None:
+        """Every file of ``manifest`` (default the head) is in storage, at least its recorded
+        size: one metadata call per file, nothing read. A :class:`StorageError` names the
+        first that is missing or short (checked before work that would fail half-way)."""
+        m = manifest if manifest is not None else self.head()
+        for entry in m.files.values():
+            rel = self._rel(entry.path)
+            size = self.storage.size(rel)
+            if size is None or size < entry.bytes:
+                raise StorageError(f"{self.storage.url(rel)}: {'missing' if size is None else 'truncated'} "
+                                   f"({entry.name} of checkpoint version {m.version})")
+
     def read(self, name: str, manifest: Manifest | None = None, *, mmap: bool = True,
              verify: bool = True) -> np.ndarray:
         """The committed array ``name`` (of ``manifest``, default the head), checked

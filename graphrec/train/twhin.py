@@ -337,6 +337,8 @@ def check_config(cfg: TwHINConfig, store: GraphStore) -> None:
         from graphrec.run.directory import open_run
 
         previous = open_run(cfg.init_from, expect="twhin")  # a clear error for a missing or unfinished run
+        if previous.tables is not None:  # a partitioned run: its table files are all there before anything starts
+            previous.tables.ckpt.check_files(previous.tables_manifest)
         resolved = resolve_auto(cfg, store, [et for et, _ in select_relations(store, cfg)])
         if int(resolved.dim) != previous.dim or resolved.score != previous.config.score:
             raise GraphrecError(f"init_from {cfg.init_from}: a run of dim {previous.dim} and score "

@@ -242,6 +242,17 @@ def test_partitioned_runs_warm_start_from_either_kind_of_run(small_pins_graph, t
                  str(tmp_path / "r3"), "--no-ray", "--init-from", str(tmp_path / "r1")]) == 0
     ws = open_run(tmp_path / "r3").info["summary"]["warm_start"]
     assert ws["init"]["optimizer"].startswith("carried from its tables") and 0 < ws["drift"]["mean_cosine"] < 1
+    # an earlier run with a table file gone: one line naming it, exit 2, no run directory
+    import shutil
+
+    shutil.copytree(tmp_path / "r1", tmp_path / "r1-damaged")
+    gone = sorted((tmp_path / "r1-damaged" / "partitions" / "files").rglob("*.npy"))[0]
+    gone.unlink()
+    capsys.readouterr()
+    assert main(["-q", "train", "twhin", "--config", str(cfg_path), "--graph", str(new.path), "--out",
+                 str(tmp_path / "r4"), "--no-ray", "--init-from", str(tmp_path / "r1-damaged")]) == 2
+    err = capsys.readouterr().err
+    assert f"{gone}: missing" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "r4").exists()
 
 
 def test_partitions_fetched_from_remote_storage_are_cached_within_a_budget(small_pins_graph, tmp_path, monkeypatch):
