@@ -151,13 +151,15 @@ def matched_rows(store: GraphStore, previous_store: GraphStore, node_type: str) 
     return previous_store.lookup(node_type, store.node_ids(node_type))
 
 
-def previous_global_rows(model: TwHIN, store: GraphStore, previous: TwHIN, previous_store: GraphStore) -> torch.Tensor:
+def previous_global_rows(model: TwHIN, store: GraphStore, previous: TwHIN, previous_store: GraphStore,
+                         matched: dict[str, np.ndarray] | None = None) -> torch.Tensor:
     """``[total]`` int64: for each global row of ``model`` (for ``store``), the global row
     of the same node (type and original id) in ``previous`` (for ``previous_store``), or
-    ``-1`` for a node the earlier run did not have."""
+    ``-1`` for a node the earlier run did not have. ``matched``: the types'
+    :func:`matched_rows` when the caller has them (each is an id lookup over the type)."""
     source = torch.full((sum(model.num_nodes.values()),), -1, dtype=torch.long)
     for t in model.num_nodes:
-        rows = matched_rows(store, previous_store, t)
+        rows = matched[t] if matched is not None else matched_rows(store, previous_store, t)
         known = np.flatnonzero(rows >= 0)
         if known.size and t in previous.offsets:
             source[torch.from_numpy(known + model.offsets[t])] = torch.from_numpy(rows[known] + previous.offsets[t])
@@ -181,9 +183,8 @@ def previous_optimizer_state(run, optimizer: str, rows: list[int]) -> tuple[list
     from graphrec.run.checkpoint import CheckpointDir
     from graphrec.run.directory import CHECKPOINTS_DIR
 
-    previous = run.config.optimizer
-    if previous != optimizer:
-        return None, f"fresh (the earlier run trained with optimizer {previous!r}, this one with {optimizer!r})"
+    if (why := _other_optimizer(run, optimizer)) is not None:
+        return None, why
     if getattr(run, "tables", None) is not None:  # a partitioned run: its Adagrad sums are in its tables
         return _state_from_tables(run), f"carried from its tables (version {run.tables_manifest.version})"
     found = CheckpointDir(Path(run.dir) / CHECKPOINTS_DIR).latest()
@@ -199,6 +200,13 @@ def previous_optimizer_state(run, optimizer: str, rows: list[int]) -> tuple[list
             if sizes - {n}:
                 return None, f"fresh ({tag} holds optimizer rows {sorted(sizes)}, the earlier run's table has {n})"
     return saved, f"carried from {tag}"
+
+
+def _other_optimizer(run, optimizer: str) -> str | None:
+    """Why the earlier run's optimizer state cannot be carried into ``optimizer``'s, or ``None``."""
+    if run.config.optimizer == optimizer:
+        return None
+    return f"fresh (the earlier run trained with optimizer {run.config.optimizer!r}, this one with {optimizer!r})"
 
 
 def _state_from_tables(run) -> list[dict]:
@@ -225,9 +233,8 @@ def previous_table_state(run, optimizer: str, carry: bool = True):
     if not carry:
         return None, None, "fresh (carry_optimizer_state: false)"
     if getattr(run, "tables", None) is not None:
-        if run.config.optimizer != optimizer:
-            return None, None, (f"fresh (the earlier run trained with optimizer {run.config.optimizer!r}, this one "
-                                f"with {optimizer!r})")
+        if (why := _other_optimizer(run, optimizer)) is not None:
+            return None, None, why
         node = NodeVectors(run)
         rel = np.array(run.tables.read(RELATIONS_SUM, run.tables_manifest), dtype=np.float32)
         return node.state, rel, f"carried from its tables (version {run.tables_manifest.version})"
@@ -324,11 +331,11 @@ def warm_start(model: TwHIN, store: GraphStore, previous: TwHIN, previous_store:
     if type(previous.score_fn) is not type(model.score_fn):
         raise GraphrecError("--init-from: the earlier run scores with another function than this config")
     weight = model.node_emb.weight
-    source = previous_global_rows(model, store, previous, previous_store)
+    matched = {t: matched_rows(store, previous_store, t) for t in model.num_nodes}
+    source = previous_global_rows(model, store, previous, previous_store, matched)
     carried = source >= 0
     weight[carried] = previous.node_emb.weight[source[carried]].to(weight.dtype)
     old = NodeVectors(previous)
-    matched = {t: matched_rows(store, previous_store, t) for t in model.num_nodes}
     means = neighbour_means(store, {t: m >= 0 for t, m in matched.items()},
                             lambda t, ids: old.vectors(t, matched[t][ids]), model.dim)
     filled = 0
@@ -426,8 +433,8 @@ def drift_report(model, store: GraphStore, previous, previous_store: GraphStore,
     no overlap).
 
     ``model`` / ``previous``: anything :class:`NodeVectors` reads (a TwHIN, a finished run,
-    partition tables). Both passes stream the new run's vectors ``chunk`` rows at a time
-    and gather the same nodes' rows of the earlier run, so memory holds about
+    partition tables). One pass per type streams the new run's vectors ``chunk`` rows at a
+    time and gathers the same nodes' rows of the earlier run, so memory holds about
     ``chunk × (dim + max_queries)`` floats, never either table."""
     new_v = model if isinstance(model, NodeVectors) else NodeVectors(model)
     old_v = previous if isinstance(previous, NodeVectors) else NodeVectors(previous)
@@ -438,14 +445,13 @@ def drift_report(model, store: GraphStore, previous, previous_store: GraphStore,
         both = np.flatnonzero(rows >= 0)
         if both.size == 0:
             continue
-        t_sum = 0.0
-        for ids, a, b in _pairs(new_v, old_v, t, rows, chunk):
-            t_sum += float((a * b).sum(1).double().sum())
+        q = both[np.sort(rng.choice(both.size, size=min(max_queries, both.size), replace=False))] \
+            if both.size > k else None
+        t_sum, knn = _type_drift(new_v, old_v, t, rows, q, k, chunk)
         entry = {"nodes": int(both.size), "mean_cosine": t_sum / both.size}
         cos_sum, cos_n = cos_sum + t_sum, cos_n + int(both.size)
-        if both.size > k:
-            q = both[np.sort(rng.choice(both.size, size=min(max_queries, both.size), replace=False))]
-            a, b = _knn(new_v, old_v, t, rows, q, k, chunk)
+        if knn is not None:
+            a, b = knn
             frac = (a[:, :, None] == b[:, None, :]).any(2).float().mean(1)
             entry[f"knn_overlap@{k}"] = float(frac.mean())
             ov_sum, ov_n = ov_sum + float(frac.sum()), ov_n + int(q.size)
@@ -470,20 +476,26 @@ def _pairs(new_v: NodeVectors, old_v: NodeVectors, t: str, rows: np.ndarray, chu
                    unit(torch.from_numpy(old_v.vectors(t, rows[ids[sel]])), dim=1))
 
 
-def _knn(new_v: NodeVectors, old_v: NodeVectors, t: str, rows: np.ndarray, queries: np.ndarray, k: int,
-         chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``([Q, k], [Q, k])`` node ids: the ``k`` nearest (cosine) nodes present in both runs
-    (``rows >= 0``) to each query node (ids of type ``t``), in the new run and in the old
-    one, each query itself excluded; candidates scored ``chunk`` at a time, each chunk's
-    top ``k`` merged into the running best (``[Q, 2k]``)."""
+def _type_drift(new_v: NodeVectors, old_v: NodeVectors, t: str, rows: np.ndarray, queries: np.ndarray | None,
+                k: int, chunk: int) -> tuple[float, tuple[torch.Tensor, torch.Tensor] | None]:
+    """One pass over the nodes of type ``t`` present in both runs (``rows >= 0``): the sum
+    of their two vectors' cosines and, for ``queries`` (node ids; ``None``: none), the
+    ``([Q, k], [Q, k])`` ids of their ``k`` nearest (cosine) such nodes in the new run and
+    in the old one, each query itself excluded; each chunk's top ``k`` is merged into the
+    running best (``[Q, 2k]``)."""
     unit = torch.nn.functional.normalize
-    q_of = np.full(rows.shape[0], -1, dtype=np.int64)  # node id -> its query row
-    q_of[queries] = np.arange(queries.size)
-    zq = [unit(torch.from_numpy(new_v.vectors(t, queries)), dim=1),
-          unit(torch.from_numpy(old_v.vectors(t, rows[queries])), dim=1)]
-    best_s = [torch.full((queries.size, k), float("-inf")) for _ in range(2)]
-    best_i = [torch.full((queries.size, k), -1, dtype=torch.long) for _ in range(2)]
+    cos_sum = 0.0
+    if queries is not None:
+        q_of = np.full(rows.shape[0], -1, dtype=np.int64)  # node id -> its query row
+        q_of[queries] = np.arange(queries.size)
+        zq = [unit(torch.from_numpy(new_v.vectors(t, queries)), dim=1),
+              unit(torch.from_numpy(old_v.vectors(t, rows[queries])), dim=1)]
+        best_s = [torch.full((queries.size, k), float("-inf")) for _ in range(2)]
+        best_i = [torch.full((queries.size, k), -1, dtype=torch.long) for _ in range(2)]
     for ids, a, b in _pairs(new_v, old_v, t, rows, chunk):
+        cos_sum += float((a * b).sum(1).double().sum())
+        if queries is None:
+            continue
         cand = torch.from_numpy(ids)
         own = np.flatnonzero(q_of[ids] >= 0)  # queries among the candidates: not their own neighbour
         for side, vec in enumerate((a, b)):
@@ -492,4 +504,4 @@ def _knn(new_v: NodeVectors, old_v: NodeVectors, t: str, rows: np.ndarray, queri
             top_s, top_pos = s.topk(min(k, s.shape[1]), dim=1)
             best_s[side], pos = torch.cat([best_s[side], top_s], 1).topk(k, dim=1)
             best_i[side] = torch.cat([best_i[side], cand[top_pos]], 1).gather(1, pos)
-    return best_i[0], best_i[1]
+    return cos_sum, None if queries is None else (best_i[0], best_i[1])
