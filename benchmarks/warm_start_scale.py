@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -75,8 +74,9 @@ def main() -> None:
                    f"partitions: {args.partitions}\nvalidation: {{source: none}}\nthreads: 2\n")
     results = []
 
-    def step(name: str, argv: list[str], mark: Path) -> dict | None:
-        if mark.exists():
+    def step(name: str, argv: list[str], mark: Path | None) -> dict | None:
+        """Run ``argv`` unless ``mark`` (its output) exists; ``None``: always."""
+        if mark is not None and mark.exists():
             return None
         r = run_step(name, argv, work / f"{name}.log")
         results.append(r)
@@ -96,10 +96,9 @@ def main() -> None:
     step("run1", [*train, "--graph", str(work / "older"), "--out", str(work / "run1")], work / "run1" / "run.json")
     timed = {}
     for name, extra in (("fresh", []), ("warm", ["--init-from", str(work / "run1")])):
-        if (work / name / "run.json").exists():  # both measured again on every call: they are compared
-            shutil.rmtree(work / name)
-        timed[name] = step(name, [*train, "--graph", str(work / "g"), "--out", str(work / name), *extra],
-                           work / name / "run.json")
+        # both measured again on every call (they are compared); --overwrite replaces only a graphrec run
+        timed[name] = step(name, [*train, "--graph", str(work / "g"), "--out", str(work / name), "--overwrite",
+                                  *extra], None)
     info = json.loads((work / "warm" / "run.json").read_text())
     ws = info["summary"]["warm_start"]
     from graphrec.graph.store import GraphStore
@@ -119,7 +118,9 @@ def main() -> None:
     results.append(summary)
     print(json.dumps(summary), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        from graphrec.io import write_json
+
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":
