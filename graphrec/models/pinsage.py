@@ -2,7 +2,7 @@
 
 Input ``h⁰_v`` of an item is a linear projection of its ID embedding (optional, see
 :class:`PinSageInput`) and its feature embeddings (categorical, multi-categorical as a
-mean bag, numeric as a linear map of standardised values plus a missing-value
+mean or TF-IDF weighted bag, numeric as a linear map of standardised values plus a missing-value
 indicator). Each of the ``K`` layers is the paper's CONVOLVE (Algorithm 1):
 
 .. math::
@@ -88,8 +88,11 @@ class PinSageInput(nn.Module):
         if feats is not None:
             for j, emb in enumerate(self.cat_emb):
                 parts.append(emb(feats.categorical[:, j]))
-            for (codes, offsets), emb in zip(feats.bags, self.bag_emb, strict=True):
-                parts.append(emb(codes, offsets))
+            for (codes, offsets, weights), emb in zip(feats.bags, self.bag_emb, strict=True):
+                if weights is None:
+                    parts.append(emb(codes, offsets))
+                else:  # weights sum to 1 per bag: a weighted mean
+                    parts.append(F.embedding_bag(codes, emb.weight, offsets, mode="sum", per_sample_weights=weights))
             if self.spec.numeric:
                 parts.append(feats.numeric)
         return self.proj(torch.cat(parts, dim=1))

@@ -385,6 +385,11 @@ class PinSageConfig(StrictConfig):
                                    "interactions (e.g. a knowledge graph), as an item nobody engaged with looks to "
                                    "`graphrec infer --graph`; trains the inductive path (0: off)")
     feature_dim: int = Field(16, gt=0, description="embedding size of each categorical / multi-categorical feature")
+    bag_weighting: Literal["mean", "idf"] = Field("mean", description="how a multi-categorical / text feature's "
+                                                  "token embeddings are pooled: their plain mean, or a TF-IDF "
+                                                  "weighted mean (weights idf(t) / Σ idf over the bag, idf from the "
+                                                  "training graph), which lets rare tokens (a title's franchise "
+                                                  "word) outweigh common ones")
     pooling: PoolingName = Field("importance", description="neighbour aggregation γ: importance-weighted mean "
                                  "(the paper), plain mean or element-wise max")
     normalize_output: bool = Field(True, description="L2-normalise the output embeddings (the paper)")

@@ -111,7 +111,7 @@ def pinsage_features(store: GraphStore, cfg: PinSageConfig, reference: GraphStor
         if missing:
             raise GraphrecError(f"{store.path}: features {missing} are not features of node type {cfg.item_type!r} "
                                 f"(has {have})")
-    table = NodeFeatureTable(store, cfg.item_type, names, reference=reference)
+    table = NodeFeatureTable(store, cfg.item_type, names, reference=reference, bag_weighting=cfg.bag_weighting)
     spec = table.spec
     return table if (spec.categorical or spec.multi_categorical or spec.numeric) else None
 

@@ -168,3 +168,22 @@ def test_absent_ids_and_id_dropout():
     assert 0.45 < dropped.float().mean() < 0.55
     with pytest.raises(ValueError, match="id_dropout"):
         PinSageInput(10, spec, 6, 3, 5, id_dropout=1.0)
+
+
+def test_weighted_bags_pool_their_tokens_by_the_given_weights():
+    """A bag with weights (``bag_weighting="idf"``) is ``Σ w_t e_t``; without, the plain mean."""
+    from graphrec.models.pinsage import PinSageInput
+
+    spec = FeatureSpec(multi_categorical={"title": 6})
+    inp = PinSageInput(3, spec, id_dim=0, feature_dim=4, out_dim=5).eval()
+    codes, offsets = torch.tensor([1, 2, 5, 3]), torch.tensor([0, 3, 3])  # bags {1, 2, 5}, {}, {3}
+    w = torch.tensor([0.2, 0.3, 0.5, 1.0])
+    e = inp.bag_emb[0].weight.detach()
+    pooled = torch.stack([0.2 * e[1] + 0.3 * e[2] + 0.5 * e[5], torch.zeros(4), e[3]])
+    got = inp(torch.tensor([-1, -1, -1]), NodeFeatures(torch.zeros(3, 0, dtype=torch.long), [(codes, offsets, w)],
+                                                       torch.zeros(3, 0)))
+    torch.testing.assert_close(got, inp.proj(pooled))
+    mean = torch.stack([e[[1, 2, 5]].mean(0), torch.zeros(4), e[3]])
+    got = inp(torch.tensor([-1, -1, -1]), NodeFeatures(torch.zeros(3, 0, dtype=torch.long), [(codes, offsets, None)],
+                                                       torch.zeros(3, 0)))
+    torch.testing.assert_close(got, inp.proj(mean))

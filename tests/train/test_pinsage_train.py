@@ -219,12 +219,14 @@ def test_pair_hit_rate_in_blocks_equals_the_full_score_matrix():
 
 def test_cold_start_split_infer_on_a_newer_graph_export_evaluate(small_pins_graph, tmp_path, capsys):
     """The inductive path end to end: a cold-item split, a hybrid run (ID dropout, cold
-    simulation, a pin->board->pin side metapath), `infer --graph` on the graph holding
-    the cold pins, export of that graph's ids, and the cold_items protocol."""
+    simulation, a pin->board->pin side metapath, TF-IDF weighted tag bags), `infer --graph`
+    on the graph holding the cold pins, export of that graph's ids, and the cold_items
+    protocol."""
     from graphrec.eval.split import load_split
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(json.dumps({**FAST, "model": "pinsage", "epochs": 2, "id_dropout": 0.3, "cold_simulation": 0.3}))
+    cfg.write_text(json.dumps({**FAST, "model": "pinsage", "epochs": 2, "id_dropout": 0.3, "cold_simulation": 0.3,
+                               "bag_weighting": "idf"}))
     s = tmp_path / "s"
     assert main(["-q", "split", str(small_pins_graph.path), "--relation", "user:saves:pin", "--cold-items", "0.1",
                  "--out", str(s)]) == 0
