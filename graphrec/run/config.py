@@ -394,6 +394,11 @@ class PinSageConfig(StrictConfig):
                                  "(the paper), plain mean or element-wise max")
     normalize_output: bool = Field(True, description="L2-normalise the output embeddings (the paper)")
     learned_norm: bool = Field(False, description="scale the unit output by a learned magnitude in (0, 1)")
+    norm_from: Literal["hidden", "id"] = Field("hidden", description="what the learned magnitude is computed from: "
+                                               "the last hidden state (features, neighbourhood and ID vector), or "
+                                               "the ID vector alone, so that items without one (never seen, or "
+                                               "ID-dropped in training) share one learned magnitude and features "
+                                               "never guess an engagement they do not have (needs id_dim > 0)")
     positives: PositivesConfig = Field(PositivesConfig(), description="co-engagement positive pairs")
     negatives: PinSageNegativesConfig = Field(PinSageNegativesConfig(), description="shared and hard negatives")
     margin: float = Field(0.1, gt=0, description="margin Δ of the max-margin loss max(0, z_q·z_n − z_q·z_p + Δ)")
@@ -423,6 +428,8 @@ class PinSageConfig(StrictConfig):
             raise ValueError(f"interactions: write the relation as src:name:dst, got {self.interactions!r}")
         if self.interactions.split(":")[2] != self.item_type:
             raise ValueError(f"interactions {self.interactions!r} must end at item_type {self.item_type!r}")
+        if self.learned_norm and self.norm_from == "id" and self.id_dim == 0:
+            raise ValueError("norm_from: id learns the magnitude from the ID vectors, which id_dim: 0 turns off")
         for m in self.walks.metapaths:
             for r in m.path:
                 if r.count(":") != 2:

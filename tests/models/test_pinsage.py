@@ -187,3 +187,34 @@ def test_weighted_bags_pool_their_tokens_by_the_given_weights():
     got = inp(torch.tensor([-1, -1, -1]), NodeFeatures(torch.zeros(3, 0, dtype=torch.long), [(codes, offsets, None)],
                                                        torch.zeros(3, 0)))
     torch.testing.assert_close(got, inp.proj(mean))
+
+
+def test_a_magnitude_learned_from_the_id_vector():
+    """``norm_from="id"``: ``|z_v| = σ(s·e_v + b)`` of the ID vector alone; items without one
+    share ``σ(b)``; in training the magnitude sees the input's own ID dropout."""
+    spec = FeatureSpec(numeric=["x"])
+    torch.manual_seed(0)
+    model = PinSage(30, spec, dim=8, hidden_dim=8, num_layers=0, id_dim=4, learned_norm=True, norm_from="id",
+                    id_dropout=0.5).eval()
+    feats = NodeFeatures(torch.zeros(6, 0, dtype=torch.long), [], torch.randn(6, 2))
+    rows = torch.tensor([0, 5, 7, -1, -1, -1])
+    z = model(rows, feats, [])
+    expected = torch.sigmoid(model.norm(model.input.id_emb.weight[rows[:3]])).squeeze(1).detach()
+    torch.testing.assert_close(z[:3].norm(dim=1), expected)
+    torch.testing.assert_close(z[3:].norm(dim=1), torch.sigmoid(model.norm.bias).expand(3).detach())
+    assert "learned_norm (from id)" in repr(model)
+    # training: the rows whose ID the input dropped are exactly the rows at magnitude σ(b)
+    model.train()
+    torch.manual_seed(1)
+    same = torch.zeros(2000, dtype=torch.long)  # one item, one feature vector: only the dropout differs
+    z = model(same, NodeFeatures(torch.zeros(2000, 0, dtype=torch.long), [], torch.zeros(2000, 2)), [])
+    no_id = model.head(model.input(torch.tensor([-1]), NodeFeatures(torch.zeros(1, 0, dtype=torch.long), [],
+                                                                    torch.zeros(1, 2))), torch.zeros(1, 4))
+    dropped = torch.isclose(z, no_id).all(1)
+    assert 0.4 < dropped.float().mean() < 0.6
+    torch.testing.assert_close(z[~dropped].norm(dim=1), torch.sigmoid(model.norm(model.input.id_emb.weight[[0]]))
+                               .squeeze().expand(int((~dropped).sum())).detach())
+    with pytest.raises(ValueError, match="id_dim > 0"):
+        PinSage(30, spec, id_dim=0, learned_norm=True, norm_from="id")
+    with pytest.raises(ValueError, match="pass head"):
+        model.head(torch.zeros(1, 8))
