@@ -146,14 +146,18 @@ class NodeFeatureTable:
 BAG_WEIGHTINGS = ("mean", "idf")
 
 
-def smoothed_idf(offsets: np.ndarray, codes: np.ndarray, vocab_size: int) -> np.ndarray:
+def smoothed_idf(offsets: np.ndarray, codes: np.ndarray, vocab_size: int, chunk_nodes: int = 1 << 20) -> np.ndarray:
     """float64 ``[vocab_size]``: ``ln((1 + N) / (1 + df(t))) + 1`` of every code of a bag
     feature (``N`` nodes; ``df(t)``: how many nodes' bags hold ``t``, repeats counted once),
     scikit-learn's ``smooth_idf``."""
-    n = offsets.shape[0] - 1
-    row = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
-    pairs = np.unique(row * max(vocab_size, 1) + codes.astype(np.int64))
-    df = np.bincount(pairs % max(vocab_size, 1), minlength=vocab_size)
+    n, v = offsets.shape[0] - 1, max(vocab_size, 1)
+    df = np.zeros(vocab_size, dtype=np.int64)
+    for lo in range(0, n, chunk_nodes):  # node chunks: bounded memory on a catalogue of any size
+        hi = min(n, lo + chunk_nodes)
+        a, b = int(offsets[lo]), int(offsets[hi])
+        row = np.repeat(np.arange(hi - lo, dtype=np.int64), np.diff(offsets[lo:hi + 1]))
+        pairs = np.unique(row * v + np.asarray(codes[a:b], dtype=np.int64))  # (node, token) once each
+        df += np.bincount(pairs % v, minlength=vocab_size)
     return np.log((1.0 + n) / (1.0 + df)) + 1.0
 
 

@@ -88,3 +88,16 @@ def test_an_unknown_bag_weighting_is_refused(tiny_dir, tiny_schema, tmp_path):
     g = build_graph(parse_schema(tiny_schema), tmp_path / "g", data_dir=tiny_dir, progress=False)
     with pytest.raises(ValueError, match="bag_weighting"):
         NodeFeatureTable(g, "item", bag_weighting="bm25")
+
+
+def test_smoothed_idf_in_node_chunks_equals_one_pass():
+    from graphrec.sampling.features import smoothed_idf
+
+    rng = np.random.default_rng(0)
+    lens = rng.integers(0, 6, size=1000)
+    offsets = np.r_[0, np.cumsum(lens)]
+    codes = rng.integers(1, 40, size=int(offsets[-1]))
+    one = smoothed_idf(offsets, codes, 40)
+    np.testing.assert_array_equal(smoothed_idf(offsets, codes, 40, chunk_nodes=7), one)
+    df = np.array([sum(c in set(codes[offsets[i]:offsets[i + 1]].tolist()) for i in range(1000)) for c in range(40)])
+    np.testing.assert_allclose(one, np.log(1001 / (1 + df)) + 1)
