@@ -96,20 +96,15 @@ class ShardTask:
     weights_path: Path
     id_rows_path: Path | None = None  # [N] int64 ID-table row per node (-1: none); None: row = node id
 
-    def _id_rows(self, lo: int, hi: int) -> torch.Tensor:
-        """ID-table rows of nodes ``[lo, hi)`` (``-1``: none)."""
-        if self.id_rows_path is None:
-            return torch.arange(lo, hi)
-        return torch.from_numpy(np.array(np.load(self.id_rows_path, mmap_mode="r")[lo:hi], dtype=np.int64))
-
     def run(self, phase: int, shard: int, lo: int, hi: int) -> int:
         """Compute phase ``phase`` for nodes ``[lo, hi)`` and mark the shard done."""
         m, k_layers = self.model, self.model.num_layers
         with torch.no_grad():
             if phase == 0:
                 nodes = torch.arange(lo, hi)
-                h = m.embed_input(self._id_rows(lo, hi),
-                                  self.features.gather(nodes.numpy()) if self.features is not None else None)
+                rows = nodes if self.id_rows_path is None else \
+                    torch.from_numpy(np.array(np.load(self.id_rows_path, mmap_mode="r")[lo:hi], dtype=np.int64))
+                h = m.embed_input(rows, self.features.gather(nodes.numpy()) if self.features is not None else None)
             else:
                 conv = m.convs[phase - 1]
                 h_prev = torch.from_numpy(np.array(np.load(self.work_dir / f"h{phase - 1}.npy", mmap_mode="r")[lo:hi]))
@@ -130,7 +125,7 @@ class ShardTask:
                 msg.flush()
             else:
                 z = _open(self.work_dir / OUTPUT)
-                z[lo:hi] = m.head(h, m.input.id_vectors(self._id_rows(lo, hi)) if m.head_needs_ids else None).numpy()
+                z[lo:hi] = m.head(h).numpy()
                 z.flush()
         write_bytes(self.work_dir / "done" / f"{phase}-{shard:06d}", f"{lo} {hi}\n".encode())
         return hi - lo

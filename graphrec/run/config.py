@@ -15,17 +15,14 @@ from pydantic import Field, field_validator, model_validator
 
 from graphrec.config_base import StrictConfig, load_model, parse_model
 from graphrec.models.losses import LOSSES
-from graphrec.models.pinsage import NORM_SOURCES, POOLINGS
+from graphrec.models.pinsage import POOLINGS
 from graphrec.models.scores import SCORES
 from graphrec.models.twhin import REGULARIZERS
-from graphrec.sampling.features import BAG_WEIGHTINGS
 
 ScoreName = Literal[SCORES.names()]  # type: ignore[valid-type]
 LossName = Literal[LOSSES.names()]  # type: ignore[valid-type]
 RegularizerName = Literal[REGULARIZERS]  # type: ignore[valid-type]
 PoolingName = Literal[POOLINGS]  # type: ignore[valid-type]
-NormSource = Literal[NORM_SOURCES]  # type: ignore[valid-type]
-BagWeighting = Literal[BAG_WEIGHTINGS]  # type: ignore[valid-type]
 
 
 def _choices(summaries: dict[str, str]) -> str:
@@ -388,20 +385,10 @@ class PinSageConfig(StrictConfig):
                                    "interactions (e.g. a knowledge graph), as an item nobody engaged with looks to "
                                    "`graphrec infer --graph`; trains the inductive path (0: off)")
     feature_dim: int = Field(16, gt=0, description="embedding size of each categorical / multi-categorical feature")
-    bag_weighting: BagWeighting = Field("mean", description="how a multi-categorical / text feature's "
-                                                  "token embeddings are pooled: their plain mean, or a TF-IDF "
-                                                  "weighted mean (weights idf(t) / Σ idf over the bag, idf from the "
-                                                  "training graph), which lets rare tokens (a title's franchise "
-                                                  "word) outweigh common ones")
     pooling: PoolingName = Field("importance", description="neighbour aggregation γ: importance-weighted mean "
                                  "(the paper), plain mean or element-wise max")
     normalize_output: bool = Field(True, description="L2-normalise the output embeddings (the paper)")
     learned_norm: bool = Field(False, description="scale the unit output by a learned magnitude in (0, 1)")
-    norm_from: NormSource = Field("hidden", description="what the learned magnitude is computed from: "
-                                               "the last hidden state (features, neighbourhood and ID vector), or "
-                                               "the ID vector alone, so that items without one (never seen, or "
-                                               "ID-dropped in training) share one learned magnitude and features "
-                                               "never guess an engagement they do not have (needs id_dim > 0)")
     positives: PositivesConfig = Field(PositivesConfig(), description="co-engagement positive pairs")
     negatives: PinSageNegativesConfig = Field(PinSageNegativesConfig(), description="shared and hard negatives")
     margin: float = Field(0.1, gt=0, description="margin Δ of the max-margin loss max(0, z_q·z_n − z_q·z_p + Δ)")
@@ -431,8 +418,6 @@ class PinSageConfig(StrictConfig):
             raise ValueError(f"interactions: write the relation as src:name:dst, got {self.interactions!r}")
         if self.interactions.split(":")[2] != self.item_type:
             raise ValueError(f"interactions {self.interactions!r} must end at item_type {self.item_type!r}")
-        if self.learned_norm and self.norm_from == "id" and self.id_dim == 0:
-            raise ValueError("norm_from: id learns the magnitude from the ID vectors, which id_dim: 0 turns off")
         for m in self.walks.metapaths:
             for r in m.path:
                 if r.count(":") != 2:

@@ -3,8 +3,8 @@
 :class:`NodeFeatureTable` reads a node type's features from the graph store once
 (memory-mapped arrays) and :meth:`~NodeFeatureTable.gather` returns the
 :class:`NodeFeatures` of any list of nodes, ready for an input layer: categorical codes,
-multi-categorical / text token bags (``EmbeddingBag`` layout, optionally with TF-IDF
-token weights) and standardised numeric values with missing-value indicators.
+multi-categorical / text token bags (``EmbeddingBag`` layout) and standardised numeric
+values with missing-value indicators.
 """
 
 from __future__ import annotations
@@ -45,14 +45,12 @@ class NodeFeatures:
     """Features of a list of ``n`` nodes, aligned with that list.
 
     ``categorical``: int64 ``[n, C]`` (one column per categorical feature, spec order);
-    ``bags``: per multi-categorical feature ``(codes int64 [nnz], offsets int64 [n],
-    weights float32 [nnz] | None)``; ``weights`` (``bag_weighting="idf"``) sum to 1 within
-    each non-empty bag, ``None`` means the plain mean of the bag's token embeddings;
+    ``bags``: per multi-categorical feature ``(codes int64 [nnz], offsets int64 [n])``;
     ``numeric``: float32 ``[n, 2M]`` (M standardised values with NaN -> 0, then M
     missing-value indicators)."""
 
     categorical: Tensor
-    bags: list[tuple[Tensor, Tensor, Tensor | None]]
+    bags: list[tuple[Tensor, Tensor]]
     numeric: Tensor
 
 
@@ -63,19 +61,11 @@ class NodeFeatureTable:
     reference's vocabularies by token (a category the reference never saw becomes code 0,
     the unknown bucket; an unseen token of a bag is dropped, as ``max_vocab`` drops
     rare ones) and numeric values standardised with the reference's mean and std, so a
-    newer graph's nodes are encoded exactly as the model's training nodes were.
-
-    ``bag_weighting``: ``"mean"`` (every token of a bag weighs the same) or ``"idf"``
-    (token ``t`` of a bag weighs ``idf(t) / Σ_{s ∈ bag} idf(s)`` with the smoothed inverse
-    document frequency ``idf(t) = ln((1 + N) / (1 + df(t))) + 1`` over the reference's
-    ``N`` nodes: a TF-IDF weighted mean, so a rare title word is not drowned by "the")."""
+    newer graph's nodes are encoded exactly as the model's training nodes were."""
 
     def __init__(self, store: GraphStore, node_type: str, names: list[str] | None = None,
-                 reference: GraphStore | None = None, bag_weighting: str = "mean"):
-        if bag_weighting not in BAG_WEIGHTINGS:
-            raise ValueError(f"bag_weighting must be one of {BAG_WEIGHTINGS}, got {bag_weighting!r}")
-        self.node_type, self.bag_weighting = node_type, bag_weighting
-        self._idf: list[np.ndarray] = []
+                 reference: GraphStore | None = None):
+        self.node_type = node_type
         self.num_nodes = store.num_nodes(node_type)
         names = store.feature_names(node_type) if names is None else list(names)
         self.spec = FeatureSpec()
@@ -95,8 +85,6 @@ class NodeFeatureTable:
                 if ref is not f:
                     offsets, codes = _drop_zero_codes(offsets, code_map(f.vocab, ref.vocab)[codes])
                 self._bags.append((offsets, codes))
-                if bag_weighting == "idf":
-                    self._idf.append(smoothed_idf(np.asarray(ref.offsets), np.asarray(ref.codes), ref.num_categories))
             elif f.kind == "numeric":
                 v = np.asarray(f.values, dtype=np.float32)
                 rv = np.asarray(ref.values, dtype=np.float32)
@@ -119,7 +107,7 @@ class NodeFeatureTable:
         for j, codes in enumerate(self._cat):
             cat[:, j] = codes[nodes]
         bags = []
-        for b, (offsets, codes) in enumerate(self._bags):
+        for offsets, codes in self._bags:
             lo, hi = offsets[nodes], offsets[nodes + 1]
             lens = hi - lo
             bag_off = np.zeros(n, dtype=np.int64)
@@ -127,12 +115,7 @@ class NodeFeatureTable:
             # positions of every token of every node, vectorised: lo[row] + rank within row
             row = np.repeat(np.arange(n), lens)
             pos = lo[row] + (np.arange(row.shape[0]) - bag_off[row])
-            tokens = codes[pos].astype(np.int64)
-            weights = None
-            if self._idf:
-                w = self._idf[b][tokens]
-                weights = torch.from_numpy((w / np.bincount(row, weights=w, minlength=n)[row]).astype(np.float32))
-            bags.append((torch.from_numpy(tokens), torch.from_numpy(bag_off), weights))
+            bags.append((torch.from_numpy(codes[pos].astype(np.int64)), torch.from_numpy(bag_off)))
         num = np.zeros((n, 2 * len(self._num)), dtype=np.float32)
         m = len(self._num)
         for j, (v, mean, std) in enumerate(self._num):
@@ -141,24 +124,6 @@ class NodeFeatureTable:
             num[:, j] = np.where(missing, 0.0, (x - mean) / std)
             num[:, m + j] = missing
         return NodeFeatures(torch.from_numpy(cat), bags, torch.from_numpy(num))
-
-
-BAG_WEIGHTINGS = ("mean", "idf")
-
-
-def smoothed_idf(offsets: np.ndarray, codes: np.ndarray, vocab_size: int, chunk_nodes: int = 1 << 20) -> np.ndarray:
-    """float64 ``[vocab_size]``: ``ln((1 + N) / (1 + df(t))) + 1`` of every code of a bag
-    feature (``N`` nodes; ``df(t)``: how many nodes' bags hold ``t``, repeats counted once),
-    scikit-learn's ``smooth_idf``."""
-    n, v = offsets.shape[0] - 1, max(vocab_size, 1)
-    df = np.zeros(vocab_size, dtype=np.int64)
-    for lo in range(0, n, chunk_nodes):  # node chunks: bounded memory on a catalogue of any size
-        hi = min(n, lo + chunk_nodes)
-        a, b = int(offsets[lo]), int(offsets[hi])
-        row = np.repeat(np.arange(hi - lo, dtype=np.int64), np.diff(offsets[lo:hi + 1]))
-        pairs = np.unique(row * v + np.asarray(codes[a:b], dtype=np.int64))  # (node, token) once each
-        df += np.bincount(pairs % v, minlength=vocab_size)
-    return np.log((1.0 + n) / (1.0 + df)) + 1.0
 
 
 def code_map(vocab: list[str], reference_vocab: list[str]) -> np.ndarray:
