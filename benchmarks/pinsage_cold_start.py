@@ -22,7 +22,9 @@ Protocol (``graphrec split --cold-items``):
    NDCG@10. Baselines on the same protocol: ``content (features)`` (TF-IDF cosine of the
    item's genres / title words / year decile to the mean of the user's history),
    ``content (features+graph)`` (plus the item's knowledge-graph neighbours within two
-   hops: its film's actors, director, genres...), random (exact expectation).
+   hops: its film's actors, director, genres...), random (exact expectation). Two
+   reference rows that are not models bound what the protocol rewards: oracle
+   popularity (the cold items' own held-out rating counts) and newest release first.
 5. Warm quality of the same run: the warm items' per-user chronological valid/test
    (``new_items`` user→item Recall@20, ``item_to_item`` HitRate@10), next to the
    transductive config (``configs/pinsage-ml100k.yaml``) trained on the same train graph.
