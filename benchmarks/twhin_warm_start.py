@@ -50,21 +50,21 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 ET = ("user", "rated", "item")
 
 
-def older_graph(split_path: Path, out: Path, fraction: float) -> Path:
-    """``S/train`` without its newest ``fraction`` of items (written once per ``--work``)."""
+def older_graph(graph: Path, out: Path, fraction: float, relation: tuple[str, str, str] = ET) -> dict:
+    """``graph`` without the newest ``fraction`` of ``relation``'s destination nodes by first
+    interaction — nodes, features and every edge of theirs — written to ``out`` once (also
+    used by ``benchmarks/warm_start_scale.py``). Returns ``{"dropped": n, "of": N}``."""
     from graphrec.eval.split import cold_items
     from graphrec.graph.store import GraphStore, write_store
     from graphrec.graph.subgraph import drop_nodes
 
-    if (out / "manifest.json").is_file():
-        return out
-    store = GraphStore(split_path / "train")
-    _, newest, _ = cold_items(store, ET, fraction)
-    arrays, meta, files = drop_nodes(store, ET[2], ~newest)
-    meta.pop("split", None)  # not a split's train graph
-    write_store(out, arrays, meta, files)
-    print(f"older graph: {int(newest.sum())} of {newest.shape[0]} items dropped -> {out}", flush=True)
-    return out
+    store = GraphStore(graph)
+    _, newest, _ = cold_items(store, relation, fraction)
+    if not (out / "manifest.json").is_file():
+        arrays, meta, files = drop_nodes(store, relation[2], ~newest)
+        meta.pop("split", None)  # not a split's train graph
+        write_store(out, arrays, meta, files)
+    return {"dropped": int(newest.sum()), "of": int(newest.shape[0])}
 
 
 def train(graph: Path, out: Path, seed: int, **update) -> tuple[dict, float]:
@@ -114,7 +114,9 @@ def main() -> None:
         return
     split = load_split(split_path)
     new_graph = split_path / "train"
-    old_graph = older_graph(split_path, work / "older_graph", args.new_items)
+    old_graph = work / "older_graph"
+    dropped = older_graph(new_graph, old_graph, args.new_items)
+    print(f"older graph: {dropped['dropped']} of {dropped['of']} items dropped -> {old_graph}", flush=True)
     full_epochs = None
     rows = []
     part = {"partitions": args.partitions, "ray": {"workers": 1}} if args.partitions > 1 else {}

@@ -32,22 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from out_of_core import GRAPHREC, run_step  # noqa: E402
+from twhin_warm_start import older_graph  # noqa: E402
 
 ET = ("user", "saves", "pin")
-
-
-def older_graph(graph: Path, out: Path, fraction: float) -> dict:
-    """``graph`` without its newest ``fraction`` of pins (written once)."""
-    from graphrec.eval.split import cold_items
-    from graphrec.graph.store import GraphStore, write_store
-    from graphrec.graph.subgraph import drop_nodes
-
-    store = GraphStore(graph)
-    _, newest, _ = cold_items(store, ET, fraction)
-    if not (out / "manifest.json").is_file():
-        arrays, meta, files = drop_nodes(store, ET[2], ~newest)
-        write_store(out, arrays, meta, files)
-    return {"step": "older", "pins_dropped": int(newest.sum()), "pins": int(newest.shape[0])}
 
 
 def main() -> None:
@@ -90,7 +77,8 @@ def main() -> None:
                       "--out", str(work / "data")], work / "data" / "saves.parquet")
     step("build", [*GRAPHREC, "-q", "build", "--schema", str(ROOT / "graphs" / "pinterest-synthetic.yaml"), "--data",
                    str(work / "data"), "--out", str(work / "g")], work / "g" / "manifest.json")
-    results.append(older_graph(work / "g", work / "older", args.new_pins))
+    dropped = older_graph(work / "g", work / "older", args.new_pins, ET)
+    results.append({"step": "older", "pins_dropped": dropped["dropped"], "pins": dropped["of"]})
     print(json.dumps(results[-1]), flush=True)
     train = [*GRAPHREC, "train", "twhin", "--config", str(cfg), "--no-ray"]
     step("run1", [*train, "--graph", str(work / "older"), "--out", str(work / "run1")], work / "run1" / "run.json")
