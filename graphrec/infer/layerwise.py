@@ -125,9 +125,7 @@ class ShardTask:
                 msg.flush()
             else:
                 z = _open(self.work_dir / OUTPUT)
-                fvec = (m.input.feature_vectors(self.features.gather(np.arange(lo, hi)))
-                        if m.head_needs_features else None)
-                z[lo:hi] = m.head(h, fvec).numpy()
+                z[lo:hi] = m.head(h).numpy()
                 z.flush()
         write_bytes(self.work_dir / "done" / f"{phase}-{shard:06d}", f"{lo} {hi}\n".encode())
         return hi - lo

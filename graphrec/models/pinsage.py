@@ -17,11 +17,7 @@ paper) and then, with ``learned_norm``, scaled by a learned magnitude
 ``\\sigma(s^\\top h^K_v + b) \\in (0, 1)``: the dot product of two items becomes
 ``m_u m_v \\cos(z_u, z_v)``, so for a fixed query the ranking weighs the candidate's
 magnitude (the model learns to give frequently engaged items a larger one, as
-matrix-factorisation norms do) — still a plain dot product for retrieval. With
-``norm_from="features"`` the magnitude is ``\\sigma(s^\\top f_v + b)`` of the item's own
-feature embeddings ``f_v`` alone (no ID vector, no neighbours): a popularity prior
-learned from what describes an item, the same for an item seen in training and one
-never seen, so unseen items are ranked by it too.
+matrix-factorisation norms do) — still a plain dot product for retrieval.
 
 Neighbourhoods arrive as a :class:`Block` per layer: ``neighbors [n_dst, T]`` are
 positions in the layer's source nodes (``-1`` padding) and ``weights [n_dst, T]`` the
@@ -42,7 +38,6 @@ from graphrec.sampling.blocks import Block
 from graphrec.sampling.features import FeatureSpec, NodeFeatures
 
 POOLINGS = ("importance", "mean", "max")
-NORM_SOURCES = ("hidden", "features")  # what a learned magnitude is computed from
 
 
 class PinSageInput(nn.Module):
@@ -66,8 +61,7 @@ class PinSageInput(nn.Module):
         self.cat_emb = nn.ModuleList(nn.Embedding(max(n, 1), feature_dim) for n in spec.categorical.values())
         self.bag_emb = nn.ModuleList(nn.EmbeddingBag(max(n, 1), feature_dim, mode="mean") for n in spec.multi_categorical.values())
         n_num = 2 * len(spec.numeric)
-        self.feature_width = feature_dim * (len(self.cat_emb) + len(self.bag_emb)) + n_num
-        in_dim = id_dim + self.feature_width
+        in_dim = id_dim + feature_dim * (len(self.cat_emb) + len(self.bag_emb)) + n_num
         if in_dim == 0:
             raise ValueError("PinSage needs an ID embedding (id_dim > 0) or node features")
         self.proj = nn.Linear(in_dim, out_dim)
@@ -82,21 +76,8 @@ class PinSageInput(nn.Module):
             nn.init.normal_(e.weight, std=0.1)
         self.proj.reset_parameters()
 
-    def feature_vectors(self, feats: NodeFeatures | None) -> Tensor | None:
-        """The features' embeddings side by side, ``[n, feature_width]`` (categorical
-        embeddings, mean token bags, standardised numeric values and missing
-        indicators); ``None`` without features."""
-        if feats is None or self.feature_width == 0:
-            return None
-        parts = [emb(feats.categorical[:, j]) for j, emb in enumerate(self.cat_emb)]
-        parts += [emb(codes, offsets) for (codes, offsets), emb in zip(feats.bags, self.bag_emb, strict=True)]
-        if self.spec.numeric:
-            parts.append(feats.numeric)
-        return torch.cat(parts, dim=1)
-
-    def forward(self, nodes: Tensor, feats: NodeFeatures | None, fvec: Tensor | None = None) -> Tensor:
-        """``nodes [n]``: ID-table rows (``-1``: no ID); ``feats``: their features;
-        ``fvec``: their :meth:`feature_vectors` when the caller already has them."""
+    def forward(self, nodes: Tensor, feats: NodeFeatures | None) -> Tensor:
+        """``nodes [n]``: ID-table rows (``-1``: no ID); ``feats``: their features."""
         parts = []
         if self.id_emb is not None:
             absent = nodes < 0
@@ -104,9 +85,13 @@ class PinSageInput(nn.Module):
                 absent = absent | (torch.rand(nodes.shape, device=nodes.device) < self.id_dropout)
             ids = self.id_emb(nodes.clamp_min(0))
             parts.append(ids * (~absent)[:, None].to(ids.dtype) if bool(absent.any()) else ids)
-        fvec = self.feature_vectors(feats) if fvec is None else fvec
-        if fvec is not None:
-            parts.append(fvec)
+        if feats is not None:
+            for j, emb in enumerate(self.cat_emb):
+                parts.append(emb(feats.categorical[:, j]))
+            for (codes, offsets), emb in zip(feats.bags, self.bag_emb, strict=True):
+                parts.append(emb(codes, offsets))
+            if self.spec.numeric:
+                parts.append(feats.numeric)
         return self.proj(torch.cat(parts, dim=1))
 
 
@@ -182,27 +167,20 @@ class PinSage(nn.Module):
 
     def __init__(self, num_nodes: int, spec: FeatureSpec, dim: int = 128, hidden_dim: int = 128, num_layers: int = 2,
                  id_dim: int = 64, feature_dim: int = 16, pooling: str = "importance", normalize_output: bool = True,
-                 learned_norm: bool = False, sparse_ids: bool = False, id_dropout: float = 0.0,
-                 norm_from: str = "hidden"):
+                 learned_norm: bool = False, sparse_ids: bool = False, id_dropout: float = 0.0):
         super().__init__()
         if num_layers < 0:
             raise ValueError("num_layers must be >= 0")
         self.num_nodes, self.dim, self.hidden_dim, self.num_layers = num_nodes, dim, hidden_dim, num_layers
         if learned_norm and not normalize_output:
             raise ValueError("learned_norm scales the normalised output: it needs normalize_output")
-        if norm_from not in NORM_SOURCES:
-            raise ValueError(f"norm_from must be one of {NORM_SOURCES}, got {norm_from!r}")
         self.pooling, self.normalize_output, self.learned_norm = pooling, normalize_output, learned_norm
-        self.norm_from = norm_from
         self.input = PinSageInput(num_nodes, spec, id_dim, feature_dim, hidden_dim, sparse_ids=sparse_ids,
                                   id_dropout=id_dropout)
-        if learned_norm and norm_from == "features" and self.input.feature_width == 0:
-            raise ValueError("a magnitude learned from the features (norm_from='features') needs node features")
         self.convs = nn.ModuleList(PinSageConv(hidden_dim, hidden_dim, hidden_dim, pooling) for _ in range(num_layers))
         self.G1 = nn.Linear(hidden_dim, hidden_dim)
         self.G2 = nn.Linear(hidden_dim, dim)
-        self.norm = (nn.Linear(self.input.feature_width if norm_from == "features" else hidden_dim, 1)
-                     if learned_norm else None)
+        self.norm = nn.Linear(hidden_dim, 1) if learned_norm else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -216,8 +194,7 @@ class PinSage(nn.Module):
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(nodes={self.num_nodes}, dim={self.dim}, hidden={self.hidden_dim}, "
-                f"layers={self.num_layers}, pooling={self.pooling!r}"
-                f"{(', learned_norm' + (' (from features)' if self.norm_from == 'features' else '')) if self.learned_norm else ''}"
+                f"layers={self.num_layers}, pooling={self.pooling!r}{', learned_norm' if self.learned_norm else ''}"
                 f"{f', id_dropout={self.input.id_dropout}' if self.input.id_dropout else ''})")
 
     def embed_input(self, nodes: Tensor, feats: NodeFeatures | None) -> Tensor:
@@ -228,36 +205,22 @@ class PinSage(nn.Module):
         """Layer ``k`` (0-based) applied to source representations."""
         return self.convs[k](x_src, block)
 
-    @property
-    def head_needs_features(self) -> bool:
-        """:meth:`head` takes the rows' feature vectors (a magnitude learned from them)."""
-        return self.norm is not None and self.norm_from == "features"
-
-    def head(self, h: Tensor, fvec: Tensor | None = None) -> Tensor:
+    def head(self, h: Tensor) -> Tensor:
         """``z = G₂ ReLU(G₁ h + g)``, L2-normalised if ``normalize_output``, times
-        ``σ(s·h + b)`` if ``learned_norm`` (``σ(s·f + b)`` of the rows' feature vectors
-        ``fvec [n, feature_width]``, see :meth:`PinSageInput.feature_vectors`, with
-        ``norm_from="features"``)."""
+        ``σ(s·h + b)`` if ``learned_norm``."""
         z = self.G2(F.relu(self.G1(h)))
         if not self.normalize_output:
             return z
         z = F.normalize(z, dim=1)
-        if self.norm is None:
-            return z
-        if self.norm_from == "features":
-            if fvec is None:
-                raise ValueError("this PinSage learns its magnitude from the features: pass head(h, fvec)")
-            return z * torch.sigmoid(self.norm(fvec))
-        return z * torch.sigmoid(self.norm(h))
+        return z * torch.sigmoid(self.norm(h)) if self.norm is not None else z
 
     def forward(self, nodes: Tensor, feats: NodeFeatures | None, blocks: list[Block]) -> Tensor:
         if len(blocks) != self.num_layers:
             raise ValueError(f"expected {self.num_layers} blocks, got {len(blocks)}")
-        fvec = self.input.feature_vectors(feats)  # once: the input and the magnitude share it
-        h = self.input(nodes, feats, fvec=fvec)
+        h = self.embed_input(nodes, feats)
         for k, block in enumerate(blocks):
             h = self.conv(k, h, block)
-        return self.head(h, fvec[: h.shape[0]] if self.head_needs_features else None)
+        return self.head(h)
 
     @torch.no_grad()
     def inference(self, features: Callable[[Tensor], NodeFeatures | None], neighbors, weights,
@@ -279,8 +242,7 @@ class PinSage(nn.Module):
             h = torch.cat([conv.combine(h[lo:hi], m, Block(torch.from_numpy(np.array(neighbors[lo:hi], dtype=np.int64)),
                                                            torch.from_numpy(np.array(weights[lo:hi], dtype=np.float32))))
                            for lo, hi in spans])
-        return torch.cat([self.head(h[lo:hi], self.input.feature_vectors(features(torch.arange(lo, hi)))
-                                    if self.head_needs_features else None) for lo, hi in spans])
+        return torch.cat([self.head(h[lo:hi]) for lo, hi in spans])
 
 
 def max_margin_loss(zq: Tensor, zp: Tensor, z_shared: Tensor, z_hard: Tensor | None = None, margin: float = 0.1,

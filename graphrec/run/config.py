@@ -389,11 +389,6 @@ class PinSageConfig(StrictConfig):
                                  "(the paper), plain mean or element-wise max")
     normalize_output: bool = Field(True, description="L2-normalise the output embeddings (the paper)")
     learned_norm: bool = Field(False, description="scale the unit output by a learned magnitude in (0, 1)")
-    norm_from: Literal["hidden", "features"] = Field("hidden", description="what the learned magnitude is computed "
-                                                     "from: the last hidden state (features, neighbourhood and ID "
-                                                     "vector), or the item's own features alone, a popularity prior "
-                                                     "that an item never seen gets exactly as a training item does "
-                                                     "(needs item features)")
     positives: PositivesConfig = Field(PositivesConfig(), description="co-engagement positive pairs")
     negatives: PinSageNegativesConfig = Field(PinSageNegativesConfig(), description="shared and hard negatives")
     margin: float = Field(0.1, gt=0, description="margin Δ of the max-margin loss max(0, z_q·z_n − z_q·z_p + Δ)")

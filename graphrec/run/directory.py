@@ -90,7 +90,7 @@ def pinsage_model(cfg: PinSageConfig, num_items: int, spec: FeatureSpec, sparse_
     return PinSage(num_items, spec, dim=cfg.dim, hidden_dim=cfg.hidden_dim, num_layers=cfg.num_layers,
                    id_dim=cfg.id_dim, feature_dim=cfg.feature_dim, pooling=cfg.pooling,
                    normalize_output=cfg.normalize_output, learned_norm=cfg.learned_norm, sparse_ids=sparse_ids,
-                   id_dropout=cfg.id_dropout, norm_from=cfg.norm_from)
+                   id_dropout=cfg.id_dropout)
 
 
 def pinsage_features(store: GraphStore, cfg: PinSageConfig, reference: GraphStore | None = None

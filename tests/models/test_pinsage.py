@@ -122,42 +122,6 @@ def test_learned_norm_scales_unit_outputs():
         PinSage(30, spec, id_dim=4, normalize_output=False, learned_norm=True)
 
 
-def test_a_magnitude_learned_from_the_features():
-    """``norm_from="features"``: ``|z_v| = σ(s·f_v + b)`` of the item's own feature
-    embeddings: the same for two items with equal features, whatever their ID vectors
-    (seen, never seen, ID-dropped) and neighbourhoods."""
-    spec = FeatureSpec(categorical={"c": 3}, numeric=["x"])
-    torch.manual_seed(0)
-    model = PinSage(30, spec, dim=8, hidden_dim=8, num_layers=1, id_dim=4, feature_dim=2, learned_norm=True,
-                    norm_from="features", id_dropout=0.5).eval()
-    assert model.norm.in_features == 2 + 2  # one categorical embedding + (value, missing) of the numeric
-    cat = torch.tensor([[1], [1], [2], [0]])
-    num = torch.tensor([[0.5, 0.0], [0.5, 0.0], [-1.0, 0.0], [0.0, 1.0]])
-    nbr, w = _random_neighborhoods(30, 4)
-    z = model.inference(lambda nodes: NodeFeatures(cat[nodes % 4], [], num[nodes % 4]), nbr, w)
-    f = model.input.feature_vectors(NodeFeatures(cat, [], num))
-    expected = torch.sigmoid(model.norm(f)).squeeze(1)
-    torch.testing.assert_close(z.norm(dim=1), expected[torch.arange(30) % 4])
-    # a never-seen item (row -1) with item 0's features gets item 0's magnitude, not its direction
-    blocks = [Block(torch.tensor([[-1]]), torch.zeros(1, 1))]
-    z_new = model(torch.tensor([-1]), NodeFeatures(cat[:1], [], num[:1]), blocks)
-    torch.testing.assert_close(z_new.norm(dim=1), expected[:1])
-    assert not torch.allclose(z_new, z[:1])
-    # training: ID dropout changes the input, never the magnitude
-    model.train()
-    same = torch.zeros(400, dtype=torch.long)
-    z = model(same, NodeFeatures(cat[same], [], num[same]), [Block(torch.full((400, 1), -1), torch.zeros(400, 1))])
-    assert len(torch.unique(z.detach().round(decimals=5), dim=0)) == 2  # ID kept / dropped
-    torch.testing.assert_close(z.norm(dim=1), expected[:1].expand(400).detach())
-    assert "learned_norm (from features)" in repr(model)
-    with pytest.raises(ValueError, match="needs node features"):
-        PinSage(30, FeatureSpec(), id_dim=4, learned_norm=True, norm_from="features")
-    with pytest.raises(ValueError, match="pass head"):
-        model.head(torch.zeros(1, 8))
-    with pytest.raises(ValueError, match="norm_from must be"):
-        PinSage(30, spec, id_dim=4, learned_norm=True, norm_from="id")
-
-
 def test_recency_weighted_mean_equals_the_gathered_sum_without_an_edges_by_dim_array():
     """The sparse product gives the per-edge formula's result (duplicates, users without
     items in the middle and at the end included)."""
