@@ -22,9 +22,13 @@ Protocol (``graphrec split --cold-items``):
    NDCG@10. Baselines on the same protocol: ``content (features)`` (TF-IDF cosine of the
    item's genres / title words / year decile to the mean of the user's history),
    ``content (features+graph)`` (plus the item's knowledge-graph neighbours within two
-   hops: its film's actors, director, genres...), random (exact expectation). Two
-   reference rows that are not models bound what the protocol rewards: oracle
-   popularity (the cold items' own held-out rating counts) and newest release first.
+   hops: its film's actors, director, genres...), random (exact expectation). Reference
+   rows that are not models show what the protocol rewards: oracle popularity (the cold
+   items' own held-out rating counts), newest release first, and content (features)
+   split in two, one profile for every user (the mean of all the users' profiles) and
+   the personal rest. Each model row also reports the R@10 of its personal part (its
+   scores minus each cold item's mean score over all users).
+   ``benchmarks/cold_start_bounds.py`` goes further on the same split.
 5. Warm quality of the same run: the warm items' per-user chronological valid/test
    (``new_items`` user→item Recall@20, ``item_to_item`` HitRate@10), next to the
    transductive config (``configs/pinsage-ml100k.yaml``) trained on the same train graph.
