@@ -47,7 +47,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,28 +96,31 @@ def run_model(name: str, cfg: dict, split_dir: Path, work: Path, seed: int, part
     return row, base
 
 
-def personal_part_recall(split_dir: Path, part: str, scores) -> float:
-    """Cold R@10 of the personal part of ``scores [U, N_items]`` (cold-graph ids): each
-    cold item's score minus its mean score over every user, i.e. without the component
-    that ranks the items the same way for everyone."""
+def personal_part_recall(split_dir: Path, part: str, scores: np.ndarray, items: np.ndarray | None = None) -> float:
+    """Cold R@10 of the personal part of ``scores [U, N]``: each cold item's score minus
+    its mean score over every user, i.e. without the component that ranks the items the
+    same way for everyone. Column ``items[j]`` scores the part's ``j``-th cold item
+    (default: the cold items' cold-graph ids, for ``N`` = all items)."""
     import torch
 
     from graphrec.eval.protocol import cold_ranking_task, evaluate_task
     from graphrec.eval.split import load_split
 
-    task, items = cold_ranking_task(load_split(split_dir), part)
-    s = np.asarray(scores[:, items] if not hasattr(scores, "tocsr") else scores[:, items].toarray(), dtype=np.float32)
+    task, cold = cold_ranking_task(load_split(split_dir), part)
+    s = np.asarray(scores[:, cold if items is None else items], dtype=np.float32)
     s = torch.from_numpy(s - s.mean(0, keepdims=True))
     return evaluate_task(lambda q: s[q], task, ks=(10,))["recall@10"]
 
 
 def reference_rows(split_dir: Path, part: str) -> dict:
-    """Two non-model rankings of the part's cold items that bound what the protocol can
-    reward: ``oracle popularity`` ranks them by their own held-out rating counts (it knows
-    the answer's popularity; no model can), ``newest release first`` by release year."""
+    """Rankings of the part's cold items that are not models and show what the protocol
+    rewards: ``oracle popularity`` ranks them by their own held-out rating counts (it knows
+    the answer's popularity; no model can), ``newest release first`` by release year, and
+    ``content (features)`` split into the ranking it gives every user alike (each item's
+    mean score over all users) and its personal part (:func:`personal_part_recall`)."""
     import torch
 
-    from graphrec.eval.baselines import content_vectors
+    from graphrec.eval.baselines import content_scorer
     from graphrec.eval.protocol import cold_ranking_task, evaluate_task
     from graphrec.eval.split import load_split
 
@@ -127,24 +129,19 @@ def reference_rows(split_dir: Path, part: str) -> dict:
     _, held = split.cold_heldout(part)
     counts = np.bincount(np.searchsorted(items, held), minlength=items.shape[0])
     year = np.nan_to_num(np.asarray(split.cold_graph().feature("item", "release_year").values, dtype=np.float64)[items])
-    # content (features) split in two: one profile for every user (the mean of all the
-    # users' profiles: what ranks the cold items the same way for everyone) and the rest
-    x = content_vectors(split.cold_graph(), "item", "features", exclude_types=("user",))
-    rel = split.cold_graph().relation(ET)
-    adj = sp.csr_matrix((np.ones(rel.num_edges, np.float32), np.asarray(rel.indices), np.asarray(rel.indptr)),
-                        shape=(rel.num_src, rel.num_dst))
-    profile = adj @ x
-    norms = np.sqrt(np.asarray(profile.multiply(profile).sum(1)).ravel())
-    profile = sp.diags(1.0 / np.maximum(norms, 1e-12)) @ profile
-    everyone = x[items] @ np.asarray(profile.mean(0)).ravel()
+    # content (features) split in two: the same ranking for every user (each item's mean
+    # score over all users, i.e. its cosine with the mean of the users' profiles) and the rest
+    n_users = split.cold_graph().num_nodes(ET.split(":")[0])
+    content = content_scorer(split.cold_graph(), tuple(ET.split(":")), items, "features")(torch.arange(n_users)).numpy()
+    everyone = content.mean(0)
     rows = {}
     for name, score in (("oracle popularity (not a model)", counts), ("newest release first", year),
                         ("content (features), one profile for every user", everyone)):
         s = torch.as_tensor(score, dtype=torch.float32)
         r = evaluate_task(lambda q, s=s: s.expand(len(q), -1).clone(), task, ks=(10,))
         rows[name] = {"cold_recall@10": r["recall@10"], "cold_ndcg@10": r["ndcg@10"]}
-    scores = sp.csr_matrix(profile @ x.T)
-    rows["content (features), personal part only"] = {"cold_recall@10": personal_part_recall(split_dir, part, scores)}
+    rows["content (features), personal part only"] = {"cold_recall@10": personal_part_recall(split_dir, part, content,
+                                                                                            items=np.arange(items.shape[0]))}
     return rows
 
 
