@@ -157,4 +157,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from graphrec.errors import GraphrecError
+
+    try:
+        raise SystemExit(main())
+    except GraphrecError as err:  # bad input: one line, exit 2
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

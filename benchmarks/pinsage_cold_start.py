@@ -65,6 +65,7 @@ def _set(cfg: dict, key: str, value) -> None:
 
 
 def run_model(name: str, cfg: dict, split_dir: Path, work: Path, seed: int, part: str) -> dict:
+    from graphrec.eval.protocol import cold_ranking_task
     from graphrec.eval.split import load_split
     from graphrec.infer.layerwise import infer_pinsage, read_inference
     from graphrec.run.directory import open_run
@@ -78,11 +79,13 @@ def run_model(name: str, cfg: dict, split_dir: Path, work: Path, seed: int, part
     fit(c, split_dir / "train", run_dir, use_ray=False, progress=False)
     t_train = time.perf_counter() - t0
     inf = infer_pinsage(run_dir, run_dir / "cold-inference", graph=split_dir / "cold_graph", progress=False)
-    res = evaluate_run(run_dir, load_split(split_dir), part, (10, 20),
-                       cold_vectors=read_inference(inf, open_run(run_dir)))
+    split = load_split(split_dir)
+    cold_vectors = read_inference(inf, open_run(run_dir))
+    res = evaluate_run(run_dir, split, part, (10, 20), cold_vectors=cold_vectors)
     m = res["models"]
-    users, vectors, _ = read_inference(inf, open_run(run_dir))
-    personal = personal_part_recall(split_dir, part, np.asarray(users) @ np.asarray(vectors).T)
+    task, items = cold_ranking_task(split, part)
+    users, vectors, _ = cold_vectors
+    personal = personal_part_recall(task, np.asarray(users) @ np.asarray(vectors)[items].T)
     row = {"model": name, "seed": seed, "train_seconds": t_train,
            "cold_recall@10": m["pinsage"]["cold_items"]["recall@10"], "cold_ndcg@10": m["pinsage"]["cold_items"]["ndcg@10"],
            "cold_personal_recall@10": personal,
@@ -96,18 +99,16 @@ def run_model(name: str, cfg: dict, split_dir: Path, work: Path, seed: int, part
     return row, base
 
 
-def personal_part_recall(split_dir: Path, part: str, scores: np.ndarray, items: np.ndarray | None = None) -> float:
-    """Cold R@10 of the personal part of ``scores [U, N]``: each cold item's score minus
-    its mean score over every user, i.e. without the component that ranks the items the
-    same way for everyone. Column ``items[j]`` scores the part's ``j``-th cold item
-    (default: the cold items' cold-graph ids, for ``N`` = all items)."""
+def personal_part_recall(task, scores: np.ndarray) -> float:
+    """Cold R@10 on ``task`` (:func:`graphrec.eval.protocol.cold_ranking_task`) of the
+    personal part of ``scores [U, C]`` (column ``j``: the task's ``j``-th cold item): each
+    cold item's score minus its mean score over every user, i.e. without the component
+    that ranks the items the same way for everyone."""
     import torch
 
-    from graphrec.eval.protocol import cold_ranking_task, evaluate_task
-    from graphrec.eval.split import load_split
+    from graphrec.eval.protocol import evaluate_task
 
-    task, cold = cold_ranking_task(load_split(split_dir), part)
-    s = np.asarray(scores[:, cold if items is None else items], dtype=np.float32)
+    s = np.asarray(scores, dtype=np.float32)
     s = torch.from_numpy(s - s.mean(0, keepdims=True))
     return evaluate_task(lambda q: s[q], task, ks=(10,))["recall@10"]
 
@@ -140,8 +141,7 @@ def reference_rows(split_dir: Path, part: str) -> dict:
         s = torch.as_tensor(score, dtype=torch.float32)
         r = evaluate_task(lambda q, s=s: s.expand(len(q), -1).clone(), task, ks=(10,))
         rows[name] = {"cold_recall@10": r["recall@10"], "cold_ndcg@10": r["ndcg@10"]}
-    rows["content (features), personal part only"] = {"cold_recall@10": personal_part_recall(split_dir, part, content,
-                                                                                            items=np.arange(items.shape[0]))}
+    rows["content (features), personal part only"] = {"cold_recall@10": personal_part_recall(task, content)}
     return rows
 
 
